@@ -1,0 +1,3 @@
+from anydepth_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Inference: preprocessing, the batched predictor, alignment and tiling."""
