@@ -1,0 +1,105 @@
+"""Reading checkpoint files and loading them, strictly, into a network built from its config."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from anydepth_cli.errors import CheckpointError
+from anydepth_cli.models import DepthNetwork, NetworkConfig, build_network
+
+# (encoder prefix, head prefix) of every layout the published and training checkpoints use.
+PREFIX_LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("pretrained.", "depth_head."),
+    ("backbone.pretrained.", "head."),
+    ("model.backbone.pretrained.", "model.head."),
+    ("0.encoder.backbone.", "0.decoder."),
+)
+WRAPPER_KEYS = ("model", "state_dict")
+OPTIONAL_KEYS = ("encoder.mask_token",)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth`/`.pt` (read with `weights_only=True`) or `.safetensors` file, unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path), device="cpu")
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(f"{path.name} holds more than tensors and was not unpickled ({first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path.name}: {first}") from None
+    while isinstance(data, dict):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(data.get(k), dict)), None)
+        if wrapper is None:
+            break
+        data = data[wrapper]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name} does not hold a state dict")
+    tensors = {k: v for k, v in data.items() if isinstance(k, str) and torch.is_tensor(v)}
+    if not tensors:
+        raise CheckpointError(f"{path.name} holds no tensors")
+    return tensors
+
+
+def to_network_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a checkpoint's keys from whichever known layout it uses to `encoder.*` / `head.*`."""
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+
+    def coverage(layout: tuple[str, str]) -> int:
+        return sum(k.startswith(layout) for k in state)
+
+    encoder_prefix, head_prefix = max(PREFIX_LAYOUTS, key=coverage)
+    renamed, unknown = {}, []
+    for key, value in state.items():
+        if key.startswith(encoder_prefix):
+            renamed["encoder." + key[len(encoder_prefix):]] = value
+        elif key.startswith(head_prefix):
+            renamed["head." + key[len(head_prefix):]] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"unexpected keys outside {encoder_prefix}* / {head_prefix}*: {_names(unknown)}")
+    return renamed
+
+
+def load_network(config: NetworkConfig, path: Path, device: torch.device | str = "cpu") -> DepthNetwork:
+    """Network of `config` with the weights of `path`; any missing, unexpected or misshapen key is an error."""
+    state = to_network_keys(read_state_dict(path))
+    network = build_network(config, device="meta")
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state and k not in OPTIONAL_KEYS]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shape {_names(wrong)}")
+    if problems:
+        raise CheckpointError(f"{Path(path).name} does not match the architecture: " + "; ".join(problems))
+    for key in OPTIONAL_KEYS:
+        state.setdefault(key, torch.zeros_like(expected[key], device="cpu"))
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    network.load_state_dict(state, strict=True, assign=True)
+    return network.to(device).eval()
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

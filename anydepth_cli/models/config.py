@@ -1,0 +1,97 @@
+"""The architecture description a network is built from (the fixtures' `config` object)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anydepth_cli.errors import UsageError
+
+ENCODERS = ("dinov2", "dinov3")
+HEADS = ("sdt", "dpt")
+LAYOUTS = ("dav2", "da3", "anydepth-train")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Encoder width/depth/heads, the tapped layers and the head settings of one network."""
+
+    embed: int
+    depth: int
+    heads: int
+    layers: tuple[int, ...]
+    head: str
+    encoder: str = "dinov2"
+    encoder_norm: bool = False
+    fusion: int = 256
+    cls: bool = False
+    detail_enhancer: bool = False
+    features: int = 256
+    out_channels: tuple[int, ...] = (256, 512, 1024, 1024)
+    layout: str = "dav2"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def patch_size(self) -> int:
+        return 16 if self.encoder == "dinov3" else 14
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.encoder not in ENCODERS:
+            problems.append(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.layout not in LAYOUTS:
+            problems.append(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.embed <= 0 or self.heads <= 0 or self.embed % self.heads:
+            problems.append(f"embed ({self.embed}) must be a positive multiple of heads ({self.heads})")
+        if len(self.layers) != 4 or not all(0 <= i < self.depth for i in self.layers):
+            problems.append(f"layers must be 4 block indices below depth {self.depth}, not {list(self.layers)}")
+        if self.head == "dpt" and len(self.out_channels) != 4:
+            problems.append("out_channels must list 4 channel counts")
+        if self.encoder == "dinov3" and (self.embed // self.heads) % 4:
+            problems.append("dinov3 needs a head width divisible by 4 for its rotary embedding")
+        if problems:
+            raise UsageError("invalid architecture: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetworkConfig":
+        """Build from a fixture-style `config` mapping (unknown keys are kept in `extra`)."""
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        missing = [k for k in ("embed", "depth", "heads", "layers", "head") if k not in data]
+        if missing:
+            raise UsageError(f"architecture is missing {', '.join(missing)}")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("layers", "out_channels"):
+            if key in kwargs:
+                kwargs[key] = tuple(int(v) for v in kwargs[key])
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise UsageError(f"invalid architecture: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: Path) -> "NetworkConfig":
+        """Read a JSON architecture file: either the config itself or a fixture file with a `config` object."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UsageError(f"architecture file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot read architecture file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"architecture file {path} must hold a JSON object")
+        config = data.get("config", data)
+        if not isinstance(config, dict):
+            raise UsageError(f"architecture file {path}: `config` must be a JSON object")
+        return cls.from_dict(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("extra")
+        data["layers"] = list(self.layers)
+        data["out_channels"] = list(self.out_channels)
+        return data

@@ -1,0 +1,36 @@
+"""Encoder + head, built from a `NetworkConfig`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.dinov2 import DinoV2Encoder
+from anydepth_cli.models.dinov3 import DinoV3Encoder
+from anydepth_cli.models.dpt import DPTHead
+from anydepth_cli.models.sdt import SDTHead
+
+
+class DepthNetwork(nn.Module):
+    """Image batch (B, 3, H, W), normalised → raw head output (B, 1, H', W'): affine-invariant disparity."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        encoder_cls = DinoV3Encoder if config.encoder == "dinov3" else DinoV2Encoder
+        self.encoder = encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
+        if config.head == "sdt":
+            self.head = SDTHead(config.embed, config.fusion, config.cls, config.detail_enhancer)
+        else:
+            self.head = DPTHead(config.embed, config.features, config.out_channels, config.cls, config.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, grid = self.encoder(x)
+        return self.head(features, grid)
+
+
+def build_network(config: NetworkConfig, device: torch.device | str | None = None) -> DepthNetwork:
+    """A network with the layout of `config`, in eval mode (weights uninitialised on the meta device)."""
+    with torch.device(device or "cpu"):
+        return DepthNetwork(config).eval()

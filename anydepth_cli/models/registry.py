@@ -1,0 +1,73 @@
+"""Named models: where their weights live, how to build them, and their licences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anydepth_cli.errors import UsageError
+from anydepth_cli.models.config import NetworkConfig
+
+ANYDEPTH_REPO = "AIGeeksGroup/AnyDepth"
+CC_BY_NC_SA = "CC BY-NC-SA 4.0"
+CC_BY_NC = "CC BY-NC 4.0"
+APACHE = "Apache-2.0"
+
+VIT_S = dict(embed=384, depth=12, heads=6, layers=(2, 5, 8, 11))
+VIT_B = dict(embed=768, depth=12, heads=12, layers=(2, 5, 8, 11))
+VIT_L = dict(embed=1024, depth=24, heads=16, layers=(4, 11, 17, 23))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One downloadable model: Hub location, architecture, licence and what it outputs."""
+
+    name: str
+    repo_id: str
+    filename: str
+    config: NetworkConfig
+    licence: str
+    description: str
+    output: str = "disparity"
+    input_size: int = 518
+
+
+def _dpt(size: dict, features: int, out_channels: tuple[int, ...]) -> NetworkConfig:
+    return NetworkConfig(**size, head="dpt", encoder_norm=True, features=features, out_channels=out_channels)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "anydepth-dav2-vitb", ANYDEPTH_REPO, "dav2_sdt_vitb.pth",
+            NetworkConfig(**VIT_B, head="sdt", fusion=128, cls=True, detail_enhancer=True, layout="dav2"),
+            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything V2 ViT-B encoder",
+        ),
+        ModelSpec(
+            "anydepth-da3-vitl", ANYDEPTH_REPO, "da3_sdt_vitl.pth",
+            NetworkConfig(**VIT_L, head="sdt", fusion=256, cls=False, detail_enhancer=False, layout="da3"),
+            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder",
+        ),
+        ModelSpec(
+            "dav2-dpt-vits", "depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
+            _dpt(VIT_S, 64, (48, 96, 192, 384)), APACHE, "Depth Anything V2 Small (DPT baseline)",
+        ),
+        ModelSpec(
+            "dav2-dpt-vitb", "depth-anything/Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth",
+            _dpt(VIT_B, 128, (96, 192, 384, 768)), CC_BY_NC, "Depth Anything V2 Base (DPT baseline)",
+        ),
+        ModelSpec(
+            "dav2-dpt-vitl", "depth-anything/Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth",
+            _dpt(VIT_L, 256, (256, 512, 1024, 1024)), CC_BY_NC, "Depth Anything V2 Large (DPT baseline)",
+        ),
+    )
+}
+DEFAULT_MODEL = "anydepth-dav2-vitb"
+
+
+def get_model(name: str) -> ModelSpec:
+    """The registry entry called `name`; an unknown name is a usage error listing the known ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
