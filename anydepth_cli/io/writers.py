@@ -1,0 +1,213 @@
+"""Writing depth outputs atomically: colour-mapped PNG, 16-bit PNG, .npy and side-by-side views."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from anydepth_cli.errors import InputError, OutputError, UsageError
+
+DEFAULT_CMAP = "inferno"
+"""Perceptually uniform; near (large disparity) is bright yellow, far is black."""
+
+PNG16_MIN_KEY = "anydepth_min"
+PNG16_MAX_KEY = "anydepth_max"
+
+_SUGGESTED_CMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "gray", "Spectral_r")
+_PNG_COMPRESS_LEVEL = 3
+_PERCENTILE_SAMPLE = 1 << 20
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = False) -> None:
+    """Have `write` write a temp file beside `path`, then rename it onto `path`.
+
+    Parent folders are created. The temp name is hidden and keeps `path`'s suffix
+    (`.stem.tmp-XXXXXXXX.png`) so writers that pick the format by suffix still work. On any
+    exception, KeyboardInterrupt included, the temp file is removed and `path` is left as it
+    was. With `fsync`, file and folder are flushed to disk. OSErrors become OutputError.
+    """
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {folder}: {_reason(exc)}") from exc
+    temp = folder / f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}"
+    try:
+        write(temp)
+        if fsync:
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+        if fsync and os.name == "posix":
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {_reason(exc)}") from exc
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+
+
+def available_cmaps() -> list[str]:
+    """Names of the matplotlib colour maps `colorize` accepts, sorted."""
+    import matplotlib  # imported on first use: it adds ~0.3 s to start-up
+
+    return sorted(matplotlib.colormaps)
+
+
+@functools.lru_cache(maxsize=None)
+def _lut(cmap: str) -> np.ndarray:
+    """The 256×3 uint8 lookup table of a matplotlib colour map (read-only, cached)."""
+    import matplotlib
+
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError:
+        raise UsageError(
+            f"unknown colour map {cmap!r}; try one of: {', '.join(_SUGGESTED_CMAPS)}"
+        ) from None
+    lut = np.round(colormap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+def colorize(
+    disparity: np.ndarray,
+    cmap: str = DEFAULT_CMAP,
+    invert: bool = False,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Map a float H×W disparity to RGB uint8 H×W×3 with a colour map (large = bright end).
+
+    Values are normalised by `value_range` (low, high) or else by the 1st and 99th
+    percentiles of the finite values (min and max if those coincide); values outside are
+    clipped. A constant map gets the colour map's low end. Non-finite values are black.
+    `invert` flips the colour map. Unknown `cmap` or a bad `value_range` raise UsageError.
+    """
+    lut = _lut(cmap)
+    values = np.asarray(disparity, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"disparity must be H×W, got shape {values.shape}")
+    finite = np.isfinite(values)
+    all_finite = bool(finite.all())
+    low, high = _normalisation_range(values if all_finite else values[finite], value_range)
+    if not all_finite:
+        values = np.where(finite, values, np.float32(low))
+    scale = 255.0 / (high - low) if high > low else 0.0
+    levels = (values - np.float32(low)) * np.float32(scale)
+    if invert:
+        levels = 255.0 - levels
+    np.clip(levels, 0.0, 255.0, out=levels)
+    rgb = lut[(levels + 0.5).astype(np.uint8)]
+    if not all_finite:
+        rgb[~finite] = 0
+    return rgb
+
+
+def _normalisation_range(
+    finite_values: np.ndarray, value_range: tuple[float, float] | None
+) -> tuple[float, float]:
+    if value_range is not None:
+        low, high = (float(v) for v in value_range)
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise UsageError(f"invalid value range {low}..{high}: need finite low < high")
+        return low, high
+    if finite_values.size == 0:
+        return 0.0, 0.0
+    sample = finite_values.ravel()
+    if sample.size > _PERCENTILE_SAMPLE:
+        sample = sample[:: sample.size // _PERCENTILE_SAMPLE]
+    low, high = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    if high <= low:
+        low, high = float(finite_values.min()), float(finite_values.max())
+    return low, high
+
+
+def side_by_side(rgb: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """The photo and its colour depth map next to each other (both H×W×3 of the same height)."""
+    if rgb.shape[0] != color.shape[0]:
+        raise ValueError(f"heights differ: {rgb.shape[0]} and {color.shape[0]}")
+    return np.concatenate([rgb, color], axis=1)
+
+
+def write_color_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 H×W×3 array as an 8-bit colour PNG."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    atomic_write(path, functools.partial(_save_png, image, None))
+
+
+def _save_png(image: Image.Image, info: PngImagePlugin.PngInfo | None, temp: Path) -> None:
+    image.save(temp, format="PNG", pnginfo=info, compress_level=_PNG_COMPRESS_LEVEL)
+
+
+def write_npy(path: Path, disparity: np.ndarray) -> None:
+    """Write a disparity map as a float32 .npy array."""
+    values = np.asarray(disparity, dtype=np.float32)
+
+    def save(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            np.save(handle, values)
+
+    atomic_write(path, save)
+
+
+def write_png16(path: Path, disparity: np.ndarray) -> None:
+    """Write a disparity map as a 16-bit grey PNG scaled to its own finite min..max.
+
+    Min maps to 0 and max to 65535; both are stored as PNG text chunks (`anydepth_min`,
+    `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see `read_png16`).
+    Non-finite values are stored as 0; a constant map is all 0.
+    """
+    values = np.asarray(disparity, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"disparity must be H×W, got shape {values.shape}")
+    finite = np.isfinite(values)
+    low, high = 0.0, 0.0
+    if finite.any():
+        low, high = float(values[finite].min()), float(values[finite].max())
+    if high > low:
+        scaled = (np.where(finite, values, low) - low) * (65535.0 / (high - low))
+        levels = np.clip(np.rint(scaled), 0, 65535).astype(np.uint16)
+    else:
+        levels = np.zeros(values.shape, dtype=np.uint16)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG16_MIN_KEY, repr(low))
+    info.add_text(PNG16_MAX_KEY, repr(high))
+    atomic_write(path, functools.partial(_save_png, Image.fromarray(levels), info))
+
+
+def read_png16(path: Path) -> np.ndarray:
+    """Read a PNG written by `write_png16` back to float32 disparity (InputError otherwise)."""
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}))
+            if not (image.mode.startswith("I;16") or image.mode == "I") or not (
+                PNG16_MIN_KEY in text and PNG16_MAX_KEY in text
+            ):
+                raise InputError(
+                    f"not a 16-bit depth PNG from anydepth (mode {image.mode}, "
+                    f"needs {PNG16_MIN_KEY}/{PNG16_MAX_KEY} text chunks)"
+                )
+            levels = np.asarray(image, dtype=np.float64)
+        low, high = float(text[PNG16_MIN_KEY]), float(text[PNG16_MAX_KEY])
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read 16-bit depth PNG ({' '.join(str(exc).split())})") from exc
+    return (low + levels / 65535.0 * (high - low)).astype(np.float32)
