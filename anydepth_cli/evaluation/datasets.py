@@ -1,0 +1,371 @@
+"""Evaluation data: presets (crop and depth range), ground-truth readers, image/depth pairing, the eval loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.evaluation.metrics import aggregate, evaluate_sample
+
+if TYPE_CHECKING:  # the protocol's module imports torch, which scoring workers do not need
+    from anydepth_cli.inference.predictor import DisparityPredictor
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEPTH_SUFFIXES: tuple[str, ...] = (".png", ".npy", ".exr", ".pfm")
+MASK_SUFFIXES: tuple[str, ...] = (".png", ".npy")
+
+CropFn = Callable[[int, int], tuple[slice, slice]]
+"""`(height, width) -> (row slice, column slice)` of the region that is scored."""
+
+
+def nyu_crop(height: int, width: int) -> tuple[slice, slice]:
+    """Eigen crop: rows 45:471, columns 41:601 of a 480×640 frame (scaled proportionally for other sizes)."""
+    return (
+        slice(round(45 * height / 480), round(471 * height / 480)),
+        slice(round(41 * width / 640), round(601 * width / 640)),
+    )
+
+
+def kitti_crop(height: int, width: int) -> tuple[slice, slice]:
+    """Garg crop: rows 0.40810811·H : 0.99189189·H, columns 0.03594771·W : 0.96405229·W."""
+    return (
+        slice(int(0.40810811 * height), int(0.99189189 * height)),
+        slice(int(0.03594771 * width), int(0.96405229 * width)),
+    )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How a dataset is scored: which ground-truth depths count and where the predicted depth is clipped.
+
+    `min_depth`/`max_depth` of None mean "take them from each image's valid ground truth".
+    `depth_scale` is the default divisor for 16-bit PNG ground truth (value / scale = metres).
+    """
+
+    name: str
+    min_depth: float | None
+    max_depth: float | None
+    crop: CropFn | None
+    depth_scale: float = 1000.0
+
+    def valid_mask(self, gt_depth: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Pixels to score: finite GT > 0, strictly inside (min_depth, max_depth), inside the crop and `mask`."""
+        gt = np.asarray(gt_depth)
+        valid = np.isfinite(gt) & (gt > 0)
+        if self.min_depth is not None:
+            valid &= gt > self.min_depth
+        if self.max_depth is not None:
+            valid &= gt < self.max_depth
+        if self.crop is not None:
+            rows, cols = self.crop(gt.shape[0], gt.shape[1])
+            region = np.zeros(gt.shape, dtype=bool)
+            region[rows, cols] = True
+            valid &= region
+        if mask is not None:
+            if mask.shape != gt.shape:
+                raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but depth is {gt.shape[1]}x{gt.shape[0]}")
+            valid &= np.asarray(mask, dtype=bool)
+        return valid
+
+    def depth_range(self, gt_depth: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+        """`(min_depth, max_depth)` for clipping: the preset's, or the valid ground truth's extent where unset."""
+        values = np.asarray(gt_depth, dtype=np.float64)[valid]
+        low = self.min_depth if self.min_depth is not None else float(values.min())
+        high = self.max_depth if self.max_depth is not None else float(values.max())
+        return low, high
+
+
+NYU = Preset("nyu", 1e-3, 10.0, nyu_crop, depth_scale=1000.0)
+KITTI = Preset("kitti", 1e-3, 80.0, kitti_crop, depth_scale=256.0)
+DEFAULT = Preset("default", None, None, None, depth_scale=1000.0)
+PRESETS: dict[str, Preset] = {p.name: p for p in (NYU, KITTI, DEFAULT)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name` (case-insensitive); UsageError listing the choices otherwise."""
+    try:
+        return PRESETS[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown eval preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def _decode(path: Path) -> np.ndarray:
+    """Decode an image file with OpenCV keeping its bit depth and channels; InputError if it cannot."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"cannot decode {path} as an image")
+    return image
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    """A single-channel EXR, or the red channel of a multi-channel one."""
+    # OpenCV decodes EXR only with this set; it reads the variable at the first EXR decode, not
+    # at import, so setting it here is enough. An explicit user setting is respected.
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    try:
+        image = _decode(path)
+    except InputError:
+        raise InputError(
+            f"cannot read EXR depth {path}: this OpenCV build has no OpenEXR support or the file is "
+            "damaged; convert it to .npy or .pfm"
+        ) from None
+    return image if image.ndim == 2 else image[..., 2]
+
+
+def _read_pfm(path: Path) -> np.ndarray:
+    """A PFM file ("Pf" greyscale, or "PF" colour from which the red channel is taken)."""
+    try:
+        with open(path, "rb") as f:
+            kind = f.readline().strip()
+            if kind not in (b"Pf", b"PF"):
+                raise InputError(f"{path} is not a PFM file")
+            width, height = (int(v) for v in f.readline().split())
+            scale = float(f.readline().strip())
+            channels = 3 if kind == b"PF" else 1
+            count = width * height * channels
+            data = np.fromfile(f, dtype="<f4" if scale < 0 else ">f4", count=count)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read PFM {path}: {exc}") from None
+    if data.size != count:
+        raise InputError(f"PFM {path} is truncated")
+    # PFM rows run bottom to top.
+    return data.reshape(height, width, channels)[::-1, :, 0]
+
+
+def read_depth(path: str | Path, depth_scale: float = 1000.0) -> np.ndarray:
+    """Ground-truth depth in metres (float32, H×W); invalid pixels (0, negative, non-finite) are 0.
+
+    `.png`: single-channel 8/16-bit, depth = value / `depth_scale`, 0 = invalid. `.npy`: a 2-D
+    array in metres. `.exr` (via OpenCV) and `.pfm`: float depth in metres, single channel or
+    the red channel. UsageError for a `depth_scale` that is not positive.
+    """
+    if not depth_scale > 0:
+        raise UsageError(f"depth scale must be positive, got {depth_scale}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        raw = _decode(path)
+        if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"depth PNG {path} must be single-channel 8- or 16-bit")
+        depth = raw.astype(np.float64) / depth_scale
+    elif suffix == ".npy":
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from None
+        depth = np.squeeze(depth)
+        if depth.ndim != 2 or depth.dtype.kind not in "fiu":
+            raise InputError(f"depth array {path} must be 2-D real numbers, got {depth.dtype} {depth.shape}")
+    elif suffix == ".exr":
+        depth = _read_exr(path)
+    elif suffix == ".pfm":
+        depth = _read_pfm(path)
+    else:
+        raise InputError(f"unsupported depth format {path.suffix!r} for {path}; use {', '.join(DEPTH_SUFFIXES)}")
+    depth = np.asarray(depth, dtype=np.float32)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A validity mask (bool, H×W) from an image or `.npy`: nonzero (in any channel) = valid."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            mask = np.squeeze(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from None
+    else:
+        mask = _decode(path)
+    if mask.ndim == 3:
+        return np.any(mask != 0, axis=2)
+    if mask.ndim != 2:
+        raise InputError(f"mask {path} must be 2-D, got shape {mask.shape}")
+    return mask != 0
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 H×W×3 (pixel grid as stored, no EXIF rotation, so it matches the GT)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One evaluation sample: an RGB image, its ground-truth depth and an optional validity mask."""
+
+    image: Path
+    depth: Path
+    mask: Path | None = None
+
+
+def _index(directory: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Files in `directory` with one of `suffixes` (case-insensitive), grouped by stem."""
+    found: dict[str, list[Path]] = {}
+    for entry in sorted(directory.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in suffixes:
+            found.setdefault(entry.stem, []).append(entry)
+    return found
+
+
+def _strip_tag(index: dict[str, list[Path]], tag: str) -> dict[str, list[Path]]:
+    """The entries of `index` whose stem ends with `tag`, keyed by the stem without it."""
+    return {stem[: -len(tag)]: files for stem, files in index.items() if stem.endswith(tag)}
+
+
+def _one(index: dict[str, list[Path]], stem: str, what: str) -> Path | None:
+    matches = index.get(stem, [])
+    if len(matches) > 1:
+        raise UsageError(f"several {what} files for {stem!r}: {', '.join(p.name for p in matches)}")
+    return matches[0] if matches else None
+
+
+def discover_pairs(folder: str | Path) -> list[Pair]:
+    """Image/depth(/mask) pairs in `folder`, sorted by image name; images without depth are skipped.
+
+    Two layouts are recognised:
+
+    * subfolders: `image/NAME.jpg|png|…`, `depth/NAME.png|npy|exr|pfm`, optional `mask/NAME.png|npy`;
+    * side by side: `NAME.jpg|png|…` with `NAME_depth.png|npy|exr|pfm` and optional `NAME_mask.png|npy`.
+
+    The subfolder layout is used when both `image/` and `depth/` exist. UsageError when no pair is found
+    or a name has several depth (or mask) files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    if (folder / "image").is_dir() and (folder / "depth").is_dir():
+        images = _index(folder / "image", IMAGE_SUFFIXES)
+        depths = _index(folder / "depth", DEPTH_SUFFIXES)
+        masks = _index(folder / "mask", MASK_SUFFIXES) if (folder / "mask").is_dir() else {}
+    else:
+        images = {s: v for s, v in _index(folder, IMAGE_SUFFIXES).items() if not s.endswith(("_depth", "_mask"))}
+        depths = _strip_tag(_index(folder, DEPTH_SUFFIXES), "_depth")
+        masks = _strip_tag(_index(folder, MASK_SUFFIXES), "_mask")
+    pairs: list[Pair] = []
+    for stem, files in images.items():
+        depth = _one(depths, stem, "depth")
+        if depth is not None:
+            mask = _one(masks, stem, "mask")
+            pairs.extend(Pair(image, depth, mask) for image in files)
+    if not pairs:
+        raise UsageError(
+            f"no image/depth pairs in {folder}: expected image/ + depth/ subfolders with matching names, "
+            "or NAME.jpg next to NAME_depth.png"
+        )
+    return sorted(pairs, key=lambda p: p.image.name)
+
+
+def read_manifest(path: str | Path) -> list[Pair]:
+    """Pairs listed in a manifest: one `image,depth[,mask]` per line, relative to the manifest's folder.
+
+    Blank lines and lines starting with `#` are ignored; paths may not contain commas. A malformed
+    line or a missing file is a UsageError naming the line number.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read manifest {path}: {exc}") from None
+    pairs: list[Pair] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) not in (2, 3) or not all(fields):
+            raise UsageError(f"{path}:{number}: expected 'image,depth[,mask]', got {line!r}")
+        files = [path.parent / f for f in fields]
+        for file in files:
+            if not file.is_file():
+                raise UsageError(f"{path}:{number}: no such file {file}")
+        pairs.append(Pair(files[0], files[1], files[2] if len(files) == 3 else None))
+    if not pairs:
+        raise UsageError(f"manifest {path} lists no pairs")
+    return pairs
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows for every model, per-model aggregates and the samples that could not be scored.
+
+    Each row holds `image`, `depth`, `model`, the metrics, `scale`, `shift` and `n_valid`;
+    `aggregates[model]` is `metrics.aggregate` over that model's rows; `failures` holds
+    `(image path, reason)` for samples skipped for every model.
+    """
+
+    preset: str
+    models: list[str]
+    rows: list[dict[str, object]] = field(default_factory=list)
+    aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _load(pair: Pair, preset: Preset, depth_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """RGB, GT depth and mask of a sample; InputError if unreadable or it has fewer than two valid pixels."""
+    rgb = read_rgb(pair.image)
+    gt = read_depth(pair.depth, depth_scale)
+    mask = read_mask(pair.mask) if pair.mask is not None else None
+    if int(preset.valid_mask(gt, mask).sum()) < 2:
+        raise InputError(f"{pair.depth}: fewer than two valid ground-truth pixels under preset {preset.name!r}")
+    return rgb, gt, mask
+
+
+def run_eval(
+    pairs: Sequence[Pair],
+    predictors: Mapping[str, DisparityPredictor],
+    preset: Preset,
+    progress: Callable[[], None] | None = None,
+    *,
+    depth_scale: float | None = None,
+    batch_size: int = 1,
+) -> EvalResult:
+    """Evaluate every predictor on every pair under `preset`.
+
+    Images are read `batch_size` at a time and passed to each model's `predict_batch`; a
+    prediction whose size differs from the ground truth is resized to it (bilinear).
+    `depth_scale` overrides the preset's PNG divisor. A sample that cannot be read or has no
+    valid pixels is recorded in `failures` and skipped. `progress` is called once per pair.
+    """
+    if not predictors:
+        raise UsageError("no model to evaluate")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    scale = preset.depth_scale if depth_scale is None else depth_scale
+    result = EvalResult(preset=preset.name, models=list(predictors))
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        loaded: list[tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        for pair in chunk:
+            try:
+                loaded.append((pair, *_load(pair, preset, scale)))
+            except InputError as exc:
+                result.failures.append((str(pair.image), str(exc)))
+        if loaded:
+            for name, predictor in predictors.items():
+                predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded])
+                for (pair, _, gt, mask), pred in zip(loaded, predictions):
+                    if pred.shape != gt.shape:
+                        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
+                    row.update(evaluate_sample(pred, gt, mask, preset))
+                    result.rows.append(row)
+        if progress is not None:
+            for _ in chunk:
+                progress()
+    for name in result.models:
+        result.aggregates[name] = aggregate(r for r in result.rows if r["model"] == name)
+    return result

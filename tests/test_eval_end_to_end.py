@@ -1,0 +1,204 @@
+"""End-to-end evaluation on a synthetic dataset, plus pairing, manifests and ground-truth readers."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.evaluation.datasets import (
+    DEFAULT,
+    NYU,
+    Pair,
+    discover_pairs,
+    read_depth,
+    read_manifest,
+    read_mask,
+    read_rgb,
+    run_eval,
+)
+from anydepth_cli.evaluation.report import write_eval_report
+
+SIZES = [(48, 64), (48, 64), (40, 56), (48, 64), (36, 60)]
+
+
+class OraclePredictor:
+    """Returns the true disparity up to a random scale and shift, finding the GT by the image's bytes."""
+
+    input_size = 518
+
+    def __init__(self, pairs: Sequence[Pair], seed: int, noise: float = 0.0) -> None:
+        self.truth = {}
+        for pair in pairs:
+            gt = read_depth(pair.depth, 1000.0).astype(np.float64)
+            self.truth[self._key(read_rgb(pair.image))] = np.where(gt > 0, 1.0 / np.maximum(gt, 1e-9), 0.0)
+        self.rng = np.random.default_rng(seed)
+        self.noise = noise
+
+    @staticmethod
+    def _key(image: np.ndarray) -> str:
+        return hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for image in images:
+            disparity = self.truth[self._key(image)]
+            scale, shift = self.rng.uniform(0.5, 3.0), self.rng.uniform(-0.1, 0.1)
+            pred = scale * disparity + shift
+            if self.noise:
+                pred = pred + self.noise * self.rng.standard_normal(pred.shape)
+            out.append(pred.astype(np.float32))
+        return out
+
+
+def _write_dataset(root: Path) -> list[Pair]:
+    rng = np.random.default_rng(11)
+    (root / "image").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for i, (h, w) in enumerate(SIZES):
+        y, x = np.mgrid[0:h, 0:w]
+        depth_mm = np.round(800 + 60 * x + 30 * y + rng.uniform(0, 500, size=(h, w))).astype(np.uint16)
+        depth_mm[rng.random((h, w)) < 0.1] = 0  # invalid pixels
+        cv2.imwrite(str(root / "depth" / f"frame{i:02d}.png"), depth_mm)
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(root / "image" / f"frame{i:02d}.png")
+    return discover_pairs(root)
+
+
+@pytest.fixture()
+def dataset(tmp_path: Path) -> list[Pair]:
+    return _write_dataset(tmp_path / "data")
+
+
+def test_oracle_eval_is_perfect_and_report_is_written(dataset: list[Pair], tmp_path: Path) -> None:
+    assert len(dataset) == len(SIZES)
+    ticks: list[int] = []
+    predictors = {"oracle": OraclePredictor(dataset, seed=1), "noisy": OraclePredictor(dataset, seed=2, noise=0.05)}
+    result = run_eval(dataset, predictors, DEFAULT, lambda: ticks.append(1), batch_size=2)
+    assert len(ticks) == len(SIZES)
+    assert not result.failures
+    assert len(result.rows) == 2 * len(SIZES)
+    oracle = result.aggregates["oracle"]
+    assert oracle["abs_rel"] < 1e-6 and oracle["rmse"] < 1e-5
+    assert oracle["delta1"] == 1.0 and oracle["n_images"] == len(SIZES)
+    assert all(r["abs_rel"] < 1e-6 for r in result.rows if r["model"] == "oracle")
+    assert result.aggregates["noisy"]["abs_rel"] > 1e-2
+
+    files = write_eval_report(result, tmp_path / "report")
+    assert [f.name for f in files] == ["eval_per_image.csv", "eval_summary.md", "eval_abs_rel.png"]
+    with open(files[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(SIZES)
+    assert {r["model"] for r in rows} == {"oracle", "noisy"}
+    assert sorted(r["image"] for r in rows if r["model"] == "oracle") == sorted(str(p.image) for p in dataset)
+    assert all(float(r["abs_rel"]) < 1e-6 and float(r["delta1"]) == 1.0 for r in rows if r["model"] == "oracle")
+    markdown = files[1].read_text(encoding="utf-8")
+    assert "| oracle | 5 |" in markdown and "| noisy | 5 |" in markdown and "AbsRel" in markdown
+    assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "report").glob(".*tmp-*"))
+
+
+def test_eval_with_nyu_crop_and_a_broken_sample(dataset: list[Pair], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    pairs = [*dataset, Pair(broken, dataset[0].depth)]
+    ticks: list[int] = []
+    result = run_eval(pairs, {"oracle": OraclePredictor(dataset, seed=3)}, NYU, lambda: ticks.append(1))
+    assert len(ticks) == len(pairs)
+    assert [image for image, _ in result.failures] == [str(broken)]
+    assert result.aggregates["oracle"]["abs_rel"] < 1e-6
+    first = result.rows[0]
+    gt = read_depth(dataset[0].depth)
+    assert first["n_valid"] == int(NYU.valid_mask(gt).sum()) < int((gt > 0).sum())
+    assert "broken.png" in (write_eval_report(result, tmp_path / "r")[1]).read_text(encoding="utf-8")
+
+
+def test_run_eval_needs_a_model(dataset: list[Pair]) -> None:
+    with pytest.raises(UsageError):
+        run_eval(dataset, {}, DEFAULT)
+
+
+def test_side_by_side_layout_with_masks(tmp_path: Path) -> None:
+    rgb = np.zeros((6, 8, 3), dtype=np.uint8)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rgb).save(tmp_path / f"{name}.jpg")
+    np.save(tmp_path / "a_depth.npy", np.ones((6, 8), dtype=np.float32))
+    cv2.imwrite(str(tmp_path / "b_depth.png"), np.full((6, 8), 1000, dtype=np.uint16))
+    mask = np.zeros((6, 8), dtype=np.uint8)
+    mask[2:] = 255
+    cv2.imwrite(str(tmp_path / "b_mask.png"), mask)
+    pairs = discover_pairs(tmp_path)  # c has no depth: skipped
+    assert [(p.image.name, p.depth.name, p.mask.name if p.mask else None) for p in pairs] == [
+        ("a.jpg", "a_depth.npy", None),
+        ("b.jpg", "b_depth.png", "b_mask.png"),
+    ]
+    assert pairs[1].mask is not None and read_mask(pairs[1].mask).sum() == 4 * 8
+    (tmp_path / "a_depth.pfm").write_bytes(b"x")  # a second depth file for "a"
+    with pytest.raises(UsageError, match="several depth"):
+        discover_pairs(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no image/depth pairs"):
+        discover_pairs(tmp_path / "empty")
+    with pytest.raises(UsageError, match="not a folder"):
+        discover_pairs(tmp_path / "missing")
+
+
+def test_manifest_parsing_and_errors(dataset: list[Pair], tmp_path: Path) -> None:
+    root = dataset[0].image.parent.parent
+    manifest = root / "list.txt"
+    manifest.write_text(
+        "# image,depth[,mask]\n\nimage/frame00.png, depth/frame00.png\nimage/frame01.png,depth/frame01.png,depth/frame01.png\n"
+    )
+    pairs = read_manifest(manifest)
+    assert pairs == [
+        Pair(root / "image/frame00.png", root / "depth/frame00.png"),
+        Pair(root / "image/frame01.png", root / "depth/frame01.png", root / "depth/frame01.png"),
+    ]
+    bad_lines = {
+        "image/frame00.png\n": 1,
+        "# ok\nimage/frame00.png,depth/frame00.png\n\nimage/frame01.png,,\n": 4,
+        "image/frame00.png,depth/frame00.png,a,b\n": 1,
+        "\n\nimage/frame00.png,depth/missing.png\n": 3,
+    }
+    for text, line in bad_lines.items():
+        manifest.write_text(text)
+        with pytest.raises(UsageError, match=rf"list\.txt:{line}:"):
+            read_manifest(manifest)
+    manifest.write_text("# nothing\n")
+    with pytest.raises(UsageError, match="no pairs"):
+        read_manifest(manifest)
+
+
+def test_depth_readers(tmp_path: Path) -> None:
+    raw = np.array([[0, 256, 512], [1024, 65535, 128]], dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "kitti.png"), raw)
+    np.testing.assert_allclose(read_depth(tmp_path / "kitti.png", 256.0), raw / 256.0, rtol=1e-6)
+
+    arr = np.array([[1.5, np.nan], [-2.0, 4.0]], dtype=np.float32)
+    np.save(tmp_path / "d.npy", arr)
+    np.testing.assert_array_equal(read_depth(tmp_path / "d.npy"), [[1.5, 0.0], [0.0, 4.0]])
+
+    top_down = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
+    with open(tmp_path / "d.pfm", "wb") as f:  # little-endian, rows stored bottom to top
+        f.write(b"Pf\n3 2\n-1.0\n")
+        f.write(top_down[::-1].astype("<f4").tobytes())
+    np.testing.assert_array_equal(read_depth(tmp_path / "d.pfm"), top_down)
+    (tmp_path / "short.pfm").write_bytes(b"Pf\n3 2\n-1.0\n" + b"\0" * 8)
+    with pytest.raises(InputError, match="truncated"):
+        read_depth(tmp_path / "short.pfm")
+
+    (tmp_path / "d.exr").write_bytes(b"not really an exr")
+    with pytest.raises(InputError, match="EXR"):
+        read_depth(tmp_path / "d.exr")
+
+    cv2.imwrite(str(tmp_path / "colour.png"), np.zeros((2, 2, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match="single-channel"):
+        read_depth(tmp_path / "colour.png")
+    with pytest.raises(InputError, match="unsupported"):
+        read_depth(tmp_path / "d.txt")
