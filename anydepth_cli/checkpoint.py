@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 from anydepth_cli.errors import CheckpointError
-from anydepth_cli.models import DepthNetwork, NetworkConfig, build_network
+from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.network import DepthNetwork, build_network
 
 # (encoder prefix, head prefix) of every layout the published and training checkpoints use.
 PREFIX_LAYOUTS: tuple[tuple[str, str], ...] = (
@@ -34,12 +34,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             data = load_file(str(path), device="cpu")
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise CheckpointError(f"{path.name} holds more than tensors and was not unpickled ({first})") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path.name}: {first}") from None
+    except Exception as exc:  # torch and safetensors raise many unrelated types for damaged files
+        lines = str(exc).strip().splitlines()
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            raise CheckpointError(f"{path.name} holds Python objects besides tensors; refusing to unpickle them "
+                                  "(only plain tensor checkpoints are loaded)") from None
+        raise CheckpointError(f"cannot read checkpoint {path.name}: {lines[0] if lines else type(exc).__name__}") from None
     while isinstance(data, dict):
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(data.get(k), dict)), None)
         if wrapper is None:

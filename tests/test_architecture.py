@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from anydepth_cli.checkpoint import to_network_keys
-from anydepth_cli.models import NetworkConfig, build_network
+from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.network import build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
 from fixtures_dir import fixtures_dir
 

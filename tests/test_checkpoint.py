@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from anydepth_cli.checkpoint import load_network, read_state_dict
 from anydepth_cli.errors import CheckpointError
-from anydepth_cli.models import NetworkConfig
+from anydepth_cli.models.config import NetworkConfig
 from fixtures_dir import fixtures_dir
 
 FIXTURE = fixtures_dir() / "tiny_dav2_sdt.json"
@@ -92,7 +92,7 @@ class Payload:
 def test_arbitrary_pickles_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(CheckpointError, match="more than tensors"):
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
         read_state_dict(path)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anydepth_cli.checkpoint import load_network
-from anydepth_cli.models import NetworkConfig
+from anydepth_cli.models.config import NetworkConfig
 from fixtures_dir import fixtures_dir
 
 TOLERANCE = 1e-3

@@ -1,0 +1,58 @@
+"""The `anydepth` command: parse, call, report. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from anydepth_cli import __version__
+from anydepth_cli.cli import models as models_cmd
+from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli.console import fail
+from anydepth_cli.errors import AnyDepthError
+
+app = typer.Typer(
+    name="anydepth",
+    help="Relative depth from a photo, a folder or a video with AnyDepth's Simple Depth Transformer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("predict", no_args_is_help=True)(predict_cmd.predict)
+app.add_typer(models_cmd.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"anydepth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Relative depth from a photo, a folder or a video with AnyDepth's Simple Depth Transformer."""
+
+
+def _bare_flags(argv: list[str]) -> list[str]:
+    """`--tile` with no mode after it means `--tile on`."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--tile" and following not in predict_cmd.TILE_MODES:
+            out.append("on")
+    return out
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one line and an exit code."""
+    try:
+        app(args=_bare_flags(sys.argv[1:]), prog_name="anydepth")
+    except AnyDepthError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

@@ -1,0 +1,16 @@
+"""Shared rich consoles and the one-line error exit."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code`."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)

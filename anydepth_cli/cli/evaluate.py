@@ -1,0 +1,285 @@
+"""`anydepth eval` (zero-shot accuracy against ground truth) and `anydepth score` (data quality of depth maps)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Iterable, Iterator, Optional
+
+import typer
+
+from anydepth_cli.cli.console import err, out
+from anydepth_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from anydepth_cli.evaluation.datasets import EvalResult, Pair
+    from anydepth_cli.evaluation.quality import ScoreRow
+
+DEFAULT_EVAL_OUTPUT = Path("anydepth-eval")
+DEFAULT_SCORE_OUTPUT = Path("anydepth-score")
+SCORES_CSV = "scores.csv"
+KEEP_LIST = "keep.txt"
+SCORES_PLOT = "scores.png"
+MAX_LISTED_ERRORS = 20
+
+DATA = "Data"
+MODEL = "Model"
+OUTPUT = "Output"
+RUN = "Running"
+
+
+def _progress_bar(unit: str) -> Progress:
+    """A stderr progress bar counting `unit`s, with their rate and the time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    from anydepth_cli.cli.progress import RateColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    RateColumn(unit), TimeRemainingColumn(), console=err, transient=False)
+
+
+def _check_depth_scale(depth_scale: float | None) -> None:
+    """UsageError for a --depth-scale that is given and not positive."""
+    if depth_scale is not None and not depth_scale > 0:
+        raise UsageError(f"--depth-scale must be positive, got {depth_scale}")
+
+
+# ----------------------------------------------------------------------------------------------- eval
+
+
+def _load_pairs(data: Path) -> list[Pair]:
+    """The samples named by DATA: a folder's pairs, or a manifest file's lines."""
+    from anydepth_cli.evaluation.datasets import discover_pairs, read_manifest
+
+    if data.is_dir():
+        return discover_pairs(data)
+    if data.is_file():
+        return read_manifest(data)
+    raise UsageError(f"{data}: no such folder or manifest file")
+
+
+def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[tuple[str | None, str | None, Path | None]]:
+    """`(model, checkpoint, arch)` for each model to run: every --model, then the local checkpoint.
+
+    With neither, the default registry model. Every choice is resolved once here (no download) so a
+    bad name or a repeated model is reported before any network is loaded.
+    """
+    from anydepth_cli.weights import choose_weights
+
+    choices: list[tuple[str | None, str | None, Path | None]] = [(name, None, None) for name in models]
+    if checkpoint is not None or arch is not None:
+        choices.append((None, checkpoint, arch))
+    if not choices:
+        choices.append((None, None, None))
+    seen: set[str] = set()
+    for choice in choices:
+        label = choose_weights(*choice).label
+        if label in seen:
+            raise UsageError(f"model {label!r} is given twice")
+        seen.add(label)
+    return choices
+
+
+def _aggregate_table(result: EvalResult) -> None:
+    """Print the aggregate metrics on stdout: one row per metric, one column per model, best in bold."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from anydepth_cli.evaluation.metrics import HIGHER_IS_BETTER, METRICS
+    from anydepth_cli.evaluation.report import LABELS
+
+    table = Table(title=f"preset {result.preset}")
+    table.add_column("metric")
+    for model in result.models:
+        table.add_column(escape(model), justify="right")
+    for metric in METRICS:
+        values = [result.aggregates[model][metric] for model in result.models]
+        finite = [v for v in values if not math.isnan(v)]
+        best = (max if metric in HIGHER_IS_BETTER else min)(finite) if len(finite) > 1 else None
+        cells = ["–" if math.isnan(v) else (f"[bold]{v:.4f}[/]" if v == best else f"{v:.4f}") for v in values]
+        table.add_row(f"{LABELS[metric]} {'↑' if metric in HIGHER_IS_BETTER else '↓'}", *cells)
+    table.add_row("images", *(str(int(result.aggregates[model]["n_images"])) for model in result.models))
+    out.print(table)
+
+
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), or a manifest file with `image,depth[,mask]` per line.", show_default=False)],
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. [default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. [default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. [default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
+    preset: Annotated[str, typer.Option(help="Evaluation convention: nyu (Eigen crop, 0.001–10 m), kitti (Garg crop, 0.001–80 m) or default (no crop, each image's own depth range).", rich_help_panel=DATA)] = "default",
+    depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres. [default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv, eval_summary.md and eval_abs_rel.png.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
+) -> None:
+    """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
+
+    Each prediction is aligned to the ground-truth disparity by a least-squares scale and shift over
+    the valid pixels, turned into depth and clipped to the valid range. Exit status: 0 all scored,
+    1 some samples could not be scored (each named), 2 usage error.
+    """
+    from rich.markup import escape
+
+    from anydepth_cli.evaluation.datasets import get_preset, run_eval
+    from anydepth_cli.evaluation.report import write_eval_report
+    from anydepth_cli.pipeline import prepare_output_dir
+    from anydepth_cli.runtime import open_predictor
+
+    chosen = get_preset(preset)
+    _check_depth_scale(depth_scale)
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    pairs = _load_pairs(data)
+    choices = _model_choices(model or [], checkpoint, arch)
+    prepare_output_dir(output)
+    predictors = {}
+    for choice in choices:
+        predictor, label = open_predictor(*choice, device, precision, batch_size, input_size)
+        predictors[label] = predictor
+        err.print(f"[dim]{escape(label)} on {predictor.device.type}[/]")
+    err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
+    with _progress_bar("img") as bar:
+        task = bar.add_task("images", total=len(pairs))
+        result = run_eval(pairs, predictors, chosen, lambda: bar.advance(task),
+                          depth_scale=depth_scale, batch_size=batch_size)
+    written = write_eval_report(result, output)
+    _aggregate_table(result)
+    err.print(f"report → {escape(', '.join(str(p) for p in written))}", highlight=False)
+    for image, reason in result.failures:
+        err.print(f"[red]failed[/] {escape(image)}: {escape(reason)}", highlight=False)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- score
+
+
+def depth_files(root: Path, skip: Path | None = None) -> Iterator[Path]:
+    """Depth files (.png, .npy, .pfm, .exr) under `root`, recursively, sorted per folder, lazily.
+
+    The folder `skip` (the output folder when it lies inside `root`) is not entered.
+    """
+    from anydepth_cli.evaluation.datasets import DEPTH_SUFFIXES
+
+    skipped = skip.resolve() if skip is not None else None
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if Path(folder, d).resolve() != skipped)
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in DEPTH_SUFFIXES:
+                yield Path(folder, name)
+
+
+class ScoreTally:
+    """Running totals over streamed score rows: counts, score sums and the first unreadable files."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.low_valid = 0
+        self.errors = 0
+        self.first_errors: list[tuple[str, str]] = []
+        self.sums = {"s_grad": 0.0, "s_dist": 0.0, "total": 0.0}
+        self.counts = dict.fromkeys(self.sums, 0)
+
+    def add(self, row: ScoreRow) -> None:
+        """Count one row."""
+        self.rows += 1
+        if row.error:
+            self.errors += 1
+            if len(self.first_errors) < MAX_LISTED_ERRORS:
+                self.first_errors.append((row.path, row.error))
+            return
+        self.low_valid += row.low_valid
+        for name in self.sums:
+            value = getattr(row, name)
+            if not math.isnan(value):
+                self.sums[name] += value
+                self.counts[name] += 1
+
+    def mean(self, name: str) -> float:
+        """Mean of score `name` over the rows where it is defined (NaN if none)."""
+        return self.sums[name] / self.counts[name] if self.counts[name] else math.nan
+
+    def watch(self, rows: Iterable[ScoreRow]) -> Iterator[ScoreRow]:
+        """Pass `rows` through, counting each."""
+        for row in rows:
+            self.add(row)
+            yield row
+
+
+def _write_keep_list(paths: list[str], target: Path) -> None:
+    """One path per line into `target`, atomically."""
+    from anydepth_cli.io.writers import atomic_write
+
+    text = "".join(f"{p}\n" for p in paths)
+    atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def score(
+    directory: Annotated[Path, typer.Argument(help="Folder of depth maps (.png, .npy, .pfm, .exr), searched recursively.", show_default=False)],
+    depth_scale: Annotated[float, typer.Option(help="Divisor from PNG values to depth (0 = invalid).", rich_help_panel=DATA)] = 1000.0,
+    keep: Annotated[Optional[float], typer.Option(help="Also list the samples to keep: drop the lowest (1 − FRACTION) on S_grad and, separately, on S_dist (0.8 drops 20 % on each).", metavar="FRACTION", rich_help_panel=OUTPUT)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for scores.csv, keep.txt (with --keep) and scores.png.", rich_help_panel=OUTPUT)] = DEFAULT_SCORE_OUTPUT,
+    workers: Annotated[Optional[int], typer.Option(help="Processes scoring files in parallel. [default: CPU cores]", show_default=False, rich_help_panel=RUN)] = None,
+) -> None:
+    """Score the quality of depth maps: gradient continuity S_grad, depth distribution S_dist and their mean.
+
+    Files are streamed through a process pool, so memory stays flat however many there are.
+    Exit status: 0 all scored, 1 some files could not be read (named), 2 usage error.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from anydepth_cli.evaluation.quality import plot_score_histograms, score_folder, select_keep, write_score_csv
+    from anydepth_cli.pipeline import prepare_output_dir
+
+    _check_depth_scale(depth_scale)
+    if keep is not None and not 0.0 < keep <= 1.0:
+        raise UsageError(f"--keep must be a fraction in (0, 1], got {keep}")
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a folder")
+    total = sum(1 for _ in depth_files(directory, output))
+    if not total:
+        raise UsageError(f"no depth files (.png, .npy, .pfm, .exr) under {directory}")
+    prepare_output_dir(output)
+    processes = min(workers or os.cpu_count() or 1, total)
+    csv_path, png_path, keep_path = output / SCORES_CSV, output / SCORES_PLOT, output / KEEP_LIST
+    err.print(f"[dim]{total} depth file(s), {processes} worker(s)[/]")
+    tally = ScoreTally()
+    start = time.perf_counter()
+    with _progress_bar("files") as bar:
+        task = bar.add_task("files", total=total)
+        rows = score_folder(depth_files(directory, output), processes, lambda: bar.advance(task),
+                            depth_scale=depth_scale)
+        write_score_csv(tally.watch(rows), csv_path)
+    seconds = time.perf_counter() - start
+    plot_score_histograms(csv_path, png_path)
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("scored", f"{tally.rows - tally.errors} file(s) → {escape(str(csv_path))}")
+    for name, label in (("s_grad", "S_grad"), ("s_dist", "S_dist"), ("total", "Total")):
+        table.add_row(f"mean {label}", f"{tally.mean(name):.4f}")
+    if tally.low_valid:
+        table.add_row("low valid", f"{tally.low_valid} file(s) under 20 % valid pixels (never kept)")
+    if keep is not None:
+        kept = select_keep(csv_path, keep)
+        _write_keep_list(kept, keep_path)
+        table.add_row("kept", f"{len(kept)} of {tally.rows} → {escape(str(keep_path))}")
+    table.add_row("histograms", escape(str(png_path)))
+    table.add_row("failed", str(tally.errors))
+    table.add_row("time", f"{seconds:.1f} s ({tally.rows / max(seconds, 1e-9):.1f} files/s)")
+    err.print(table)
+    for path, reason in tally.first_errors:
+        err.print(f"[red]failed[/] {escape(path)}: {escape(reason)}", highlight=False)
+    if tally.errors > len(tally.first_errors):
+        err.print(f"[red]… and {tally.errors - len(tally.first_errors)} more[/] (see the error column of {escape(str(csv_path))})")
+    if tally.errors:
+        raise typer.Exit(1)

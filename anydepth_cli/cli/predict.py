@@ -1,0 +1,115 @@
+"""`anydepth predict`: depth maps for photos and folders."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from anydepth_cli.cli.console import err
+from anydepth_cli.errors import UsageError
+
+TILE_MODES = ("auto", "on", "off")
+DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_OUTPUT = Path("anydepth-out")
+
+MODEL = "Model"
+OUTPUT = "Output"
+RUN = "Running"
+TILES = "Tiling"
+CLOUD = "Point cloud"
+
+
+class Raw(str, Enum):
+    npy = "npy"
+    png16 = "png16"
+
+
+class Tile(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
+    """`X,Y=D` → (x, y, depth)."""
+    if text is None:
+        return None
+    try:
+        where, depth = text.split("=")
+        x, y = where.split(",")
+        return int(x), int(y), float(depth)
+    except ValueError:
+        raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
+
+
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders (searched recursively).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the results; mirrors the input tree.", rich_help_panel=OUTPUT)] = DEFAULT_OUTPUT,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). [default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. [default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
+    cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
+    grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
+    invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
+    raw: Annotated[Optional[Raw], typer.Option(help="Also write raw disparity: float32 .npy, or 16-bit PNG scaled per image (min/max in its text chunks).", rich_help_panel=OUTPUT)] = None,
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo beside its depth picture.", rich_help_panel=OUTPUT)] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip images whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images (or tiles) per network call.", rich_help_panel=RUN)] = 4,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.", rich_help_panel=RUN)] = DEFAULT_MAX_PIXELS,
+    tile: Annotated[Tile, typer.Option(help="Tiled full-resolution inference: `on` (or bare --tile), `off`, or `auto` (images whose shorter side is over twice the input size).", rich_help_panel=TILES)] = Tile.auto,
+    tile_size: Annotated[Optional[int], typer.Option(help="Tile side in image pixels. [default: 2 × input size]", show_default=False, rich_help_panel=TILES)] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. [default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
+    confidence: Annotated[bool, typer.Option("--confidence", help="Also write a per-pixel confidence map (from tile agreement).", rich_help_panel=TILES)] = False,
+    pointcloud: Annotated[bool, typer.Option("--pointcloud", help="Also write a coloured PLY point cloud.", rich_help_panel=CLOUD)] = False,
+    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees. [default: EXIF, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
+    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (overrides --fov and EXIF).", rich_help_panel=CLOUD)] = None,
+    near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. [default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
+    far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. [default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
+    depth_at: Annotated[Optional[str], typer.Option(help="Known depth at one pixel, X,Y=D (replaces --near/--far).", rich_help_panel=CLOUD)] = None,
+    edge_threshold: Annotated[float, typer.Option(help="Drop flying pixels whose relative depth jump exceeds this (0 keeps all).", rich_help_panel=CLOUD)] = 0.05,
+    max_points: Annotated[int, typer.Option(help="Downsample clouds to at most this many points.", rich_help_panel=CLOUD)] = 2_000_000,
+    normals: Annotated[bool, typer.Option("--normals", help="Add per-point normals to the PLY.", rich_help_panel=CLOUD)] = False,
+) -> None:
+    """Write a depth map for each photo (colorized PNG, optional raw disparity, side-by-side, point cloud).
+
+    Large values of the raw output are near (disparity, up to an unknown scale and shift).
+    Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
+    """
+    from anydepth_cli.cli.progress import ImageProgress, print_summary
+    from anydepth_cli.inference.tiling import TileConfig, default_tile_config
+    from anydepth_cli.io.images import discover_inputs
+    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps
+    from anydepth_cli.pipeline import OutputOptions, PointCloudOptions, TilingOptions, prepare_output_dir, run_images
+    from anydepth_cli.runtime import open_predictor
+
+    if max_pixels < 1:
+        raise UsageError("--max-pixels must be positive")
+    if grayscale:
+        cmap = "gray"
+    elif cmap not in available_cmaps():
+        raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
+    discovery = discover_inputs(inputs)
+    prepare_output_dir(output)
+    cloud = None
+    if pointcloud:
+        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=parse_depth_at(depth_at),
+                                  edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
+    outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
+    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
+    base = default_tile_config(predictor.input_size)
+    size = tile_size or base.tile_size
+    tiling = TilingOptions(tile.value, TileConfig(size, overlap if overlap is not None else -(-size // 4), batch_size))
+    err.print(f"[dim]{label} on {predictor.device.type}, {len(discovery.items)} image(s)"
+              + (f", {len(discovery.skipped)} other file(s) skipped" if discovery.skipped else "") + "[/]")
+    with ImageProgress(len(discovery.items)) as progress:
+        summary = run_images(discovery.items, predictor, outputs, tiling, progress, max_pixels,
+                             skip_existing, batch_size)
+    print_summary(summary, output, len(discovery.skipped))
+    if summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,73 @@
+"""Rich progress for image runs and the summary printed after them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from anydepth_cli.cli.console import err
+from anydepth_cli.io.images import InputItem
+from anydepth_cli.pipeline import Summary
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, with the unit named."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"– {self.unit}/s", style="progress.data.speed")
+
+
+class ImageProgress:
+    """A progress bar over images (images/s, ETA) with a second bar over the tiles of a tiled image."""
+
+    def __init__(self, total: int) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            RateColumn("img"), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("images", total=total)
+        self.tile_task = None
+
+    def __enter__(self) -> "ImageProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def image_done(self, item: InputItem, error: str | None) -> None:
+        self.progress.advance(self.task)
+
+    def tiles(self, item: InputItem, done: int, total: int) -> None:
+        if self.tile_task is None:
+            self.tile_task = self.progress.add_task("tiles", total=total)
+        self.progress.update(self.tile_task, completed=done, total=total,
+                             description=f"tiles of {escape(item.relative.name)}", visible=done < total)
+
+
+def print_summary(summary: Summary, output: Path, other_files: int) -> None:
+    """A short table: written, skipped, failed, time; then the failures, one per line."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("written", f"{summary.written} image(s) → {escape(str(output))}")
+    if summary.tiled:
+        table.add_row("tiled", f"{summary.tiled} image(s)")
+    if summary.skipped:
+        table.add_row("skipped", f"{summary.skipped} already done (--skip-existing)")
+    if other_files:
+        table.add_row("ignored", f"{other_files} non-image file(s)")
+    table.add_row("failed", f"{len(summary.failed)}")
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    err.print(table)
+    for note in summary.notes:
+        err.print(f"[dim]{escape(note)}[/]", highlight=False)
+    for path, reason in summary.failed:
+        err.print(f"[red]failed[/] {escape(str(path))}: {escape(reason)}", highlight=False)

@@ -1,0 +1,213 @@
+"""Photos through the network: read ahead → predict in batches (or tiles) → write every output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from anydepth_cli.errors import AnyDepthError
+from anydepth_cli.inference.predictor import DisparityPredictor
+from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
+from anydepth_cli.io.images import InputItem, prefetch_images
+from anydepth_cli.io.writers import colorize, side_by_side, write_color_png, write_npy, write_png16
+
+TILE_MODES = ("off", "on", "auto")
+
+
+@dataclass(frozen=True)
+class PointCloudOptions:
+    """Camera and cleaning settings for `--pointcloud`."""
+
+    fov: float | None = None
+    focal: float | None = None
+    near: float | None = None
+    far: float | None = None
+    depth_at: tuple[int, int, float] | None = None
+    edge_threshold: float | None = 0.05
+    max_points: int | None = 2_000_000
+    normals: bool = False
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which files to write for each image, and how."""
+
+    out_dir: Path
+    cmap: str
+    invert: bool = False
+    raw: str | None = None
+    side_by_side: bool = False
+    confidence: bool = False
+    pointcloud: PointCloudOptions | None = None
+
+    def paths(self, item: InputItem) -> dict[str, Path]:
+        """Every output file of `item`, by kind, mirroring its relative path under `out_dir`."""
+        base = self.out_dir / item.relative.parent / item.relative.stem
+        paths = {"color": base.with_name(base.name + "_depth.png")}
+        if self.raw == "npy":
+            paths["raw"] = base.with_name(base.name + "_depth.npy")
+        elif self.raw == "png16":
+            paths["raw"] = base.with_name(base.name + "_depth16.png")
+        if self.side_by_side:
+            paths["side"] = base.with_name(base.name + "_side.png")
+        if self.confidence:
+            paths["confidence"] = base.with_name(base.name + "_confidence.png")
+        if self.pointcloud is not None:
+            paths["ply"] = base.with_name(base.name + ".ply")
+        return paths
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """`--tile off|on|auto` and the tile geometry."""
+
+    mode: str
+    config: TileConfig
+
+    def applies(self, image: np.ndarray, input_size: int) -> bool:
+        if self.mode == "auto":
+            return should_tile(*image.shape[:2], input_size)
+        return self.mode == "on"
+
+
+class Reporter(Protocol):
+    """Where progress goes (a rich progress bar in the CLI)."""
+
+    def image_done(self, item: InputItem, error: str | None) -> None: ...
+
+    def tiles(self, item: InputItem, done: int, total: int) -> None: ...
+
+
+@dataclass
+class Summary:
+    """What a run did: images written, skipped as already done, failed with reasons, pixels, time."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    tiled: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_images(
+    items: Sequence[InputItem],
+    predictor: DisparityPredictor,
+    outputs: OutputOptions,
+    tiling: TilingOptions,
+    reporter: Reporter,
+    max_pixels: int | None,
+    skip_existing: bool = False,
+    batch_size: int = 1,
+) -> Summary:
+    """Predict and write every item; one bad file is recorded in the summary and never stops the run."""
+    summary = Summary()
+    start = time.perf_counter()
+    todo = []
+    for item in items:
+        if skip_existing and all(p.exists() for p in outputs.paths(item).values()):
+            summary.skipped += 1
+            reporter.image_done(item, None)
+        else:
+            todo.append(item)
+    pending: list[tuple[InputItem, np.ndarray]] = []
+
+    def finish(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None) -> None:
+        try:
+            note = write_outputs(item, image, disparity, confidence, outputs)
+        except AnyDepthError as exc:
+            summary.failed.append((item.path, str(exc)))
+            reporter.image_done(item, str(exc))
+            return
+        summary.written += 1
+        if note:
+            summary.notes.append(f"{item.relative}: {note}")
+        reporter.image_done(item, None)
+
+    def flush() -> None:
+        if pending:
+            maps = predictor.predict_batch([image for _, image in pending])
+            for (item, image), disparity in zip(pending, maps):
+                finish(item, image, disparity, None)
+            pending.clear()
+
+    reader = prefetch_images(todo, max_pixels, ahead=max(8, 2 * batch_size))
+    try:
+        for item, image in reader:
+            if isinstance(image, AnyDepthError):
+                summary.failed.append((item.path, str(image)))
+                reporter.image_done(item, str(image))
+            elif tiling.applies(image, predictor.input_size):
+                progress = _bind(reporter.tiles, item)
+                result = predict_tiled(image, predictor, tiling.config, progress, confidence=outputs.confidence)
+                summary.tiled += 1
+                finish(item, image, result.disparity, result.confidence)
+            else:
+                pending.append((item, image))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+    finally:
+        reader.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _bind(callback: Callable[[InputItem, int, int], None], item: InputItem) -> Callable[[int, int], None]:
+    return lambda done, total: callback(item, done, total)
+
+
+def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None,
+                  outputs: OutputOptions) -> str | None:
+    """Write every requested file for one image; returns a note to show the user (point-cloud settings)."""
+    paths = outputs.paths(item)
+    color = colorize(disparity, outputs.cmap, outputs.invert)
+    write_color_png(paths["color"], color)
+    if outputs.raw == "npy":
+        write_npy(paths["raw"], disparity)
+    elif outputs.raw == "png16":
+        write_png16(paths["raw"], disparity)
+    if outputs.side_by_side:
+        write_color_png(paths["side"], side_by_side(image, color))
+    if "confidence" in paths:
+        level = confidence if confidence is not None else np.ones_like(disparity)
+        write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
+    if outputs.pointcloud is not None:
+        return _write_point_cloud(item, image, disparity, paths["ply"], outputs.pointcloud)
+    return None
+
+
+def _write_point_cloud(item: InputItem, image: np.ndarray, disparity: np.ndarray, path: Path,
+                       options: PointCloudOptions) -> str:
+    from anydepth_cli.io.ply import write_ply
+    from anydepth_cli.pointcloud import build_point_cloud, exif_focal_35mm, intrinsics_for
+
+    height, width = disparity.shape
+    exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
+    camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif)
+    cloud = build_point_cloud(
+        image, disparity, camera, near=options.near, far=options.far, depth_at=options.depth_at,
+        edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
+    )
+    write_ply(path, cloud.points, cloud.colors, cloud.normals)
+    return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create the output folder and check it can be written, before any work starts."""
+    import tempfile
+
+    from anydepth_cli.errors import OutputError
+
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output path {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None

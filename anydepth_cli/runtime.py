@@ -1,0 +1,21 @@
+"""From command-line choices to a ready predictor: weights, device, precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anydepth_cli.checkpoint import load_network
+from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.weights import choose_weights, weights_path
+
+
+def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",
+                   precision: str = "auto", batch_size: int = 4,
+                   input_size: int | None = None) -> tuple[DepthPredictor, str]:
+    """A predictor for the chosen weights (downloaded if needed) and a label naming them."""
+    choice = choose_weights(model, checkpoint, arch)
+    target = select_device(device)
+    dtype = select_dtype(precision, target)
+    network = load_network(choice.config, weights_path(choice), target)
+    predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
+    return predictor, choice.label

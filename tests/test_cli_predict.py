@@ -1,0 +1,89 @@
+"""`anydepth predict` end to end, as a subprocess, on a small fixture network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anydepth_cli.io.writers import read_png16
+from conftest import run_cli, save_photo, tiny_model_args
+
+pytestmark = pytest.mark.slow
+
+
+def assert_one_line_error(result, code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert text in result.stderr
+
+
+def test_single_photo_writes_depth_raw_and_side_by_side(tmp_path, sample_photo):
+    result = run_cli("predict", sample_photo, "-o", tmp_path, "--raw", "png16", "--side-by-side",
+                     "--tile", "off", *tiny_model_args())
+    assert result.returncode == 0, result.stderr
+    width, height = Image.open(sample_photo).size
+    color = Image.open(tmp_path / "grace_hopper_depth.png")
+    assert color.size == (width, height) and color.mode == "RGB"
+    assert Image.open(tmp_path / "grace_hopper_side.png").size == (2 * width, height)
+    raw = read_png16(tmp_path / "grace_hopper_depth16.png")
+    assert raw.shape == (height, width) and np.ptp(raw) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grace_hopper_depth.png", "grace_hopper_depth16.png", "grace_hopper_side.png"]
+
+
+def test_folder_with_a_corrupt_file_writes_the_rest_and_exits_1(tmp_path):
+    photos = tmp_path / "photos"
+    sizes = {"a.jpg": (200, 150), "sub/b.png": (120, 160), "sub/deeper/c.jpg": (90, 90)}
+    for i, (name, size) in enumerate(sizes.items()):
+        save_photo(photos / name, *size, seed=i)
+    broken = photos / "sub" / "broken.jpg"
+    broken.write_bytes((photos / "a.jpg").read_bytes()[:300])
+    (photos / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    result = run_cli("predict", photos, "-o", out, "--raw", "npy", *tiny_model_args())
+    assert result.returncode == 1, result.stderr
+    assert "broken.jpg" in result.stderr and "Traceback" not in result.stderr
+    for name, (width, height) in sizes.items():
+        stem = name.rsplit(".", 1)[0]
+        assert Image.open(out / f"{stem}_depth.png").size == (width, height)
+        assert np.load(out / f"{stem}_depth.npy").shape == (height, width)
+    assert not list(out.rglob("broken*")), "nothing may be written for the corrupt file"
+    assert not list(out.rglob(".*tmp*")), "no temporary files may be left behind"
+
+
+def test_skip_existing_resumes_without_rewriting(tmp_path):
+    photo = save_photo(tmp_path / "in" / "p.jpg", 64, 48)
+    out = tmp_path / "out"
+    assert run_cli("predict", photo, "-o", out, *tiny_model_args()).returncode == 0
+    written = out / "p_depth.png"
+    written.write_bytes(b"marker")
+    result = run_cli("predict", photo, "-o", out, "--skip-existing", *tiny_model_args())
+    assert result.returncode == 0 and "1 already done" in result.stderr
+    assert written.read_bytes() == b"marker"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty-folder", "output-is-file", "unknown-model", "arch-alone",
+                                  "bad-cmap", "bad-checkpoint"])
+def test_usage_errors_are_one_line_with_exit_2(tmp_path, case):
+    photo = save_photo(tmp_path / "p.jpg", 32, 32)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    args, text = {
+        "missing": (["predict", tmp_path / "nope.jpg"], "nope.jpg"),
+        "empty-folder": (["predict", tmp_path / "empty"], "no images"),
+        "output-is-file": (["predict", photo, "-o", tmp_path / "file", *tiny_model_args()], "is a file"),
+        "unknown-model": (["predict", photo, "-m", "no-such-model", "-o", tmp_path / "o"], "unknown model"),
+        "arch-alone": (["predict", photo, "--arch", tmp_path / "a.json", "-o", tmp_path / "o"], "--checkpoint"),
+        "bad-cmap": (["predict", photo, "--cmap", "nocolours", *tiny_model_args()], "unknown --cmap"),
+        "bad-checkpoint": (["predict", photo, "--checkpoint", tmp_path / "bad.pth", "--arch",
+                            tiny_model_args()[3], "-o", tmp_path / "o"], "bad.pth"),
+    }[case]
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), 2, text)
+
+
+def test_oversized_image_fails_with_a_hint(tmp_path):
+    photo = save_photo(tmp_path / "big.png", 300, 200)
+    result = run_cli("predict", photo, "-o", tmp_path / "o", "--max-pixels", "1000", *tiny_model_args())
+    assert_one_line_error(result, 1, "--max-pixels")
