@@ -6,6 +6,7 @@ from pathlib import Path
 
 from anydepth_cli.checkpoint import load_network
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.weights import choose_weights, weights_path
 
 
@@ -16,6 +17,6 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     choice = choose_weights(model, checkpoint, arch)
     target = select_device(device)
     dtype = select_dtype(precision, target)
-    network = load_network(choice.config, weights_path(choice), target)
+    network = prepare_for_inference(load_network(choice.config, weights_path(choice), target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label

@@ -43,3 +43,16 @@ def test_fixture_output_matches(path, index):
         assert np.abs(patch - reference).max() <= TOLERANCE, f"encoder output {layer} differs"
     assert tuple(output.shape) == expected.shape
     assert np.abs(output.numpy() - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("path,index", list(cases()))
+def test_inference_fast_path_keeps_fixture_output(path, index):
+    from anydepth_cli.models.fuse import prepare_for_inference
+
+    meta = json.loads(path.read_text())
+    network = prepare_for_inference(load_network(NetworkConfig.from_file(path), path.parent / meta["checkpoint"]))
+    arrays = np.load(path.parent / meta["arrays"])
+    with torch.inference_mode():
+        output = network(torch.from_numpy(arrays[f"input_{index}"]).float())
+    assert np.abs(output.numpy() - arrays[f"output_{index}"]).max() <= TOLERANCE
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())

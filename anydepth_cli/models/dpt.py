@@ -56,6 +56,8 @@ class Scratch(nn.Module):
 class DPTHead(nn.Module):
     """Reassemble four layers at 4 scales, fuse them coarse to fine, regress one channel at 14·(h, w)."""
 
+    memory_format = torch.contiguous_format
+
     def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], cls: bool, patch: int = 14) -> None:
         super().__init__()
         self.patch = patch
@@ -75,7 +77,7 @@ class DPTHead(nn.Module):
         for i, (tokens, cls) in enumerate(features):
             if hasattr(self, "readout_projects"):
                 tokens = apply_readout(self.readout_projects[i], tokens, cls)
-            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+            x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid).contiguous(memory_format=self.memory_format)
             x = self.resize_layers[i](self.projects[i](x))
             levels.append(getattr(self.scratch, f"layer{i + 1}_rn")(x))
         s = self.scratch

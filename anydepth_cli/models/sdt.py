@@ -103,6 +103,8 @@ class DetailEnhancer(nn.Module):
 class SDTHead(nn.Module):
     """Fuse → reshape to the patch grid → (detail enhancer) → ×16 upsampling with refinement → 1 channel."""
 
+    memory_format = torch.contiguous_format
+
     def __init__(self, dim: int, fusion: int, cls: bool, detail_enhancer: bool) -> None:
         super().__init__()
         self.weighted_fusion = WeightedFusion(dim, fusion, cls)
@@ -122,7 +124,7 @@ class SDTHead(nn.Module):
 
     def forward(self, features: list[tuple[torch.Tensor, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
         fused = self.weighted_fusion(features)
-        x = fused.transpose(1, 2).reshape(fused.shape[0], -1, *grid)
+        x = fused.transpose(1, 2).reshape(fused.shape[0], -1, *grid).contiguous(memory_format=self.memory_format)
         if hasattr(self, "detail_enhancer"):
             x = self.detail_enhancer(x)
         x = self.refinement_1(self.upsample_1(x))

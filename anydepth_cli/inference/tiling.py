@@ -1,0 +1,247 @@
+"""Tiled inference: full-resolution disparity for images much larger than the network's input.
+
+A global pass over the whole image gives the layout of the scene in one consistent frame;
+overlapping tiles, each a crop of the full-resolution image that the predictor resizes to its
+input size, add detail at a higher working resolution. The network's disparity is
+affine-invariant, so each tile is brought into the global pass's frame by a robust
+scale-and-shift fit before the tiles are blended with smooth weights.
+
+Alignment weights. Where the global map changes fast it is blurred (it was predicted at the
+network's input size and upsampled), so the fit trusts it less there: a sample's weight is
+`1 / (1 + (g / EDGE_GRADIENT)^2)`, where `g` is the global map's gradient magnitude expressed in
+robust disparity ranges (1st to 99th percentile of the global map) per image extent (the longer
+side). A smooth slanted plane has `g` around 1 and keeps full weight; a depth edge blurred over
+a few pixels has `g` in the tens to hundreds and is nearly ignored. The fit then rejects
+outliers (see `robust_fit_scale_shift`).
+
+Blending weights. Each tile's weight is the outer product of two 1-D windows, one per axis:
+1 inside, falling as a raised-cosine ramp of `overlap` pixels to near zero at every tile edge
+that lies inside the image, but not at the image border (a pixel on the border may be covered
+by one tile only and keeps full weight). The windows are strictly positive, so every pixel is
+covered, and the ramps of neighbouring tiles overlapping by exactly `overlap` sum to one.
+
+Memory. Per-tile work is tile sized. Besides the input image, the full-size arrays are the
+global map, the weighted sum of aligned tiles (which becomes the result), and with
+`confidence` one more accumulator; the sum of weights is separable and kept as two vectors.
+
+Confidence. For each pixel, `d^2` is the weighted mean over the tiles covering it of
+`(aligned tile - global map)^2`: the spread of the aligned tiles around their mean plus the
+distance of that mean from the global map. With `tau` the alignment's outlier cutoff
+(`FIT_CUTOFF` times the median over tiles of the robust residual spread of the fit),
+confidence is `1 / (1 + (d / tau)^2)`: 1 where tiles and global pass agree, 0.5 at the
+cutoff, toward 0 where they disagree (inconsistent tiles, and depth edges, where the tiles
+resolve detail the global pass blurs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from anydepth_cli.errors import UsageError
+from anydepth_cli.inference.align import robust_fit_scale_shift
+from anydepth_cli.inference.predictor import DisparityPredictor
+
+MIN_TILE_SIZE = 16
+"""The smallest accepted tile side, in pixels."""
+
+AUTO_TILE_FACTOR = 2.0
+"""`--tile auto` tiles when the image's shorter side exceeds this many network input sizes."""
+
+EDGE_GRADIENT = 10.0
+"""Global-map gradient (disparity ranges per image extent) at which a fit sample's weight halves."""
+
+FIT_CUTOFF = 3.0
+"""Outlier cutoff of the tile alignment, in robust spreads of the fit residual."""
+
+_FIT_SAMPLES_PER_AXIS = 256
+_FINALIZE_ROWS = 256
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """How an image is cut into tiles.
+
+    `tile_size` is the side of a square tile in full-resolution pixels; the predictor resizes
+    each tile to its input size, so `tile_size` sets the working resolution. `overlap` is the
+    least number of pixels neighbouring tiles share (at most half a tile), and `batch_size`
+    how many tiles go through the predictor at once. Invalid values raise `UsageError`.
+    """
+
+    tile_size: int
+    overlap: int
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if self.tile_size < MIN_TILE_SIZE:
+            raise UsageError(f"--tile-size must be at least {MIN_TILE_SIZE} pixels, got {self.tile_size}")
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise UsageError(
+                f"--overlap must be between 0 and half the tile size ({self.tile_size // 2}), got {self.overlap}"
+            )
+        if self.batch_size < 1:
+            raise UsageError(f"the tile batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class TiledResult:
+    """A merged full-resolution disparity map (float32 H×W, in the global pass's frame), the
+    per-pixel confidence in [0, 1] when asked for (else None), and the number of tiles run."""
+
+    disparity: np.ndarray
+    confidence: np.ndarray | None
+    tiles: int
+
+
+def default_tile_config(input_size: int, batch_size: int = 2) -> TileConfig:
+    """Tiles of twice the network's input size (working resolution half the full resolution),
+    overlapping by a quarter of a tile (rounded up), `batch_size` to a batch.
+
+    The tile batch bounds the network's share of peak memory: on the CPU the default model
+    needs roughly 0.7 GB of activations per tile in a batch, so the default of 2 keeps a
+    48 MP image within 3 GB; raise it on a GPU.
+    """
+    tile_size = max(2 * input_size, MIN_TILE_SIZE)
+    return TileConfig(tile_size=tile_size, overlap=-(-tile_size // 4), batch_size=batch_size)
+
+
+def should_tile(height: int, width: int, input_size: int, factor: float = AUTO_TILE_FACTOR) -> bool:
+    """Whether `--tile auto` tiles an image: when its shorter side exceeds `factor` times the
+    network's input size, i.e. when a single pass would lose more than `factor`× in resolution."""
+    return min(height, width) > factor * input_size
+
+
+def _axis_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Equal-length spans covering [0, length), neighbours sharing at least `overlap` pixels."""
+    size = min(tile, length)
+    if size == length:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (size - overlap))
+    starts = [i * (length - size) // (count - 1) for i in range(count)]
+    return [(start, start + size) for start in starts]
+
+
+def tile_grid(height: int, width: int, config: TileConfig) -> list[tuple[int, int, int, int]]:
+    """Tiles `(y0, y1, x0, x1)`, row by row, covering the image: all of the same size
+    (`tile_size` square, clipped to the image), neighbours sharing at least `config.overlap`
+    pixels, spread evenly so the first and last tiles touch the image border."""
+    return [
+        (y0, y1, x0, x1)
+        for y0, y1 in _axis_spans(height, config.tile_size, config.overlap)
+        for x0, x1 in _axis_spans(width, config.tile_size, config.overlap)
+    ]
+
+
+def _axis_window(start: int, end: int, length: int, ramp: int) -> np.ndarray:
+    """The 1-D blending window of a span: raised-cosine ramps at ends inside the image."""
+    window = np.ones(end - start, dtype=np.float32)
+    if ramp > 0:
+        rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)).astype(np.float32)
+        if start > 0:
+            window[:ramp] = rise
+        if end < length:
+            window[-ramp:] = rise[::-1]
+    return window
+
+
+def _robust_range(disparity: np.ndarray) -> float:
+    """Spread between the 1st and 99th percentiles of a subsample; 1 if that is degenerate."""
+    step_y = max(1, disparity.shape[0] // 1024)
+    step_x = max(1, disparity.shape[1] // 1024)
+    low, high = np.percentile(disparity[::step_y, ::step_x], [1.0, 99.0])
+    spread = float(high - low)
+    return spread if math.isfinite(spread) and spread > 0 else 1.0
+
+
+def _align_tile(
+    prediction: np.ndarray, reference: np.ndarray, disparity_range: float, extent: int
+) -> tuple[np.ndarray, float]:
+    """The tile prediction in the reference's frame, and the robust spread of the fit residual."""
+    step_y = max(1, math.ceil(prediction.shape[0] / _FIT_SAMPLES_PER_AXIS))
+    step_x = max(1, math.ceil(prediction.shape[1] / _FIT_SAMPLES_PER_AXIS))
+    pred = prediction[::step_y, ::step_x]
+    target = reference[::step_y, ::step_x]
+    slope_sq = np.zeros(target.shape, dtype=np.float32)
+    for axis, step in ((0, step_y), (1, step_x)):
+        if target.shape[axis] > 1:
+            slope_sq += np.gradient(target, step, axis=axis) ** 2
+    slope_sq *= (extent / (disparity_range * EDGE_GRADIENT)) ** 2
+    weight = 1.0 / (1.0 + slope_sq)
+    fit, inlier = robust_fit_scale_shift(pred, target, weight, cutoff=FIT_CUTOFF)
+    residual = np.abs(fit.apply(pred) - target)[inlier]
+    spread = 1.4826 * float(np.median(residual)) if residual.size else 0.0
+    return fit.apply(prediction), spread
+
+
+def predict_tiled(
+    image: np.ndarray,
+    predictor: DisparityPredictor,
+    config: TileConfig,
+    progress: Callable[[int, int], None] | None = None,
+    confidence: bool = False,
+) -> TiledResult:
+    """Full-resolution disparity of `image` (RGB H×W×3, uint8 or float32 in [0, 1]) from a
+    global pass plus overlapping tiles aligned to it and blended seamlessly.
+
+    `progress(done, total)` is called with 0 tiles done before the first batch and after every
+    batch. With `confidence`, the result carries a per-pixel confidence in [0, 1] (see the
+    module docstring).
+    """
+    height, width = image.shape[:2]
+    rows = _axis_spans(height, config.tile_size, config.overlap)
+    cols = _axis_spans(width, config.tile_size, config.overlap)
+    row_windows = [_axis_window(y0, y1, height, config.overlap) for y0, y1 in rows]
+    col_windows = [_axis_window(x0, x1, width, config.overlap) for x0, x1 in cols]
+    row_weight = np.zeros(height, dtype=np.float32)
+    for (y0, y1), window in zip(rows, row_windows):
+        row_weight[y0:y1] += window
+    col_weight = np.zeros(width, dtype=np.float32)
+    for (x0, x1), window in zip(cols, col_windows):
+        col_weight[x0:x1] += window
+    tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+
+    global_map = np.asarray(predictor.predict_batch([image])[0], dtype=np.float32)
+    disparity_range = _robust_range(global_map)
+    extent = max(height, width)
+
+    total = np.zeros((height, width), dtype=np.float32)
+    squares = np.zeros((height, width), dtype=np.float32) if confidence else None
+    spreads: list[float] = []
+    if progress is not None:
+        progress(0, len(tiles))
+    for first in range(0, len(tiles), config.batch_size):
+        batch = tiles[first : first + config.batch_size]
+        crops = [
+            np.ascontiguousarray(image[rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]])
+            for r, c in batch
+        ]
+        predictions = predictor.predict_batch(crops)
+        for (r, c), prediction in zip(batch, predictions):
+            (y0, y1), (x0, x1) = rows[r], cols[c]
+            reference = global_map[y0:y1, x0:x1]
+            aligned, spread = _align_tile(prediction, reference, disparity_range, extent)
+            spreads.append(spread)
+            window = np.outer(row_windows[r], col_windows[c])
+            total[y0:y1, x0:x1] += window * aligned
+            if squares is not None:
+                aligned -= reference
+                np.square(aligned, out=aligned)
+                squares[y0:y1, x0:x1] += window * aligned
+        if progress is not None:
+            progress(first + len(batch), len(tiles))
+
+    tau_sq = max(FIT_CUTOFF * float(np.median(spreads)), 1e-6 * disparity_range) ** 2
+    for top in range(0, height, _FINALIZE_ROWS):
+        bottom = min(top + _FINALIZE_ROWS, height)
+        weight = np.outer(row_weight[top:bottom], col_weight)
+        total[top:bottom] /= weight
+        if squares is not None:
+            strip = squares[top:bottom]
+            weight *= tau_sq
+            strip /= weight
+            strip += 1.0
+            np.reciprocal(strip, out=strip)
+    return TiledResult(disparity=total, confidence=squares, tiles=len(tiles))

@@ -1,0 +1,516 @@
+"""From an affine-invariant disparity map to a coloured 3-D point cloud.
+
+Conventions used throughout this module:
+
+* Pixels: column ``u`` (x, to the right) and row ``v`` (y, downwards). Integer coordinates
+  are pixel *centres*, so an image ``width`` pixels wide spans ``[-0.5, width - 0.5]`` and
+  its centre is ``((width - 1) / 2, (height - 1) / 2)``.
+* Camera frame ("opencv"): x right, y down, z forward (into the scene); the camera is at
+  the origin. ``unproject`` works in this frame.
+* Output frame of ``build_point_cloud`` is selectable; its default, "opengl" (x right,
+  y up, z toward the viewer; the camera looks down -z), opens upright and facing the
+  viewer in MeshLab, Blender, CloudCompare and Open3D.
+* Disparity is affine-invariant (large = near, scale and shift unknown) with 0 meaning
+  infinitely far, the convention of the networks this tool runs; depth comes out in the
+  units the user gives ``near``/``far`` or ``depth_at`` in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image
+
+from .errors import UsageError
+
+DEFAULT_NEAR = 1.0
+DEFAULT_FAR = 10.0
+DEPTH_PERCENTILES = (1.0, 99.0)
+VOXEL_CANDIDATES_PER_POINT = 4
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels (pixel-centre convention) and how they were chosen."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    source: str
+
+
+def intrinsics_for(
+    width: int,
+    height: int,
+    fov: float | None = None,
+    focal: float | None = None,
+    exif_focal_35mm: float | None = None,
+    principal: tuple[float, float] | None = None,
+    default_fov: float = 60.0,
+) -> Intrinsics:
+    """Intrinsics for a ``width`` × ``height`` image with square pixels.
+
+    The focal length comes from, in order of priority: ``focal`` (pixels), ``fov`` (the
+    horizontal field of view in degrees, across the full image width: fx = width / 2 /
+    tan(fov / 2)), ``exif_focal_35mm`` (the 35 mm-equivalent focal length in mm, taken
+    against a 36 mm wide sensor: fx = f35 / 36 * width; a missing or non-positive value is
+    ignored), and finally ``default_fov``. The principal point is the image centre
+    ``((width - 1) / 2, (height - 1) / 2)`` unless ``principal`` (cx, cy) is given.
+    Raises UsageError for a ``fov`` outside (0, 180), a non-positive ``focal`` or a
+    non-finite principal point.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}×{height}")
+    if focal is not None:
+        if not (math.isfinite(focal) and focal > 0):
+            raise UsageError(f"--focal must be a positive number of pixels, got {focal:g}")
+        f, source = float(focal), f"--focal {focal:g}"
+    elif fov is not None:
+        f, source = _focal_from_fov(width, fov, "--fov"), f"--fov {fov:g}"
+    elif exif_focal_35mm is not None and math.isfinite(exif_focal_35mm) and exif_focal_35mm > 0:
+        f = exif_focal_35mm / 36.0 * width
+        source = f"EXIF {exif_focal_35mm:g} mm (35 mm equiv.)"
+    else:
+        f = _focal_from_fov(width, default_fov, "the default field of view")
+        source = f"default {default_fov:g}° horizontal FOV"
+    if principal is None:
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    else:
+        cx, cy = (float(c) for c in principal)
+        if not (math.isfinite(cx) and math.isfinite(cy)):
+            raise UsageError(f"the principal point must be finite, got ({cx:g}, {cy:g})")
+    return Intrinsics(fx=f, fy=f, cx=cx, cy=cy, source=source)
+
+
+def _focal_from_fov(width: int, fov: float, what: str) -> float:
+    if not (math.isfinite(fov) and 0 < fov < 180):
+        raise UsageError(f"{what} must be between 0 and 180 degrees (exclusive), got {fov:g}")
+    return width / 2.0 / math.tan(math.radians(fov) / 2.0)
+
+
+def exif_focal_35mm(path: Path) -> float | None:
+    """The image's EXIF FocalLengthIn35mmFilm in mm, or None if absent, zero or unreadable."""
+    tag = ExifTags.Base.FocalLengthIn35mmFilm
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif()
+            value = exif.get_ifd(ExifTags.IFD.Exif).get(tag, exif.get(tag))
+        focal = float(value) if value is not None else None
+    except (OSError, ValueError, TypeError, SyntaxError, ZeroDivisionError, Image.DecompressionBombError):
+        return None
+    return focal if focal is not None and math.isfinite(focal) and focal > 0 else None
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """How disparity becomes depth: ``1 / depth = scale * disparity + shift``.
+
+    ``description`` is one line saying which user choice fixed ``scale`` and ``shift``.
+    """
+
+    scale: float
+    shift: float
+    description: str
+
+    @classmethod
+    def fit(
+        cls,
+        disparity: np.ndarray,
+        near: float | None = None,
+        far: float | None = None,
+        depth_at: tuple[int, int, float] | None = None,
+    ) -> DepthRule:
+        """The rule the user's options select for this disparity map.
+
+        * ``depth_at=(x, y, D)`` (column, row, depth): a single-scale rule that assumes zero
+          shift, ``depth = D * disparity[y, x] / disparity``, so the scene keeps the
+          proportions of 1 / disparity and pixel (x, y) lands at depth D.
+        * Otherwise ``near``/``far`` (defaults 1 and 10; if only one is given the other is
+          set at a 10:1 ratio): inverse depth is the affine function of disparity that
+          sends the 99th percentile of the valid disparities to 1 / near and the 1st
+          percentile to 1 / far, so the bulk of the scene spans near…far; pixels beyond
+          those percentiles fall outside. A constant disparity map is put at the depth
+          whose inverse is halfway between 1 / near and 1 / far.
+
+        Invalid (NaN, inf, non-positive) disparities are ignored. Raises UsageError for
+        ``depth_at`` combined with ``near``/``far``, non-positive depths, ``far <= near``,
+        or a ``depth_at`` pixel outside the image or without a valid disparity.
+        """
+        if depth_at is not None:
+            if near is not None or far is not None:
+                raise UsageError("--depth-at cannot be combined with --near/--far")
+            return cls._fit_depth_at(disparity, depth_at)
+        near, far = _near_far(near, far)
+        d = np.asarray(disparity)
+        valid = d[np.isfinite(d) & (d > 0)]
+        lo_pct, hi_pct = DEPTH_PERCENTILES
+        description = f"depth {near:g}–{far:g} from disparity percentiles {lo_pct:g}–{hi_pct:g}"
+        if valid.size == 0:
+            return cls(1.0, 0.0, f"{description} (no valid disparity)")
+        d_lo, d_hi = (float(p) for p in np.percentile(valid, [lo_pct, hi_pct]))
+        if d_hi <= d_lo:
+            return cls(0.0, (1.0 / near + 1.0 / far) / 2.0, f"{description} (constant disparity)")
+        scale = (1.0 / near - 1.0 / far) / (d_hi - d_lo)
+        return cls(scale, 1.0 / far - scale * d_lo, description)
+
+    @classmethod
+    def _fit_depth_at(cls, disparity: np.ndarray, depth_at: tuple[int, int, float]) -> DepthRule:
+        x, y, depth = int(depth_at[0]), int(depth_at[1]), float(depth_at[2])
+        height, width = np.shape(disparity)
+        if not (math.isfinite(depth) and depth > 0):
+            raise UsageError(f"--depth-at needs a positive depth, got {depth:g}")
+        if not (0 <= x < width and 0 <= y < height):
+            raise UsageError(f"--depth-at pixel ({x}, {y}) is outside the {width}×{height} image")
+        ref = float(disparity[y, x])
+        if not (math.isfinite(ref) and ref > 0):
+            raise UsageError(f"--depth-at pixel ({x}, {y}) has no valid disparity; pick another")
+        return cls(
+            1.0 / (depth * ref),
+            0.0,
+            f"depth {depth:g} at pixel ({x}, {y}), depth ∝ 1/disparity (shift assumed 0)",
+        )
+
+    def apply(self, disparity: np.ndarray) -> np.ndarray:
+        """float32 depth; NaN where the disparity or the inverse depth is not positive/finite."""
+        d = np.asarray(disparity)
+        inverse = np.multiply(d, np.float32(self.scale), dtype=np.float32)
+        inverse += np.float32(self.shift)
+        bad = ~(np.isfinite(inverse) & (inverse > 0))
+        bad |= ~(d > 0)  # also NaN
+        with np.errstate(divide="ignore"):
+            np.reciprocal(inverse, out=inverse)
+        inverse[bad] = np.nan
+        return inverse
+
+
+def _near_far(near: float | None, far: float | None) -> tuple[float, float]:
+    ratio = DEFAULT_FAR / DEFAULT_NEAR
+    if near is None and far is None:
+        near, far = DEFAULT_NEAR, DEFAULT_FAR
+    elif far is None:
+        far = near * ratio
+    elif near is None:
+        near = far / ratio
+    if not (math.isfinite(near) and near > 0):
+        raise UsageError(f"--near must be a positive depth, got {near:g}")
+    if not (math.isfinite(far) and far > near):
+        raise UsageError(f"--far must be finite and greater than --near ({near:g}), got {far:g}")
+    return float(near), float(far)
+
+
+def disparity_to_depth(
+    disparity: np.ndarray,
+    near: float | None = None,
+    far: float | None = None,
+    depth_at: tuple[int, int, float] | None = None,
+) -> tuple[np.ndarray, str]:
+    """float32 depth map (NaN where invalid) and a one-line description of the rule used.
+
+    See ``DepthRule.fit`` for the rules ``near``/``far`` and ``depth_at`` select.
+    """
+    rule = DepthRule.fit(disparity, near=near, far=far, depth_at=depth_at)
+    return rule.apply(disparity), rule.description
+
+
+def unproject(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """H×W×3 float32 camera-frame points (x right, y down, z forward) of an H×W depth map.
+
+    Pinhole model with pixel centres at integer (u, v): x = (u - cx) * z / fx,
+    y = (v - cy) * z / fy, z = depth. NaN depth gives NaN points.
+    """
+    z = np.asarray(depth, dtype=np.float32)
+    height, width = z.shape
+    xyz = np.empty((height, width, 3), dtype=np.float32)
+    u = ((np.arange(width, dtype=np.float64) - intrinsics.cx) / intrinsics.fx).astype(np.float32)
+    v = ((np.arange(height, dtype=np.float64) - intrinsics.cy) / intrinsics.fy).astype(np.float32)
+    np.multiply(z, u[None, :], out=xyz[..., 0])
+    np.multiply(z, v[:, None], out=xyz[..., 1])
+    xyz[..., 2] = z
+    return xyz
+
+
+def _unproject_pixels(
+    rows: np.ndarray, cols: np.ndarray, z: np.ndarray, intrinsics: Intrinsics
+) -> np.ndarray:
+    """N×3 float32 camera-frame points of the pixels (rows, cols) at depths z."""
+    xyz = np.empty((z.shape[0], 3), dtype=np.float32)
+    for out, pixel, centre, focal in (
+        (xyz[:, 0], cols, intrinsics.cx, intrinsics.fx),
+        (xyz[:, 1], rows, intrinsics.cy, intrinsics.fy),
+    ):
+        out[:] = pixel  # exact in float32 for any realistic image size
+        out -= np.float32(centre)
+        out *= z
+        out /= np.float32(focal)
+    xyz[:, 2] = z
+    return xyz
+
+
+def edge_mask(depth: np.ndarray, threshold: float) -> np.ndarray:
+    """True at flying pixels: where some 4-neighbour's depth differs by more than
+    ``threshold`` times the pixel's own depth.
+
+    NaN neighbours are ignored and NaN pixels are never flagged. The test is per pixel, so a
+    depth edge blurred over k pixels needs a threshold of roughly 1/k of its relative jump.
+    """
+    z = np.asarray(depth, dtype=np.float32)
+    jump = np.zeros_like(z)
+    for axis in (0, 1):
+        ahead = [slice(None), slice(None)]
+        behind = [slice(None), slice(None)]
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        ahead, behind = tuple(ahead), tuple(behind)
+        diff = np.abs(z[ahead] - z[behind])
+        np.fmax(jump[ahead], diff, out=jump[ahead])
+        np.fmax(jump[behind], diff, out=jump[behind])
+        del diff
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jump /= z
+    return jump > threshold
+
+
+@dataclass
+class PointCloud:
+    """Points (N×3 float32), their colours (N×3 uint8), unit normals (N×3 float32 or None)
+    and a one-line description of how they were made."""
+
+    points: np.ndarray
+    colors: np.ndarray
+    normals: np.ndarray | None
+    description: str
+
+
+def build_point_cloud(
+    rgb: np.ndarray,
+    disparity: np.ndarray,
+    intrinsics: Intrinsics,
+    *,
+    near: float | None = None,
+    far: float | None = None,
+    depth_at: tuple[int, int, float] | None = None,
+    edge_threshold: float | None = 0.05,
+    max_points: int | None = 2_000_000,
+    normals: bool = False,
+    downsample: str = "voxel",
+    seed: int = 0,
+    sky_fraction: float | None = 0.02,
+    frame: str = "opengl",
+) -> PointCloud:
+    """Coloured point cloud of an H×W×3 uint8 image and its H×W disparity map.
+
+    Steps, each reported in ``description``:
+
+    1. Sky: pixels whose disparity is below ``sky_fraction`` times the 99th percentile of
+       the valid disparities (farther than ~1 / sky_fraction times the near scene) are
+       dropped; ``None`` keeps them.
+    2. Depth from the remaining disparity by ``near``/``far`` or ``depth_at`` (see
+       ``DepthRule.fit``); invalid depths (NaN, inf, non-positive) are dropped.
+    3. Flying pixels (``edge_mask`` with ``edge_threshold``; ``None`` keeps them) are dropped.
+    4. At most ``max_points`` points (``None``: no limit) are kept: "voxel" averages points,
+       colours and normals per cubic voxel, with the voxel size searched so that the count
+       just meets the limit (over a seeded random sample of at most 4 × ``max_points``
+       pixels); "random" keeps a seeded random subset.
+
+    Normals (``normals=True``) come from the depth map: the cross product of the
+    differences between the point's horizontal and between its vertical neighbours, oriented
+    toward the camera. On each axis that is the central difference where the depth changes
+    to both neighbours agree within a factor of 2 (a smooth surface), else the one-sided
+    difference to the neighbour with the smaller depth change, so normals do not straddle
+    depth edges. A point without usable neighbours gets the direction to the camera.
+
+    ``frame`` is "opengl" (x right, y up, z toward the viewer) or "opencv" (x right, y
+    down, z forward); the camera is at the origin in both.
+    """
+    if downsample not in ("voxel", "random"):
+        raise UsageError(f"downsampling must be 'voxel' or 'random', got {downsample!r}")
+    if frame not in ("opengl", "opencv"):
+        raise UsageError(f"the point cloud frame must be 'opengl' or 'opencv', got {frame!r}")
+    if max_points is not None and max_points < 1:
+        raise UsageError(f"--max-points must be at least 1, got {max_points}")
+    if edge_threshold is not None and not edge_threshold > 0:
+        raise UsageError(f"the flying-pixel threshold must be positive, got {edge_threshold:g}")
+    if sky_fraction is not None and not 0 <= sky_fraction < 1:
+        raise UsageError(f"the sky fraction must be in [0, 1), got {sky_fraction:g}")
+    disp = np.array(disparity, dtype=np.float32)  # a copy: sky is blanked in it
+    rgb = np.asarray(rgb)
+    if disp.ndim != 2 or rgb.shape != (*disp.shape, 3) or rgb.dtype != np.uint8:
+        raise ValueError(
+            f"expected H×W disparity and H×W×3 uint8 image, got {disp.shape} and {rgb.dtype} {rgb.shape}"
+        )
+    width = disp.shape[1]
+    pixels = disp.size
+    notes = []
+
+    if sky_fraction is not None:
+        valid = disp[np.isfinite(disp) & (disp > 0)]
+        if valid.size:
+            limit = sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
+            del valid
+            sky = disp < limit
+            notes.append(f"sky {_percent(np.count_nonzero(sky), pixels)}")
+            disp[sky] = np.nan
+            del sky
+
+    rule = DepthRule.fit(disp, near=near, far=far, depth_at=depth_at)
+    depth = rule.apply(disp)
+    del disp
+    keep = np.isfinite(depth)
+    if edge_threshold is not None:
+        flying = edge_mask(depth, edge_threshold)
+        notes.append(f"flying {_percent(np.count_nonzero(flying), pixels)}")
+        keep &= ~flying
+        del flying
+    index = np.flatnonzero(keep)
+    del keep
+
+    rng = np.random.default_rng(seed)
+    sampling = ""
+    if max_points is not None:
+        budget = max_points if downsample == "random" else VOXEL_CANDIDATES_PER_POINT * max_points
+        if index.size > budget:
+            index = np.sort(rng.choice(index, size=budget, replace=False))
+            sampling = f"; {budget:,} sampled at random"
+    rows, cols = np.divmod(index, width)
+    points = _unproject_pixels(rows, cols, depth.ravel()[index], intrinsics)
+    colors = rgb.reshape(-1, 3)[index]
+    normal = _normals(depth, intrinsics, rows, cols, points) if normals else None
+    del rows, cols, index
+
+    if downsample == "voxel" and max_points is not None and len(points) > max_points:
+        size = _voxel_size(points, max_points)
+        points, colors, normal = _voxel_average(points, colors, normal, size)
+        sampling += f"; averaged in voxels of {size:.3g}"
+    if frame == "opengl":
+        points[:, 1:] *= -1
+        if normal is not None:
+            normal[:, 1:] *= -1
+
+    dropped = f" ({', '.join(notes)} dropped)" if notes else ""
+    description = (
+        f"{len(points):,} points from {pixels:,} pixels{dropped}{sampling}; {rule.description}; "
+        f"fx {intrinsics.fx:.1f} px from {intrinsics.source}"
+    )
+    return PointCloud(points=points, colors=colors, normals=normal, description=description)
+
+
+def _percent(count: int, total: int) -> str:
+    return f"{100.0 * count / total:.1f}%"
+
+
+def _normals(
+    depth: np.ndarray, intrinsics: Intrinsics, rows: np.ndarray, cols: np.ndarray, points: np.ndarray
+) -> np.ndarray:
+    """Unit normals (camera frame) of the pixels (rows, cols) whose points are ``points``."""
+    height, width = depth.shape
+    flat = depth.ravel()
+    z = points[:, 2]
+    index = rows * width + cols
+    tangents = []
+    for coord, size, step in ((cols, width, 1), (rows, height, width)):
+        ahead = np.where(coord + 1 < size, index + step, index)
+        behind = np.where(coord > 0, index - step, index)
+        gap_ahead = np.abs(flat[ahead] - z)
+        gap_behind = np.abs(flat[behind] - z)
+        gap_ahead[(ahead == index) | np.isnan(gap_ahead)] = np.inf
+        gap_behind[(behind == index) | np.isnan(gap_behind)] = np.inf
+        forward = gap_ahead <= gap_behind
+        central = (
+            np.isfinite(gap_ahead)
+            & np.isfinite(gap_behind)
+            & (gap_ahead <= 2 * gap_behind)
+            & (gap_behind <= 2 * gap_ahead)
+        )
+        start = np.where(central | ~forward, behind, index)
+        end = np.where(central | forward, ahead, index)
+        del ahead, behind, gap_ahead, gap_behind, forward, central
+        tangents.append(
+            _unproject_pixels(*np.divmod(end, width), flat[end], intrinsics)
+            - _unproject_pixels(*np.divmod(start, width), flat[start], intrinsics)
+        )
+    normal = np.cross(tangents[0], tangents[1])
+    del tangents
+    length = np.linalg.norm(normal, axis=1)
+    usable = np.isfinite(length) & (length > 0)
+    normal[usable] /= length[usable, None]
+    normal[~usable] = -points[~usable] / np.linalg.norm(points[~usable], axis=1, keepdims=True)
+    away = np.einsum("ij,ij->i", normal, points) > 0
+    normal[away] *= -1
+    return normal.astype(np.float32, copy=False)
+
+
+def _voxel_keys(points: np.ndarray, origin: np.ndarray, size: float) -> np.ndarray:
+    """One int64 key per point naming its cube of side ``size`` in a grid anchored at ``origin``."""
+    keys = np.zeros(len(points), dtype=np.int64)
+    for axis in range(3):
+        cell = ((points[:, axis] - origin[axis]) / np.float32(size)).astype(np.int64)
+        keys *= int(cell.max()) + 1
+        keys += cell
+    return keys
+
+
+def _voxel_count(points: np.ndarray, origin: np.ndarray, size: float) -> int:
+    keys = np.sort(_voxel_keys(points, origin, size))  # a sort is far faster than np.unique here
+    return int(np.count_nonzero(keys[1:] != keys[:-1])) + 1
+
+
+def _voxel_size(points: np.ndarray, target: int) -> float:
+    """A voxel size whose voxel count is at most ``target`` and, where the search allows,
+    within 5 % of it."""
+    origin = points.min(axis=0)
+    extent = np.sort((points.max(axis=0) - origin).astype(np.float64))
+    if extent[2] <= 0:
+        return 1.0
+    infeasible = extent[2] / 2.0**20  # keys stay below 2**63 for any size above this
+    feasible = extent[2] * 1.001  # one voxel holds everything
+    # Secant steps on log(count) against log(size), aiming just under the target; a depth
+    # map is a surface, so the count starts out going as 1 / size**2.
+    aim = 0.975 * target
+    size = max(math.sqrt(extent[1] * extent[2] / target), infeasible * 2)
+    slope, previous = -2.0, None
+    for _ in range(40):
+        count = _voxel_count(points, origin, size)
+        if count > target:
+            infeasible = size
+        else:
+            feasible = size
+            if count >= 0.95 * target:
+                break
+        if feasible <= infeasible * 1.001:
+            break
+        if previous is not None and previous[1] != count:
+            slope = min(math.log(count / previous[1]) / math.log(size / previous[0]), -0.1)
+        previous = size, count
+        size *= (aim / count) ** (1 / slope)
+        if not infeasible < size < feasible:
+            size = math.sqrt(infeasible * feasible)
+    return feasible
+
+
+def _voxel_average(
+    points: np.ndarray, colors: np.ndarray, normals: np.ndarray | None, size: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-voxel mean point and colour, and renormalised mean normal."""
+    keys = _voxel_keys(points, points.min(axis=0), size)
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    counts = np.diff(np.append(starts, len(keys)))[:, None]
+    del keys
+
+    def total(values: np.ndarray, dtype: type) -> np.ndarray:
+        return np.add.reduceat(values[order], starts, axis=0, dtype=dtype)
+
+    mean_points = total(points, np.float32) / counts.astype(np.float32)
+    mean_colors = ((total(colors, np.uint32) + counts // 2) // counts).astype(np.uint8)
+    if normals is None:
+        return mean_points, mean_colors, None
+    summed = total(normals, np.float32)
+    length = np.linalg.norm(summed, axis=1, keepdims=True)
+    cancelled = length[:, 0] == 0  # opposite normals in one voxel: face the camera instead
+    summed[cancelled] = -mean_points[cancelled]
+    length[cancelled] = np.linalg.norm(mean_points[cancelled], axis=1, keepdims=True)
+    return mean_points, mean_colors, (summed / length).astype(np.float32)
