@@ -47,7 +47,8 @@ def _endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", _DEFAULT_ENDPOINT).rstrip("/")
 
 
-def _offline() -> bool:
+def offline_mode() -> bool:
+    """Whether HF_HUB_OFFLINE asks for cache-only operation."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE_VALUES
 
 
@@ -58,7 +59,7 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
     Raises HubError when the file is neither cached nor downloadable.
     """
     endpoint = _endpoint()
-    offline = _offline()
+    offline = offline_mode()
     try:
         return Path(
             hf_hub_download(

@@ -1,0 +1,1 @@
+complete --command anydepth --no-files --arguments "(env _ANYDEPTH_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) anydepth)" --condition "env _ANYDEPTH_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) anydepth"
