@@ -1,0 +1,1 @@
+"""`anydepth bench`: SDT against DPT — parameters, FLOPs, latency, memory and FLOP/s (runner), and the report."""

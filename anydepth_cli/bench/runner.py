@@ -1,0 +1,540 @@
+"""Measuring SDT and DPT decoders: parameters, FLOPs, latency, peak memory and achieved FLOP/s.
+
+`run_bench(settings)` builds each requested head on the chosen encoder with random weights (no
+download), counts its FLOPs on the meta device, times it at every resolution and returns a
+`BenchResult`; `report.py` turns that into files.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import statistics
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from anydepth_cli import __version__
+from anydepth_cli.errors import UsageError
+from anydepth_cli.inference.predictor import select_device, select_dtype
+from anydepth_cli.models.config import HEADS, NetworkConfig
+from anydepth_cli.models.fuse import prepare_for_inference
+from anydepth_cli.models.network import DepthNetwork, build_network
+from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
+
+ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dinov3-vits": ("DINOv3 ViT-S/16", VIT_S), "dinov3-vitb": ("DINOv3 ViT-B/16", VIT_B),
+    "dinov3-vitl": ("DINOv3 ViT-L/16", VIT_L),
+}
+"""`--encoder` names of the bare DINOv3 encoders the paper's heads are put on: (label, size)."""
+PAPER_ENCODER = "dinov3-vitl"
+DEFAULT_RESOLUTIONS = (256, 512, 1024)
+PAPER_SDT = dict(head="sdt", fusion=256, cls=True, detail_enhancer=True)
+PAPER_DPT = dict(head="dpt", features=256, out_channels=(256, 512, 1024, 1024), cls=False)
+HEAD_LABELS = {"sdt": "SDT-256", "dpt": "DPT-256"}
+
+FLOP_CONVENTION = (
+    "torch.utils.flop_counter.FlopCounterMode: a multiply-add counts as 2 FLOPs; only matrix multiplications, "
+    "convolutions (transposed ones included) and scaled-dot-product attention (its two matrix products) are "
+    "counted, not bias adds, normalisation, activations, interpolation or grid sampling; per image, counted at "
+    "batch 1 on the meta device on the network as built (before inference folding, which removes no counted op)"
+)
+
+GPU_WARMUP, GPU_RUNS = 10, 50
+CPU_WARMUP = 1
+CPU_RUNS = (3, 20)
+"""On the CPU, `runs` left to the default is as many as fit in CPU_TIME_BUDGET_S, within these bounds."""
+CPU_TIME_BUDGET_S = 30.0
+MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
+MATMUL_SAMPLES = 5
+
+Progress = Callable[[str, int, int], None]
+"""Told what is being done now, how many configurations are finished and how many there are in all."""
+Step = Callable[[str], None]
+"""Told what is being done now."""
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One network to measure: what `--encoder` named, which head, its label and architecture."""
+
+    encoder: str
+    head: str
+    label: str
+    config: NetworkConfig
+    paper: bool
+    """True for the paper's set-up (DINOv3 ViT-L/16 with the paper's SDT or DPT), whose figures we compare."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure and how; `runs`/`warmup` of None adapt to the device (see `auto_warmup`/`auto_runs`)."""
+
+    encoder: str = PAPER_ENCODER
+    heads: tuple[str, ...] = HEADS
+    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 1
+    runs: int | None = None
+    warmup: int | None = None
+    compile: bool = False
+    arch: NetworkConfig | None = None
+    """An architecture used in place of a named `encoder` (its own head is kept for its head type)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """FLOPs of one image through the encoder and through the decoder (FLOP_CONVENTION)."""
+
+    encoder: int
+    decoder: int
+
+    @property
+    def total(self) -> int:
+        return self.encoder + self.decoder
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-forward wall time (one batch) over the timed runs, in milliseconds."""
+
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p95_ms: float
+    runs: int
+    warmup: int
+
+    @classmethod
+    def from_seconds(cls, seconds: Sequence[float], warmup: int) -> "Latency":
+        ms = sorted(s * 1e3 for s in seconds)
+        return cls(statistics.fmean(ms), statistics.stdev(ms) if len(ms) > 1 else 0.0,
+                   percentile(ms, 50), percentile(ms, 95), len(ms), warmup)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything measured for one head at one resolution."""
+
+    encoder: str
+    head: str
+    label: str
+    paper: bool
+    resolution: int
+    batch_size: int
+    decoder_params: int
+    total_params: int
+    flops: FlopCount
+    latency: Latency
+    peak_memory_bytes: int | None
+    matmul_peak_flops: float
+
+    @property
+    def throughput(self) -> float:
+        """Images per second."""
+        return self.batch_size / (self.latency.mean_ms / 1e3)
+
+    @property
+    def decoder_share(self) -> float:
+        return self.flops.decoder / self.flops.total
+
+    @property
+    def achieved_flops(self) -> float:
+        """Counted FLOPs per second: FLOPs of a batch over the median (p50) latency, which, unlike the mean,
+        is not pulled up by the odd forward slowed by other processes on a shared machine."""
+        return self.flops.total * self.batch_size / (self.latency.p50_ms / 1e3)
+
+    @property
+    def peak_ratio(self) -> float:
+        """Achieved FLOP/s over the matmul peak measured in the same run."""
+        return self.achieved_flops / self.matmul_peak_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["flops"] = {"encoder": self.flops.encoder, "decoder": self.flops.decoder, "total": self.flops.total,
+                         "decoder_share": self.decoder_share}
+        data.update(throughput_images_per_s=self.throughput, achieved_flops_per_s=self.achieved_flops,
+                    matmul_peak_ratio=self.peak_ratio)
+        return data
+
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """The best FLOP/s of an n×n by n×n `torch.mm` in the run's dtype (2n³ FLOPs each)."""
+
+    size: int
+    dtype: str
+    flops_per_s: float
+    samples: tuple[float, ...]
+    """Best FLOP/s of each probe: one before every configuration and one after the last."""
+
+
+@dataclass(frozen=True)
+class DecoderParameters:
+    """Head parameters of the paper's SDT and DPT on one DINOv3 encoder size."""
+
+    encoder: str
+    sdt: int
+    dpt: int
+
+    @property
+    def reduction(self) -> float:
+        """Fraction of the DPT head's parameters the SDT head does without."""
+        return 1 - self.sdt / self.dpt
+
+
+@dataclass
+class BenchResult:
+    """A finished run: settings, machine, matmul peak, memory meaning and one measurement per configuration."""
+
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    matmul_peak: MatmulPeak
+    memory: str
+    measurements: list[Measurement]
+    parameters: list[DecoderParameters]
+    started: str
+    seconds: float
+    flop_convention: str = FLOP_CONVENTION
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile of sorted values, linearly interpolated between closest ranks."""
+    position = (len(sorted_values) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def paper_config(template: NetworkConfig, head: str) -> NetworkConfig:
+    """The paper's SDT (256 fusion channels, readout, detail enhancer) or DPT (features 256,
+    out channels 256/512/1024/1024, no readout) on `template`'s encoder."""
+    encoder = dict(embed=template.embed, depth=template.depth, heads=template.heads, layers=template.layers,
+                   encoder=template.encoder, encoder_norm=template.encoder_norm)
+    return NetworkConfig(**encoder, **(PAPER_SDT if head == "sdt" else PAPER_DPT))
+
+
+def dinov3_config(size: dict[str, Any], head: str) -> NetworkConfig:
+    """The paper's `head` on a DINOv3 encoder of `size` (one of VIT_S/B/L)."""
+    template = NetworkConfig(**size, encoder="dinov3", encoder_norm=True, head="sdt")
+    return paper_config(template, head)
+
+
+def resolve_models(encoder: str, heads: Sequence[str], arch: NetworkConfig | None = None) -> list[BenchModel]:
+    """The networks to measure, one per head.
+
+    `encoder` is a DINOv3 size (`dinov3-vits|vitb|vitl`: the paper's heads on it) or a registry
+    model (its own head for its head type, the paper's variant of the other head on its encoder);
+    `arch`, when given, stands in for a registry model's architecture and is named `encoder`.
+    """
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads:
+        raise UsageError(f"--heads must list some of {', '.join(HEADS)}, not {','.join(heads) or 'nothing'}")
+    if arch is None and encoder in ENCODERS:
+        name, size = ENCODERS[encoder]
+        return [BenchModel(encoder, h, f"{name} + {HEAD_LABELS[h]}", dinov3_config(size, h), encoder == PAPER_ENCODER)
+                for h in heads]
+    if arch is None and encoder not in MODELS:
+        raise UsageError(f"--encoder must be one of {', '.join([*ENCODERS, *MODELS])}, not {encoder!r}")
+    own = arch or MODELS[encoder].config
+    return [BenchModel(encoder, h, encoder, own, False) if own.head == h else
+            BenchModel(encoder, h, f"{encoder} encoder + {HEAD_LABELS[h]}", paper_config(own, h), False)
+            for h in heads]
+
+
+def head_parameters(config: NetworkConfig) -> tuple[int, int]:
+    """(decoder, total) parameter counts of the network `config` describes (built on the meta device)."""
+    network = build_network(config, device="meta")
+    return sum(p.numel() for p in network.head.parameters()), sum(p.numel() for p in network.parameters())
+
+
+def decoder_parameter_table() -> list[DecoderParameters]:
+    """Head parameters of the paper's SDT and DPT on DINOv3 ViT-S, ViT-B and ViT-L."""
+    return [DecoderParameters(name, head_parameters(dinov3_config(size, "sdt"))[0],
+                              head_parameters(dinov3_config(size, "dpt"))[0])
+            for name, (_, size) in ENCODERS.items()]
+
+
+def module_flops(fn: Callable[..., Any], *inputs: Any) -> tuple[int, Any]:
+    """FLOPs `fn(*inputs)` performs (FLOP_CONVENTION) and what it returned."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        result = fn(*inputs)
+    return counter.get_total_flops(), result
+
+
+def count_flops(config: NetworkConfig, resolution: int) -> FlopCount:
+    """Encoder and decoder FLOPs of one `resolution`² image, counted on the meta device (no compute)."""
+    network = build_network(config, device="meta")
+    image = torch.empty(1, 3, resolution, resolution, device="meta")
+    encoder, (features, grid) = module_flops(network.encoder, image)
+    decoder, _ = module_flops(network.head, features, grid)
+    return FlopCount(encoder, decoder)
+
+
+def check_resolution(model: BenchModel, resolution: int) -> None:
+    """A usage error unless `resolution` is a positive multiple of the encoder's patch size."""
+    patch = model.config.patch_size
+    if resolution < patch or resolution % patch:
+        near = max(patch, round(resolution / patch) * patch)
+        raise UsageError(f"--resolution {resolution} is not a multiple of {model.label}'s patch size {patch} "
+                         f"(try {near})")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on `device` (GPUs run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None,
+                samples: int = MATMUL_SAMPLES) -> tuple[int, float]:
+    """(n, best FLOP/s) of an n×n `torch.mm` in `dtype` on `device`, best of `samples` timings.
+
+    n defaults to MATMUL_SIZE for the device type; on GPUs each timing covers 10 products.
+    """
+    n = size or MATMUL_SIZE.get(device.type, MATMUL_SIZE["cuda"])
+    repeat = 1 if device.type == "cpu" else 10
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = math.inf
+    with torch.inference_mode():
+        torch.mm(a, b)
+        for _ in range(samples):
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                torch.mm(a, b)
+            synchronize(device)
+            best = min(best, (time.perf_counter() - start) / repeat)
+    return n, 2 * n**3 / best
+
+
+class PeakMemory:
+    """Peak memory of one configuration: CUDA peak allocated, or the process's peak RSS on the CPU.
+
+    On Linux the RSS high-water mark is reset per configuration (`/proc/self/clear_refs`), so it is
+    the most the whole process held while that configuration ran; where that reset is refused it
+    is process-wide and only grows (`scope` says which).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            self.description = "CUDA peak allocated by tensors (torch.cuda.max_memory_allocated), per configuration"
+        elif device.type == "cpu":
+            per_config = self._reset_rss()
+            self.description = ("peak resident set size (VmHWM) of the whole process: interpreter, weights and "
+                                "activations, " + ("reset before each configuration" if per_config else
+                                                   "process-wide and monotonic (the reset was refused)"))
+        else:
+            self.description = f"not measured on {device.type}"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.device.type == "cpu":
+            self._reset_rss()
+
+    def read(self) -> int | None:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.device.type == "cpu":
+            return _peak_rss()
+        return None
+
+    @staticmethod
+    def _reset_rss() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if platform.system() == "Darwin" else peak * 1024
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU, GPU, torch and thread details of the machine the run is on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "anydepth_cli": __version__, "device": str(device), "gpu": None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_bytes=props.total_memory, cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    return info
+
+
+def auto_warmup(device: torch.device, compile: bool) -> int:
+    """Warm-up forwards when `--warmup` is not given: 10 on GPUs, 1 on the CPU (2 when compiling)."""
+    if device.type == "cpu":
+        return CPU_WARMUP + int(compile)
+    return GPU_WARMUP
+
+
+def auto_runs(device: torch.device, seconds_per_forward: float) -> int:
+    """Timed forwards when `--runs` is not given: 50 on GPUs; on the CPU as many as fit in
+    CPU_TIME_BUDGET_S at the observed speed, between CPU_RUNS bounds."""
+    if device.type != "cpu":
+        return GPU_RUNS
+    low, high = CPU_RUNS
+    return max(low, min(high, int(CPU_TIME_BUDGET_S / max(seconds_per_forward, 1e-9))))
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[Any]:
+    """Mixed precision for fp16/bf16, nothing for fp32."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def time_forwards(forward: Callable[[], Any], device: torch.device, warmup: int, runs: int | None,
+                  progress: Step, what: str) -> tuple[list[float], int]:
+    """Seconds of each timed forward after `warmup` untimed ones, and the warm-up count.
+
+    With `runs` None the count comes from `auto_runs` at the speed of the last warm-up (or of
+    the first timed forward when there is no warm-up).
+    """
+    last = None
+    for index in range(warmup):
+        progress(f"{what} · warm-up {index + 1}/{warmup}")
+        last = _timed(forward, device)
+    target = runs if runs is not None else (auto_runs(device, last) if last is not None else None)
+    seconds: list[float] = []
+    while target is None or len(seconds) < target:
+        progress(f"{what} · run {len(seconds) + 1}/{target or '?'}")
+        seconds.append(_timed(forward, device))
+        if target is None:
+            target = auto_runs(device, seconds[0])
+    return seconds, warmup
+
+
+def _timed(forward: Callable[[], Any], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    forward()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _inference_network(config: NetworkConfig, device: torch.device, compile: bool) -> nn.Module:
+    """Random-weight network on `device`, prepared for inference and optionally compiled."""
+    network: DepthNetwork = prepare_for_inference(build_network(config, device))
+    return torch.compile(network) if compile else network
+
+
+def _measure(network: nn.Module, model: BenchModel, resolution: int, settings: BenchSettings, device: torch.device,
+             dtype: torch.dtype, warmup: int, memory: PeakMemory, progress: Step) -> Measurement:
+    """Count, time and take the peak memory of one head at one resolution (the matmul peak is filled in later)."""
+    what = f"{model.head.upper()} {resolution}²"
+    progress(f"{what} · counting FLOPs")
+    decoder_params, total_params = head_parameters(model.config)
+    flops = count_flops(model.config, resolution)
+    with torch.inference_mode():
+        image = torch.randn(settings.batch_size, 3, resolution, resolution, device=device)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device, dtype):
+            network(image)
+
+    seconds, used_warmup = time_forwards(forward, device, warmup, settings.runs, progress, what)
+    return Measurement(model.encoder, model.head, model.label, model.paper, resolution, settings.batch_size,
+                       decoder_params, total_params, flops, Latency.from_seconds(seconds, used_warmup), memory.read(),
+                       math.nan)
+
+
+def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, total: None) -> BenchResult:
+    """Measure every requested head at every resolution (see the module docstring)."""
+    if settings.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if (settings.runs is not None and settings.runs < 1) or (settings.warmup is not None and settings.warmup < 0):
+        raise UsageError("--runs must be at least 1 and --warmup at least 0")
+    if not settings.resolutions:
+        raise UsageError("give at least one --resolution")
+    models = resolve_models(settings.encoder, settings.heads, settings.arch)
+    resolutions = tuple(sorted(set(settings.resolutions)))
+    for model in models:
+        for resolution in resolutions:
+            check_resolution(model, resolution)
+    device = select_device(settings.device)
+    dtype = select_dtype(settings.precision, device)
+    warmup = settings.warmup if settings.warmup is not None else auto_warmup(device, settings.compile)
+    started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    benchmark_flag = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    try:
+        memory = PeakMemory(device)
+        peaks: list[float] = []
+        measurements: list[Measurement] = []
+
+        def step(text: str) -> None:
+            progress(text, len(measurements), len(models) * len(resolutions))
+
+        for model in models:
+            step(f"{model.label}: building")
+            torch.manual_seed(settings.seed)
+            network = _inference_network(model.config, device, settings.compile)
+            for resolution in resolutions:
+                step("matmul peak")
+                size, flops_per_s = matmul_peak(device, dtype)
+                peaks.append(flops_per_s)
+                memory.reset()
+                measurements.append(_measure(network, model, resolution, settings, device, dtype, warmup, memory,
+                                             step))
+            del network
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        step("matmul peak")
+        peaks.append(matmul_peak(device, dtype, size)[1])
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_flag
+    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks))
+    measurements = [replace(m, matmul_peak_flops=peak.flops_per_s) for m in measurements]
+    resolved = {
+        "encoder": settings.encoder, "arch": settings.arch.to_dict() if settings.arch else None,
+        "heads": list(settings.heads), "resolutions": list(resolutions), "device": str(device),
+        "precision": _dtype_name(dtype), "batch_size": settings.batch_size, "runs": settings.runs,
+        "warmup": warmup, "compile": settings.compile, "seed": settings.seed, "weights": "random (no download)",
+        "models": {m.head: {"label": m.label, "config": m.config.to_dict()} for m in models},
+    }
+    return BenchResult(resolved, machine_info(device), peak, memory.description, measurements,
+                       decoder_parameter_table(), started, time.perf_counter() - clock)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
