@@ -7,6 +7,9 @@ import sys
 import typer
 
 from anydepth_cli import __version__
+from anydepth_cli.cli import bench as bench_cmd
+from anydepth_cli.cli import doctor as doctor_cmd
+from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
 from anydepth_cli.cli.console import fail
@@ -22,6 +25,10 @@ app = typer.Typer(
 )
 app.command("predict", no_args_is_help=True)(predict_cmd.predict)
 app.add_typer(models_cmd.app, name="models")
+app.command("bench")(bench_cmd.bench)
+app.command("eval")(evaluate_cmd.evaluate)
+app.command("score")(evaluate_cmd.score)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def _version(value: bool) -> None:

@@ -6,7 +6,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterable, Iterator, Optional
 
 import typer
 
@@ -40,6 +40,17 @@ def _progress_bar(unit: str) -> Progress:
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     RateColumn(unit), TimeRemainingColumn(), console=err, transient=False)
+
+
+def _counter(bar: Progress, description: str, total: int) -> Callable[[], None]:
+    """Add a task of `total` steps to `bar`; return a callback advancing it by one.
+
+    The task gets a sample at its start, so the rate counts from there rather than from the first
+    step (steps that finish together would otherwise read as thousands per second).
+    """
+    task = bar.add_task(description, total=total)
+    bar.advance(task, 0)
+    return lambda: bar.advance(task)
 
 
 def _check_depth_scale(depth_scale: float | None) -> None:
@@ -108,12 +119,12 @@ def _aggregate_table(result: EvalResult) -> None:
 
 def evaluate(
     data: Annotated[Path, typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), or a manifest file with `image,depth[,mask]` per line.", show_default=False)],
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. [default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
-    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. [default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. [default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
     preset: Annotated[str, typer.Option(help="Evaluation convention: nyu (Eigen crop, 0.001–10 m), kitti (Garg crop, 0.001–80 m) or default (no crop, each image's own depth range).", rich_help_panel=DATA)] = "default",
-    depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres. [default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
+    depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres. \\[default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv, eval_summary.md and eval_abs_rel.png.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
@@ -129,14 +140,16 @@ def evaluate(
 
     from anydepth_cli.evaluation.datasets import get_preset, run_eval
     from anydepth_cli.evaluation.report import write_eval_report
-    from anydepth_cli.pipeline import prepare_output_dir
-    from anydepth_cli.runtime import open_predictor
 
     chosen = get_preset(preset)
     _check_depth_scale(depth_scale)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     pairs = _load_pairs(data)
+    # torch comes in only here, so mistakes in the options and the data are reported at once
+    from anydepth_cli.pipeline import prepare_output_dir
+    from anydepth_cli.runtime import open_predictor
+
     choices = _model_choices(model or [], checkpoint, arch)
     prepare_output_dir(output)
     predictors = {}
@@ -146,8 +159,7 @@ def evaluate(
         err.print(f"[dim]{escape(label)} on {predictor.device.type}[/]")
     err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
     with _progress_bar("img") as bar:
-        task = bar.add_task("images", total=len(pairs))
-        result = run_eval(pairs, predictors, chosen, lambda: bar.advance(task),
+        result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
                           depth_scale=depth_scale, batch_size=batch_size)
     written = write_eval_report(result, output)
     _aggregate_table(result)
@@ -226,7 +238,7 @@ def score(
     depth_scale: Annotated[float, typer.Option(help="Divisor from PNG values to depth (0 = invalid).", rich_help_panel=DATA)] = 1000.0,
     keep: Annotated[Optional[float], typer.Option(help="Also list the samples to keep: drop the lowest (1 − FRACTION) on S_grad and, separately, on S_dist (0.8 drops 20 % on each).", metavar="FRACTION", rich_help_panel=OUTPUT)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for scores.csv, keep.txt (with --keep) and scores.png.", rich_help_panel=OUTPUT)] = DEFAULT_SCORE_OUTPUT,
-    workers: Annotated[Optional[int], typer.Option(help="Processes scoring files in parallel. [default: CPU cores]", show_default=False, rich_help_panel=RUN)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes scoring files in parallel. \\[default: CPU cores]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Score the quality of depth maps: gradient continuity S_grad, depth distribution S_dist and their mean.
 
@@ -237,7 +249,6 @@ def score(
     from rich.table import Table
 
     from anydepth_cli.evaluation.quality import plot_score_histograms, score_folder, select_keep, write_score_csv
-    from anydepth_cli.pipeline import prepare_output_dir
 
     _check_depth_scale(depth_scale)
     if keep is not None and not 0.0 < keep <= 1.0:
@@ -249,6 +260,8 @@ def score(
     total = sum(1 for _ in depth_files(directory, output))
     if not total:
         raise UsageError(f"no depth files (.png, .npy, .pfm, .exr) under {directory}")
+    from anydepth_cli.pipeline import prepare_output_dir  # imports torch: only once the input is known good
+
     prepare_output_dir(output)
     processes = min(workers or os.cpu_count() or 1, total)
     csv_path, png_path, keep_path = output / SCORES_CSV, output / SCORES_PLOT, output / KEEP_LIST
@@ -256,8 +269,7 @@ def score(
     tally = ScoreTally()
     start = time.perf_counter()
     with _progress_bar("files") as bar:
-        task = bar.add_task("files", total=total)
-        rows = score_folder(depth_files(directory, output), processes, lambda: bar.advance(task),
+        rows = score_folder(depth_files(directory, output), processes, _counter(bar, "files", total),
                             depth_scale=depth_scale)
         write_score_csv(tally.watch(rows), csv_path)
     seconds = time.perf_counter() - start
