@@ -196,18 +196,3 @@ def _write_point_cloud(item: InputItem, image: np.ndarray, disparity: np.ndarray
     write_ply(path, cloud.points, cloud.colors, cloud.normals)
     return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
 
-
-def prepare_output_dir(path: Path) -> None:
-    """Create the output folder and check it can be written, before any work starts."""
-    import tempfile
-
-    from anydepth_cli.errors import OutputError
-
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output path {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None

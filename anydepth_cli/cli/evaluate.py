@@ -147,7 +147,7 @@ def evaluate(
         raise UsageError("--batch-size must be at least 1")
     pairs = _load_pairs(data)
     # torch comes in only here, so mistakes in the options and the data are reported at once
-    from anydepth_cli.pipeline import prepare_output_dir
+    from anydepth_cli.io.writers import prepare_output_dir
     from anydepth_cli.runtime import open_predictor
 
     choices = _model_choices(model or [], checkpoint, arch)
@@ -260,7 +260,7 @@ def score(
     total = sum(1 for _ in depth_files(directory, output))
     if not total:
         raise UsageError(f"no depth files (.png, .npy, .pfm, .exr) under {directory}")
-    from anydepth_cli.pipeline import prepare_output_dir  # imports torch: only once the input is known good
+    from anydepth_cli.io.writers import prepare_output_dir
 
     prepare_output_dir(output)
     processes = min(workers or os.cpu_count() or 1, total)

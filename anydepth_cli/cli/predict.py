@@ -1,4 +1,4 @@
-"""`anydepth predict`: depth maps for photos and folders."""
+"""`anydepth predict`: depth maps for photos and folders, and depth videos."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ OUTPUT = "Output"
 RUN = "Running"
 TILES = "Tiling"
 CLOUD = "Point cloud"
+VIDEO = "Video"
 
 
 class Raw(str, Enum):
     npy = "npy"
+    npz = "npz"
     png16 = "png16"
 
 
@@ -45,48 +47,76 @@ def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
         raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
 
 
+def video_input(inputs: list[Path]) -> Path | None:
+    """The input if it is one video, None if there is no video; a video with other inputs is a usage error."""
+    from anydepth_cli.io.video import is_video
+
+    videos = [path for path in inputs if is_video(path)]
+    if videos and len(inputs) > 1:
+        raise UsageError(f"a video is processed on its own: give {videos[0]} to a separate `anydepth predict`")
+    return videos[0] if videos else None
+
+
+def check_input_kind_options(video: bool, used: dict[str, bool]) -> None:
+    """Refuse options that do not apply to the input kind (`used`: option name → given)."""
+    video_only = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz")
+    wrong = [name for name, given in used.items() if given and (name in video_only) != video]
+    if wrong:
+        kind = "photos" if video else "a video input"
+        raise UsageError(f"{', '.join(wrong)} only apply to {kind}"
+                         + (" (a video takes --raw npz or --raw png16)" if "--raw npy" in wrong else ""))
+
+
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders (searched recursively).", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders (searched recursively), or one video.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the results; mirrors the input tree.", rich_help_panel=OUTPUT)] = DEFAULT_OUTPUT,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). [default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. [default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
-    raw: Annotated[Optional[Raw], typer.Option(help="Also write raw disparity: float32 .npy, or 16-bit PNG scaled per image (min/max in its text chunks).", rich_help_panel=OUTPUT)] = None,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo beside its depth picture.", rich_help_panel=OUTPUT)] = False,
+    raw: Annotated[Optional[Raw], typer.Option(help="Also write raw disparity: float32 .npy (photos), all frames as float16 .npz (videos), or 16-bit PNG scaled per image or frame (min/max in its text chunks).", rich_help_panel=OUTPUT)] = None,
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip images whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images (or tiles) per network call.", rich_help_panel=RUN)] = 4,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.", rich_help_panel=RUN)] = DEFAULT_MAX_PIXELS,
     tile: Annotated[Tile, typer.Option(help="Tiled full-resolution inference: `on` (or bare --tile), `off`, or `auto` (images whose shorter side is over twice the input size).", rich_help_panel=TILES)] = Tile.auto,
-    tile_size: Annotated[Optional[int], typer.Option(help="Tile side in image pixels. [default: 2 × input size]", show_default=False, rich_help_panel=TILES)] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. [default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
+    tile_size: Annotated[Optional[int], typer.Option(help="Tile side in image pixels. \\[default: 2 × input size]", show_default=False, rich_help_panel=TILES)] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
     confidence: Annotated[bool, typer.Option("--confidence", help="Also write a per-pixel confidence map (from tile agreement).", rich_help_panel=TILES)] = False,
     pointcloud: Annotated[bool, typer.Option("--pointcloud", help="Also write a coloured PLY point cloud.", rich_help_panel=CLOUD)] = False,
-    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees. [default: EXIF, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
+    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees. \\[default: EXIF, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
     focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (overrides --fov and EXIF).", rich_help_panel=CLOUD)] = None,
-    near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. [default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
-    far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. [default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
+    near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. \\[default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
+    far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. \\[default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
     depth_at: Annotated[Optional[str], typer.Option(help="Known depth at one pixel, X,Y=D (replaces --near/--far).", rich_help_panel=CLOUD)] = None,
     edge_threshold: Annotated[float, typer.Option(help="Drop flying pixels whose relative depth jump exceeds this (0 keeps all).", rich_help_panel=CLOUD)] = 0.05,
     max_points: Annotated[int, typer.Option(help="Downsample clouds to at most this many points.", rich_help_panel=CLOUD)] = 2_000_000,
     normals: Annotated[bool, typer.Option("--normals", help="Add per-point normals to the PLY.", rich_help_panel=CLOUD)] = False,
+    start: Annotated[int, typer.Option(help="First video frame to read (0-based).", rich_help_panel=VIDEO)] = 0,
+    max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many video frames.", show_default=False, rich_help_panel=VIDEO)] = None,
+    stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
+    no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
 ) -> None:
-    """Write a depth map for each photo (colorized PNG, optional raw disparity, side-by-side, point cloud).
+    """Write a depth map for each photo (colorized PNG, optional raw disparity, side-by-side, point cloud),
+    or a colorized depth video for a video (clip.mp4 → clip_depth.mp4), stable from frame to frame.
 
     Large values of the raw output are near (disparity, up to an unknown scale and shift).
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
     """
-    from anydepth_cli.cli.progress import ImageProgress, print_summary
+    from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
     from anydepth_cli.inference.tiling import TileConfig, default_tile_config
     from anydepth_cli.io.images import discover_inputs
+    from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps
-    from anydepth_cli.pipeline import OutputOptions, PointCloudOptions, TilingOptions, prepare_output_dir, run_images
+    from anydepth_cli.io.writers import prepare_output_dir
+    from anydepth_cli.pipeline import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.runtime import open_predictor
+    from anydepth_cli.video_pipeline import VideoOptions, run_video
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
@@ -94,7 +124,15 @@ def predict(
         cmap = "gray"
     elif cmap not in available_cmaps():
         raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
-    discovery = discover_inputs(inputs)
+    video = video_input(inputs)
+    check_input_kind_options(video is not None, {
+        "--pointcloud": pointcloud, "--confidence": confidence, "--skip-existing": skip_existing, "--raw npy": raw == Raw.npy,
+        "--start": start != 0, "--max-frames": max_frames is not None, "--stride": stride != 1,
+        "--no-stabilize": no_stabilize, "--raw npz": raw == Raw.npz,
+    })
+    if video is not None:
+        probe_video(video)  # an unreadable video fails before the model loads
+    discovery = None if video else discover_inputs(inputs)
     prepare_output_dir(output)
     cloud = None
     if pointcloud:
@@ -104,7 +142,18 @@ def predict(
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
     base = default_tile_config(predictor.input_size)
     size = tile_size or base.tile_size
-    tiling = TilingOptions(tile.value, TileConfig(size, overlap if overlap is not None else -(-size // 4), batch_size))
+    # Each tile in a batch costs about 0.7 GB of activations on the CPU with the default model; two keep a
+    # 48 MP image under 3 GB of RAM.
+    tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, base.batch_size)
+    tiling = TilingOptions(tile.value, TileConfig(size, overlap if overlap is not None else -(-size // 4), tile_batch))
+    if video is not None:
+        options = VideoOptions(output, cmap, invert, raw.value if raw else None, side_by_side, not no_stabilize,
+                               start, max_frames, stride)
+        err.print(f"[dim]{label} on {predictor.device.type}, video {video.name}[/]")
+        with VideoProgress() as video_progress:
+            video_summary = run_video(video, predictor, options, tiling, video_progress, batch_size, max_pixels)
+        print_video_summary(video_summary)
+        return
     err.print(f"[dim]{label} on {predictor.device.type}, {len(discovery.items)} image(s)"
               + (f", {len(discovery.skipped)} other file(s) skipped" if discovery.skipped else "") + "[/]")
     with ImageProgress(len(discovery.items)) as progress:

@@ -1,8 +1,9 @@
-"""Rich progress for image runs and the summary printed after them."""
+"""Rich progress for image and video runs and the summaries printed after them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeRemainingColumn
@@ -10,8 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from anydepth_cli.cli.console import err
-from anydepth_cli.io.images import InputItem
-from anydepth_cli.pipeline import Summary
+
+if TYPE_CHECKING:
+    from anydepth_cli.io.images import InputItem
+    from anydepth_cli.pipeline import Summary
+    from anydepth_cli.video_pipeline import VideoSummary
 
 
 class RateColumn(ProgressColumn):
@@ -71,3 +75,45 @@ def print_summary(summary: Summary, output: Path, other_files: int) -> None:
         err.print(f"[dim]{escape(note)}[/]", highlight=False)
     for path, reason in summary.failed:
         err.print(f"[red]failed[/] {escape(str(path))}: {escape(reason)}", highlight=False)
+
+
+class VideoProgress:
+    """A progress bar over the frames of a video (frames/s, ETA), shown once the video is open;
+    warnings are printed above it."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            RateColumn("frames"), TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("frames", total=None)
+
+    def __enter__(self) -> "VideoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def started(self, video: Path, total: int | None) -> None:
+        self.progress.update(self.task, total=total, description=f"frames of {escape(video.name)}")
+        self.progress.start()
+
+    def frames_done(self, count: int) -> None:
+        self.progress.advance(self.task, count)
+
+    def warn(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def print_video_summary(summary: VideoSummary) -> None:
+    """A short table: frames written, each output, time and throughput."""
+    width, height = summary.size
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("written", f"{summary.frames} frame(s), {width}x{height} at {summary.fps:.3g} fps"
+                  + (" (tiled)" if summary.tiled else ""))
+    for kind, path in summary.outputs.items():
+        table.add_row(kind, escape(str(path)))
+    speed = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+    table.add_row("time", f"{summary.seconds:.1f} s ({speed:.2f} frames/s)")
+    err.print(table)

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -211,3 +212,15 @@ def read_png16(path: Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read 16-bit depth PNG ({' '.join(str(exc).split())})") from exc
     return (low + levels / 65535.0 * (high - low)).astype(np.float32)
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create the output folder and check it can be written, before any work starts."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output path {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
