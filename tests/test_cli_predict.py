@@ -87,3 +87,33 @@ def test_oversized_image_fails_with_a_hint(tmp_path):
     photo = save_photo(tmp_path / "big.png", 300, 200)
     result = run_cli("predict", photo, "-o", tmp_path / "o", "--max-pixels", "1000", *tiny_model_args())
     assert_one_line_error(result, 1, "--max-pixels")
+
+
+def read_ply_header(path) -> tuple[list[str], int]:
+    """The PLY header lines and the byte offset where vertex data starts."""
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    return data[:end].decode("ascii").splitlines(), end
+
+
+def test_tiled_photo_with_confidence_and_point_cloud(tmp_path):
+    photos = tmp_path / "in"
+    save_photo(photos / "wide.png", 330, 250, seed=3)
+    save_photo(photos / "sub" / "small.jpg", 90, 60, seed=4)
+    out = tmp_path / "out"
+    result = run_cli("predict", photos, "-o", out, "--input-size", "70", "--tile", "--tile-size", "140",
+                     "--confidence", "--raw", "npy", "--side-by-side", "--pointcloud", "--fov", "60",
+                     "--max-points", "5000", "--normals", *tiny_model_args())
+    assert result.returncode == 0, result.stderr
+    assert "tiled" in result.stderr and "camera --fov 60" in result.stderr
+    for stem, (width, height) in {"wide": (330, 250), "sub/small": (90, 60)}.items():
+        assert np.load(out / f"{stem}_depth.npy").shape == (height, width)
+        assert Image.open(out / f"{stem}_confidence.png").size == (width, height)
+        assert Image.open(out / f"{stem}_side.png").size == (2 * width, height)
+        header, start = read_ply_header(out / f"{stem}.ply")
+        assert header[:2] == ["ply", "format binary_little_endian 1.0"]
+        count = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
+        assert 0 < count <= 5000
+        properties = [line.split()[-1] for line in header if line.startswith("property")]
+        assert properties == ["x", "y", "z", "nx", "ny", "nz", "red", "green", "blue"]
+        assert (out / f"{stem}.ply").stat().st_size == start + count * (6 * 4 + 3)
