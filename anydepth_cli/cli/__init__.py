@@ -31,6 +31,9 @@ app.command("score")(evaluate_cmd.score)
 app.command("doctor")(doctor_cmd.doctor)
 
 
+OUT_OF_MEMORY = "out of memory: lower --batch-size or --input-size, or use --tile for large images"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"anydepth {__version__}")
@@ -63,3 +66,9 @@ def main() -> None:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except MemoryError:
+        fail(OUT_OF_MEMORY, 1)
+    except RuntimeError as exc:  # torch.OutOfMemoryError derives from RuntimeError; anything else is a bug
+        if type(exc).__name__ != "OutOfMemoryError":
+            raise
+        fail(OUT_OF_MEMORY, 1)
