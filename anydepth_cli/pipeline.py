@@ -15,9 +15,6 @@ from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
 from anydepth_cli.io.images import InputItem, prefetch_images
 from anydepth_cli.io.writers import colorize, side_by_side, write_color_png, write_npy, write_png16
 
-TILE_MODES = ("off", "on", "auto")
-
-
 @dataclass(frozen=True)
 class PointCloudOptions:
     """Camera and cleaning settings for `--pointcloud`."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class NetworkConfig:
     features: int = 256
     out_channels: tuple[int, ...] = (256, 512, 1024, 1024)
     layout: str = "dav2"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def patch_size(self) -> int:
@@ -58,8 +57,8 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NetworkConfig":
-        """Build from a fixture-style `config` mapping (unknown keys are kept in `extra`)."""
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        """Build from a fixture-style `config` mapping; keys that do not describe the network (`wrap`) are ignored."""
+        known = set(cls.__dataclass_fields__)
         missing = [k for k in ("embed", "depth", "heads", "layers", "head") if k not in data]
         if missing:
             raise UsageError(f"architecture is missing {', '.join(missing)}")
@@ -67,7 +66,6 @@ class NetworkConfig:
         for key in ("layers", "out_channels"):
             if key in kwargs:
                 kwargs[key] = tuple(int(v) for v in kwargs[key])
-        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
         try:
             return cls(**kwargs)
         except TypeError as exc:
@@ -91,7 +89,6 @@ class NetworkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("extra")
         data["layers"] = list(self.layers)
         data["out_channels"] = list(self.out_channels)
         return data

@@ -102,7 +102,6 @@ class ViTEncoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, layers: tuple[int, ...], apply_norm: bool,
                  patch: int, eps: float, key_bias_mask: bool = False) -> None:
         super().__init__()
-        self.embed_dim = dim
         self.patch_size = patch
         self.layers = tuple(layers)
         self.apply_norm = apply_norm
