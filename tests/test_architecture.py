@@ -50,3 +50,29 @@ def test_unknown_prefix_is_reported():
 
     with pytest.raises(CheckpointError, match="unexpected keys.*stray.weight"):
         to_network_keys({"pretrained.cls_token": torch.zeros(1), "stray.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("config", [
+    NetworkConfig(embed=48, depth=3, heads=3, layers=(0, 2, 1, 2), head="sdt", fusion=16, cls=True,
+                  detail_enhancer=True, encoder_norm=True),
+    NetworkConfig(embed=96, depth=5, heads=2, layers=(1, 2, 3, 4), head="dpt", features=24, out_channels=(8, 16, 24, 32),
+                  cls=True),
+    NetworkConfig(embed=64, depth=2, heads=4, layers=(0, 0, 1, 1), head="sdt", fusion=24, encoder="dinov3"),
+    NetworkConfig(embed=32, depth=2, heads=2, layers=(0, 1, 1, 1), head="dpt", features=16, out_channels=(8, 8, 8, 8),
+                  encoder="dinov3", encoder_norm=True),
+], ids=["dinov2-sdt", "dinov2-dpt", "dinov3-sdt", "dinov3-dpt"])
+def test_batches_equal_single_images_for_any_config(config):
+    torch.manual_seed(0)
+    network = build_network(config)
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    side = config.patch_size
+    images = torch.randn(3, 3, 5 * side, 7 * side)
+    with torch.inference_mode():
+        batch = network(images)
+        singles = torch.cat([network(images[i: i + 1]) for i in range(3)])
+    expected_side = 16 if config.head == "sdt" else side
+    assert batch.shape == (3, 1, 5 * expected_side, 7 * expected_side)
+    torch.testing.assert_close(batch, singles, rtol=1e-4, atol=1e-4)
