@@ -174,22 +174,25 @@ def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, con
         level = confidence if confidence is not None else np.ones_like(disparity)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
     if outputs.pointcloud is not None:
-        return _write_point_cloud(item, image, disparity, paths["ply"], outputs.pointcloud)
+        from anydepth_cli.pointcloud import exif_focal_35mm
+
+        options = outputs.pointcloud
+        exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
+        return write_point_cloud(paths["ply"], image, disparity, options, exif)
     return None
 
 
-def _write_point_cloud(item: InputItem, image: np.ndarray, disparity: np.ndarray, path: Path,
-                       options: PointCloudOptions) -> str:
+def write_point_cloud(path: Path, image: np.ndarray, disparity: np.ndarray, options: PointCloudOptions,
+                      exif_focal_35mm: float | None = None) -> str:
+    """Build the point cloud of one image and its disparity and write it as PLY; returns what was done."""
     from anydepth_cli.io.ply import write_ply
-    from anydepth_cli.pointcloud import build_point_cloud, exif_focal_35mm, intrinsics_for
+    from anydepth_cli.pointcloud import build_point_cloud, intrinsics_for
 
     height, width = disparity.shape
-    exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
-    camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif)
+    camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
     cloud = build_point_cloud(
         image, disparity, camera, near=options.near, far=options.far, depth_at=options.depth_at,
         edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
     )
     write_ply(path, cloud.points, cloud.colors, cloud.normals)
     return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
-

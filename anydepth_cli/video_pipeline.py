@@ -40,7 +40,7 @@ from anydepth_cli.io.video import (
     open_video_writer,
 )
 from anydepth_cli.io.writers import DEFAULT_CMAP, colorize, side_by_side, write_png16
-from anydepth_cli.pipeline import TilingOptions
+from anydepth_cli.pipeline import PointCloudOptions, TilingOptions, write_point_cloud
 
 @dataclass(frozen=True)
 class VideoOptions:
@@ -56,6 +56,8 @@ class VideoOptions:
     max_frames: int | None = None
     stride: int = 1
     codecs: Sequence[tuple[str, str]] = VIDEO_CODECS
+    pointcloud: PointCloudOptions | None = None
+    pointcloud_stride: int = 10
 
 
 class VideoReporter(Protocol):
@@ -71,7 +73,7 @@ class VideoReporter(Protocol):
 @dataclass
 class VideoSummary:
     """What a video run did: frames written (of those expected), output frame rate and size
-    (width, height), the files written by kind (`depth`, `side`, `raw`), warnings, time."""
+    (width, height), the files written by kind (`depth`, `side`, `raw`, `clouds`), warnings, time."""
 
     video: Path
     frames: int = 0
@@ -103,6 +105,8 @@ class _Colourer(BackgroundWorker):
     def __init__(self, options: VideoOptions, sinks: dict[str, BackgroundSink], queue_size: int) -> None:
         self.options = options
         self.depth, self.side, self.raw = sinks["depth"], sinks.get("side"), sinks.get("raw")
+        self.clouds = sinks.get("clouds")
+        self.count = 0
         super().__init__("depth colours", queue_size)
 
     def _handle(self, job: _FrameJob) -> None:
@@ -113,6 +117,9 @@ class _Colourer(BackgroundWorker):
             self.side.put(side_by_side(job.rgb, colour))
         if self.raw is not None:
             self.raw.put((job.index, disparity) if self.options.raw == "npz" else disparity)
+        if self.clouds is not None and self.count % self.options.pointcloud_stride == 0:
+            self.clouds.put((job.index, (job.rgb, disparity)))
+        self.count += 1
 
 
 class _Outputs:
@@ -161,6 +168,14 @@ class _Outputs:
                                               queue_size=self.queue_size)
         elif options.raw == "png16":
             self.sinks["raw"] = ImageSequenceSink(base.with_name(base.name + "_depth16"), write_png16, self.queue_size)
+        if options.pointcloud is not None:
+            cloud_options = options.pointcloud
+
+            def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
+                write_point_cloud(path, *frame, cloud_options)
+
+            self.sinks["clouds"] = ImageSequenceSink(base.with_name(base.name + "_clouds"), save_cloud,
+                                                     self.queue_size, indexed=True, suffix=".ply")
         for message in notes:
             if message:
                 self.warn(message)

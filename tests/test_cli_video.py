@@ -84,3 +84,17 @@ def test_video_errors_are_one_line(tmp_path, case):
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and text in " ".join(result.stderr.split())
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_point_clouds_of_every_nth_frame(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=12, size=(96, 64), fps=12.0)
+    out = tmp_path / "out"
+    result = run_cli("predict", clip, "-o", out, "--start", "1", "--stride", "2", "--pointcloud", "--pc-stride", "2",
+                     "--fov", "70", *FAST)
+    assert result.returncode == 0, result.stderr
+    clouds = sorted(p.name for p in (out / "clip_clouds").iterdir())
+    assert clouds == ["000001.ply", "000005.ply", "000009.ply"]
+    header = (out / "clip_clouds" / "000005.ply").read_bytes().split(b"end_header\n")[0].decode()
+    assert "format binary_little_endian 1.0" in header and "property uchar red" in header
+    assert int(header.split("element vertex ")[1].split()[0]) > 0

@@ -59,7 +59,7 @@ def video_input(inputs: list[Path]) -> Path | None:
 
 def check_input_kind_options(video: bool, used: dict[str, bool]) -> None:
     """Refuse options that do not apply to the input kind (`used`: option name → given)."""
-    video_only = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz")
+    video_only = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride")
     wrong = [name for name, given in used.items() if given and (name in video_only) != video]
     if wrong:
         kind = "photos" if video else "a video input"
@@ -97,6 +97,7 @@ def predict(
     edge_threshold: Annotated[float, typer.Option(help="Drop flying pixels whose relative depth jump exceeds this (0 keeps all).", rich_help_panel=CLOUD)] = 0.05,
     max_points: Annotated[int, typer.Option(help="Downsample clouds to at most this many points.", rich_help_panel=CLOUD)] = 2_000_000,
     normals: Annotated[bool, typer.Option("--normals", help="Add per-point normals to the PLY.", rich_help_panel=CLOUD)] = False,
+    pc_stride: Annotated[int, typer.Option(help="For a video: a point cloud of every Nth output frame.", rich_help_panel=CLOUD)] = 10,
     start: Annotated[int, typer.Option(help="First video frame to read (0-based).", rich_help_panel=VIDEO)] = 0,
     max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many video frames.", show_default=False, rich_help_panel=VIDEO)] = None,
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
@@ -119,15 +120,17 @@ def predict(
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
+    if pc_stride < 1:
+        raise UsageError("--pc-stride must be at least 1")
     if grayscale:
         cmap = "gray"
     elif cmap not in available_cmaps():
         raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
     video = video_input(inputs)
     check_input_kind_options(video is not None, {
-        "--pointcloud": pointcloud, "--confidence": confidence, "--skip-existing": skip_existing, "--raw npy": raw == Raw.npy,
+        "--confidence": confidence, "--skip-existing": skip_existing, "--raw npy": raw == Raw.npy,
         "--start": start != 0, "--max-frames": max_frames is not None, "--stride": stride != 1,
-        "--no-stabilize": no_stabilize, "--raw npz": raw == Raw.npz,
+        "--no-stabilize": no_stabilize, "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10,
     })
     if video is not None:
         probe_video(video)  # an unreadable video fails before the model loads
@@ -147,7 +150,7 @@ def predict(
     tiling = TilingOptions(tile.value, TileConfig(size, overlap if overlap is not None else -(-size // 4), tile_batch))
     if video is not None:
         options = VideoOptions(output, cmap, invert, raw.value if raw else None, side_by_side, not no_stabilize,
-                               start, max_frames, stride)
+                               start, max_frames, stride, pointcloud=cloud, pointcloud_stride=pc_stride)
         err.print(f"[dim]{label} on {predictor.device.type}, video {video.name}[/]")
         with VideoProgress() as video_progress:
             video_summary = run_video(video, predictor, options, tiling, video_progress, batch_size, max_pixels)

@@ -369,9 +369,14 @@ class _VideoFileSink(BackgroundSink):
 
 
 class ImageSequenceSink(BackgroundSink):
-    """Frames saved as numbered files (`FRAME_NAME`) in a folder, by `save(path, frame)`."""
+    """Frames saved as numbered files (`FRAME_NAME`) in a folder, by `save(path, frame)`.
 
-    def __init__(self, final: Path, save: Callable[[Path, np.ndarray], None], queue_size: int = 8) -> None:
+    With `indexed`, items are (index, frame) and each file is named by its index (with `suffix`)
+    instead of by its position in the sequence.
+    """
+
+    def __init__(self, final: Path, save: Callable[[Path, Any], None], queue_size: int = 8,
+                 indexed: bool = False, suffix: str = ".png") -> None:
         final = Path(final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -379,10 +384,13 @@ class ImageSequenceSink(BackgroundSink):
         except OSError as exc:
             raise OutputError(f"cannot create a folder in {final.parent}: {exc.strerror or exc}") from exc
         self._save = save
+        self._indexed = indexed
+        self._suffix = suffix
         super().__init__(final, queue_size)
 
-    def _handle(self, item: np.ndarray) -> None:
-        self._save(self._temp / FRAME_NAME.format(self.handled), item)
+    def _handle(self, item: Any) -> None:
+        number, frame = item if self._indexed else (self.handled, item)
+        self._save(self._temp / Path(FRAME_NAME.format(number)).with_suffix(self._suffix), frame)
 
     def _finish(self) -> None:
         pass
