@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError, InputError, OutputError, UsageError
-from anydepth_cli.io.writers import atomic_write, write_color_png
+from anydepth_cli.io.writers import atomic_write, temp_beside, write_color_png
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -207,10 +207,6 @@ class FrameReader:
         finally:
             capture.release()
             self._put(_DONE)
-
-
-def _temp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
 
 
 def _remove(path: Path) -> None:
@@ -486,7 +482,7 @@ def open_video_writer(
         raise OutputError(f"cannot create folder {base.parent}: {exc.strerror or exc}") from exc
     for attempt, (fourcc, suffix) in enumerate(codecs):
         final = base.with_name(base.name + suffix)
-        temp = _temp_beside(final)
+        temp = temp_beside(final)
         writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
         if writer.isOpened():
             note = None

@@ -26,6 +26,11 @@ _PNG_COMPRESS_LEVEL = 3
 _PERCENTILE_SAMPLE = 1 << 20
 
 
+def temp_beside(path: Path) -> Path:
+    """A hidden, unique temp name in `path`'s folder that keeps its suffix (`.stem.tmp-XXXXXXXX.png`)."""
+    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = False) -> None:
     """Have `write` write a temp file beside `path`, then rename it onto `path`.
 
@@ -40,7 +45,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = False)
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create folder {folder}: {_reason(exc)}") from exc
-    temp = folder / f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}"
+    temp = temp_beside(path)
     try:
         write(temp)
         if fsync:
