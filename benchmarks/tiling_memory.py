@@ -24,7 +24,6 @@ import json
 import math
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -64,20 +63,8 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return image
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size in MB (VmHWM, else getrusage)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
-
 def _measure(build_predictor: Callable[[], DisparityPredictor], megapixels: float, conn) -> None:
+    from anydepth_cli.bench.runner import peak_rss_bytes
     from anydepth_cli.inference.tiling import default_tile_config, predict_tiled
 
     predictor = build_predictor()
@@ -87,7 +74,7 @@ def _measure(build_predictor: Callable[[], DisparityPredictor], megapixels: floa
     start = time.perf_counter()
     result = predict_tiled(image, predictor, default_tile_config(predictor.input_size), confidence=True)
     seconds = time.perf_counter() - start
-    conn.send({"peak_rss_mb": _peak_rss_mb(), "seconds": seconds, "tiles": result.tiles})
+    conn.send({"peak_rss_mb": peak_rss_bytes() / 2**20, "seconds": seconds, "tiles": result.tiles})
     conn.close()
 
 

@@ -352,7 +352,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
         if self.device.type == "cpu":
-            return _peak_rss()
+            return peak_rss_bytes()
         return None
 
     @staticmethod
@@ -364,7 +364,7 @@ class PeakMemory:
         return True
 
 
-def _peak_rss() -> int:
+def peak_rss_bytes() -> int:
     """Peak resident set size of this process in bytes."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
