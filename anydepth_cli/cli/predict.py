@@ -110,7 +110,7 @@ def predict(
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
-    from anydepth_cli.inference.tiling import TileConfig, default_tile_config
+    from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, prepare_output_dir
@@ -142,12 +142,8 @@ def predict(
                                   edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
-    base = default_tile_config(predictor.input_size)
-    size = tile_size or base.tile_size
-    # Each tile in a batch costs about 0.7 GB of activations on the CPU with the default model; two keep a
-    # 48 MP image under 3 GB of RAM.
-    tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, base.batch_size)
-    tiling = TilingOptions(tile.value, TileConfig(size, overlap if overlap is not None else -(-size // 4), tile_batch))
+    tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, CPU_TILE_BATCH)
+    tiling = TilingOptions(tile.value, default_tile_config(predictor.input_size, tile_batch, tile_size, overlap))
     if video is not None:
         options = VideoOptions(output, cmap, invert, raw.value if raw else None, side_by_side, not no_stabilize,
                                start, max_frames, stride, pointcloud=cloud, pointcloud_stride=pc_stride)

@@ -96,16 +96,19 @@ class TiledResult:
     tiles: int
 
 
-def default_tile_config(input_size: int, batch_size: int = 2) -> TileConfig:
-    """Tiles of twice the network's input size (working resolution half the full resolution),
-    overlapping by a quarter of a tile (rounded up), `batch_size` to a batch.
+CPU_TILE_BATCH = 2
+"""Tiles per batch on the CPU: the default model needs roughly 0.7 GB of activations per tile in
+a batch, and two keep a 48 MP image within 3 GB."""
 
-    The tile batch bounds the network's share of peak memory: on the CPU the default model
-    needs roughly 0.7 GB of activations per tile in a batch, so the default of 2 keeps a
-    48 MP image within 3 GB; raise it on a GPU.
-    """
-    tile_size = max(2 * input_size, MIN_TILE_SIZE)
-    return TileConfig(tile_size=tile_size, overlap=-(-tile_size // 4), batch_size=batch_size)
+
+def default_tile_config(input_size: int, batch_size: int = CPU_TILE_BATCH, tile_size: int | None = None,
+                        overlap: int | None = None) -> TileConfig:
+    """Tiles of `tile_size` pixels (default twice the network's input size: working resolution
+    half the full resolution), overlapping by `overlap` (default a quarter of a tile, rounded
+    up), `batch_size` to a batch."""
+    tile_size = tile_size or max(2 * input_size, MIN_TILE_SIZE)
+    overlap = -(-tile_size // 4) if overlap is None else overlap
+    return TileConfig(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
 
 
 def should_tile(height: int, width: int, input_size: int, factor: float = AUTO_TILE_FACTOR) -> bool:
