@@ -32,16 +32,6 @@ OUTPUT = "Output"
 RUN = "Running"
 
 
-def _progress_bar(unit: str) -> Progress:
-    """A stderr progress bar counting `unit`s, with their rate and the time left."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-
-    from anydepth_cli.cli.progress import RateColumn
-
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    RateColumn(unit), TimeRemainingColumn(), console=err, transient=False)
-
-
 def _counter(bar: Progress, description: str, total: int) -> Callable[[], None]:
     """Add a task of `total` steps to `bar`; return a callback advancing it by one.
 
@@ -147,6 +137,7 @@ def evaluate(
         raise UsageError("--batch-size must be at least 1")
     pairs = _load_pairs(data)
     # torch comes in only here, so mistakes in the options and the data are reported at once
+    from anydepth_cli.cli.progress import counting_progress
     from anydepth_cli.io.writers import prepare_output_dir
     from anydepth_cli.runtime import open_predictor
 
@@ -158,7 +149,7 @@ def evaluate(
         predictors[label] = predictor
         err.print(f"[dim]{escape(label)} on {predictor.device.type}[/]")
     err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
-    with _progress_bar("img") as bar:
+    with counting_progress("img") as bar:
         result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
                           depth_scale=depth_scale, batch_size=batch_size)
     written = write_eval_report(result, output)
@@ -260,6 +251,7 @@ def score(
     total = sum(1 for _ in depth_files(directory, output))
     if not total:
         raise UsageError(f"no depth files (.png, .npy, .pfm, .exr) under {directory}")
+    from anydepth_cli.cli.progress import counting_progress
     from anydepth_cli.io.writers import prepare_output_dir
 
     prepare_output_dir(output)
@@ -268,7 +260,7 @@ def score(
     err.print(f"[dim]{total} depth file(s), {processes} worker(s)[/]")
     tally = ScoreTally()
     start = time.perf_counter()
-    with _progress_bar("files") as bar:
+    with counting_progress("files") as bar:
         rows = score_folder(depth_files(directory, output), processes, _counter(bar, "files", total),
                             depth_scale=depth_scale)
         write_score_csv(tally.watch(rows), csv_path)

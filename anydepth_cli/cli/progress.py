@@ -30,14 +30,17 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"– {self.unit}/s", style="progress.data.speed")
 
 
+def counting_progress(unit: str) -> Progress:
+    """A stderr progress bar counting `unit`s, with their rate and the time left."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    RateColumn(unit), TimeRemainingColumn(), console=err, transient=False)
+
+
 class ImageProgress:
     """A progress bar over images (images/s, ETA) with a second bar over the tiles of a tiled image."""
 
     def __init__(self, total: int) -> None:
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            RateColumn("img"), TimeRemainingColumn(), console=err, transient=False,
-        )
+        self.progress = counting_progress("img")
         self.task = self.progress.add_task("images", total=total)
         self.tile_task = None
 
@@ -82,10 +85,7 @@ class VideoProgress:
     warnings are printed above it."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            RateColumn("frames"), TimeRemainingColumn(), console=err, transient=False,
-        )
+        self.progress = counting_progress("frames")
         self.task = self.progress.add_task("frames", total=None)
 
     def __enter__(self) -> "VideoProgress":
