@@ -10,7 +10,7 @@ from typing import Any
 from anydepth_cli.errors import UsageError
 
 ENCODERS = ("dinov2", "dinov3")
-HEADS = ("sdt", "dpt")
+HEADS = ("sdt", "dpt", "dpt-dinov3")
 LAYOUTS = ("dav2", "da3", "anydepth-train")
 
 
@@ -30,6 +30,8 @@ class NetworkConfig:
     detail_enhancer: bool = False
     features: int = 256
     out_channels: tuple[int, ...] = (256, 512, 1024, 1024)
+    batchnorm: bool = False
+    outputs: int = 1
     layout: str = "dav2"
 
     @property
@@ -48,8 +50,10 @@ class NetworkConfig:
             problems.append(f"embed ({self.embed}) must be a positive multiple of heads ({self.heads})")
         if len(self.layers) != 4 or not all(0 <= i < self.depth for i in self.layers):
             problems.append(f"layers must be 4 block indices below depth {self.depth}, not {list(self.layers)}")
-        if self.head == "dpt" and len(self.out_channels) != 4:
+        if self.head != "sdt" and len(self.out_channels) != 4:
             problems.append("out_channels must list 4 channel counts")
+        if self.outputs < 1:
+            problems.append(f"outputs must be at least 1, not {self.outputs}")
         if self.encoder == "dinov3" and (self.embed // self.heads) % 4:
             problems.append("dinov3 needs a head width divisible by 4 for its rotary embedding")
         if problems:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anydepth_cli.models.dpt_dinov3 import Reassemble
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.vit import Block, LayerScale
 
@@ -19,6 +20,21 @@ def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
+    return fused
+
+
+def fold_batchnorm_into_next(norm: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """A 1×1 conv computing `conv(norm(x))` with the norm's running statistics."""
+    if conv.kernel_size != (1, 1) or conv.groups != 1:
+        raise ValueError("only a plain 1×1 conv can absorb the BatchNorm before it")
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=shift.device)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True, device=conv.weight.device,
+                      dtype=conv.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.view(1, -1, 1, 1))
+        fused.bias.copy_(bias + conv.weight.flatten(1) @ shift)
     return fused
 
 
@@ -57,6 +73,10 @@ def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
             fold_layerscale(module.mlp.fc2, module.ls2.gamma)
             module.ls1 = nn.Identity()
             module.ls2 = nn.Identity()
+        elif isinstance(module, Reassemble) and hasattr(module, "batchnorm_layers"):
+            for norm, project in zip(module.batchnorm_layers, module.projects):
+                project.conv = fold_batchnorm_into_next(norm, project.conv)
+            del module.batchnorm_layers
         enhancer = getattr(module, "detail_enhancer", None)
         if enhancer is not None and isinstance(enhancer.norm, nn.BatchNorm2d):
             enhancer.dwconv = fold_batchnorm(enhancer.dwconv, enhancer.norm)

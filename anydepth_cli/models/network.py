@@ -9,6 +9,7 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.dinov2 import DinoV2Encoder
 from anydepth_cli.models.dinov3 import DinoV3Encoder
 from anydepth_cli.models.dpt import DPTHead
+from anydepth_cli.models.dpt_dinov3 import DPTDinoV3Head
 from anydepth_cli.models.sdt import SDTHead
 
 
@@ -22,8 +23,11 @@ class DepthNetwork(nn.Module):
         self.encoder = encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
         if config.head == "sdt":
             self.head = SDTHead(config.embed, config.fusion, config.cls, config.detail_enhancer)
-        else:
+        elif config.head == "dpt":
             self.head = DPTHead(config.embed, config.features, config.out_channels, config.cls, config.patch_size)
+        else:
+            self.head = DPTDinoV3Head(config.embed, config.features, config.out_channels, config.cls,
+                                      config.batchnorm, config.outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, grid = self.encoder(x)
