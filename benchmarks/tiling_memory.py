@@ -39,7 +39,7 @@ FIXTURE = "tiny_dav2_sdt"
 
 def build_fixture_predictor() -> DisparityPredictor:
     """The default predictor: the shared tiny SDT fixture network, loaded as the CLI loads weights."""
-    from anydepth_cli.checkpoint import load_network
+    from anydepth_cli.weights.checkpoint import load_network
     from anydepth_cli.inference.predictor import DepthPredictor
     from anydepth_cli.models.config import NetworkConfig
     from anydepth_cli.models.fuse import prepare_for_inference

@@ -33,13 +33,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from anydepth_cli.checkpoint import load_network
+from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
 from anydepth_cli.inference.tiling import default_tile_config
 from anydepth_cli.io.video import FrameReader
 from anydepth_cli.models.config import NetworkConfig
-from anydepth_cli.pipeline import TilingOptions
-from anydepth_cli.video_pipeline import VideoOptions, run_video
+from anydepth_cli.pipelines.photos import TilingOptions
+from anydepth_cli.pipelines.video import VideoOptions, run_video
 
 FIXTURE = "tiny_dav2_sdt"
 

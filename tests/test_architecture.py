@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from anydepth_cli.checkpoint import to_network_keys
+from anydepth_cli.weights.checkpoint import to_network_keys
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S

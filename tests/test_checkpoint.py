@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from anydepth_cli.checkpoint import load_network, read_state_dict
+from anydepth_cli.weights.checkpoint import load_network, read_state_dict
 from anydepth_cli.errors import CheckpointError
 from anydepth_cli.models.config import NetworkConfig
 from fixtures_dir import fixtures_dir

@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.evaluation.presets import DEFAULT, NYU
 from anydepth_cli.evaluation.datasets import (
-    DEFAULT,
-    NYU,
     Pair,
     discover_pairs,
     read_depth,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anydepth_cli.errors import InputError, UsageError
-from anydepth_cli.evaluation.datasets import DEFAULT, KITTI, NYU, get_preset, kitti_crop, nyu_crop
+from anydepth_cli.evaluation.presets import DEFAULT, KITTI, NYU, get_preset, kitti_crop, nyu_crop
 from anydepth_cli.evaluation.metrics import aggregate, align_and_convert, depth_metrics, evaluate_sample
 
 

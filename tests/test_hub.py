@@ -1,4 +1,4 @@
-"""anydepth_cli.hub against the real huggingface_hub, talking to a loopback Hub (tests/hubserver.py)."""
+"""anydepth_cli.weights.hub against the real huggingface_hub, talking to a loopback Hub (tests/hubserver.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from anydepth_cli import hub
+from anydepth_cli.weights import hub
 from anydepth_cli.errors import HubError
 from hubserver import HubServer
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from anydepth_cli.checkpoint import load_network
+from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.models.config import NetworkConfig
 from fixtures_dir import fixtures_dir
 

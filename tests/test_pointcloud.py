@@ -10,16 +10,8 @@ import pytest
 from PIL import ExifTags, Image
 
 from anydepth_cli.errors import UsageError
-from anydepth_cli.pointcloud import (
-    DepthRule,
-    Intrinsics,
-    build_point_cloud,
-    disparity_to_depth,
-    edge_mask,
-    exif_focal_35mm,
-    intrinsics_for,
-    unproject,
-)
+from anydepth_cli.geometry.camera import Intrinsics, exif_focal_35mm, intrinsics_for, unproject
+from anydepth_cli.geometry.pointcloud import DepthRule, build_point_cloud, disparity_to_depth, edge_mask
 
 WIDTH, HEIGHT, FOCAL = 160, 120, 150.0
 

@@ -21,8 +21,8 @@ from anydepth_cli.io.video import (
     open_video_writer,
     probe_video,
 )
-from anydepth_cli.pipeline import TilingOptions
-from anydepth_cli.video_pipeline import VideoOptions, run_video
+from anydepth_cli.pipelines.photos import TilingOptions
+from anydepth_cli.pipelines.video import VideoOptions, run_video
 
 NO_TILING = TilingOptions("off", default_tile_config(518))
 

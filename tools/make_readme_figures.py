@@ -25,7 +25,8 @@ from anydepth_cli.inference.align import fit_scale_shift  # noqa: E402
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled  # noqa: E402
 from anydepth_cli.io.ply import write_ply  # noqa: E402
 from anydepth_cli.io.writers import colorize  # noqa: E402
-from anydepth_cli.pointcloud import build_point_cloud, intrinsics_for  # noqa: E402
+from anydepth_cli.geometry.camera import intrinsics_for  # noqa: E402
+from anydepth_cli.geometry.pointcloud import build_point_cloud  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render_pointcloud import read_vertices, render  # noqa: E402

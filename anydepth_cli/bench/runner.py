@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
 from anydepth_cli.inference.predictor import select_device, select_dtype
-from anydepth_cli.models.config import HEADS, NetworkConfig
+from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
@@ -41,6 +41,7 @@ DEFAULT_RESOLUTIONS = (256, 512, 1024)
 PAPER_SDT = dict(head="sdt", fusion=256, cls=True, detail_enhancer=True)
 PAPER_DPT = dict(head="dpt", features=256, out_channels=(256, 512, 1024, 1024), cls=False)
 HEAD_LABELS = {"sdt": "SDT-256", "dpt": "DPT-256"}
+BENCH_HEADS = tuple(HEAD_LABELS)
 
 FLOP_CONVENTION = (
     "torch.utils.flop_counter.FlopCounterMode: a multiply-add counts as 2 FLOPs; only matrix multiplications, "
@@ -80,7 +81,7 @@ class BenchSettings:
     """What to measure and how; `runs`/`warmup` of None adapt to the device (see `auto_warmup`/`auto_runs`)."""
 
     encoder: str = PAPER_ENCODER
-    heads: tuple[str, ...] = HEADS
+    heads: tuple[str, ...] = BENCH_HEADS
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     device: str = "auto"
     precision: str = "auto"
@@ -238,9 +239,9 @@ def resolve_models(encoder: str, heads: Sequence[str], arch: NetworkConfig | Non
     model (its own head for its head type, the paper's variant of the other head on its encoder);
     `arch`, when given, stands in for a registry model's architecture and is named `encoder`.
     """
-    unknown = [h for h in heads if h not in HEADS]
+    unknown = [h for h in heads if h not in BENCH_HEADS]
     if unknown or not heads:
-        raise UsageError(f"--heads must list some of {', '.join(HEADS)}, not {','.join(heads) or 'nothing'}")
+        raise UsageError(f"--heads must list some of {', '.join(BENCH_HEADS)}, not {','.join(heads) or 'nothing'}")
     if arch is None and encoder in ENCODERS:
         name, size = ENCODERS[encoder]
         return [BenchModel(encoder, h, f"{name} + {HEAD_LABELS[h]}", dinov3_config(size, h), encoder == PAPER_ENCODER)

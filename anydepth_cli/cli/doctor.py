@@ -36,7 +36,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from anydepth_cli import __version__
-    from anydepth_cli.hub import cache_dir, cached_path, offline_mode
+    from anydepth_cli.weights.hub import cache_dir, cached_path, offline_mode
     from anydepth_cli.models.registry import MODELS
 
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

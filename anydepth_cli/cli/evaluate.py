@@ -52,24 +52,13 @@ def _check_depth_scale(depth_scale: float | None) -> None:
 # ----------------------------------------------------------------------------------------------- eval
 
 
-def _load_pairs(data: Path) -> list[Pair]:
-    """The samples named by DATA: a folder's pairs, or a manifest file's lines."""
-    from anydepth_cli.evaluation.datasets import discover_pairs, read_manifest
-
-    if data.is_dir():
-        return discover_pairs(data)
-    if data.is_file():
-        return read_manifest(data)
-    raise UsageError(f"{data}: no such folder or manifest file")
-
-
 def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[tuple[str | None, str | None, Path | None]]:
     """`(model, checkpoint, arch)` for each model to run: every --model, then the local checkpoint.
 
     With neither, the default registry model. Every choice is resolved once here (no download) so a
     bad name or a repeated model is reported before any network is loaded.
     """
-    from anydepth_cli.weights import choose_weights
+    from anydepth_cli.weights.choice import choose_weights
 
     choices: list[tuple[str | None, str | None, Path | None]] = [(name, None, None) for name in models]
     if checkpoint is not None or arch is not None:
@@ -128,18 +117,19 @@ def evaluate(
     """
     from rich.markup import escape
 
-    from anydepth_cli.evaluation.datasets import get_preset, run_eval
+    from anydepth_cli.evaluation.datasets import load_pairs, run_eval
+    from anydepth_cli.evaluation.presets import get_preset
     from anydepth_cli.evaluation.report import write_eval_report
 
     chosen = get_preset(preset)
     _check_depth_scale(depth_scale)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    pairs = _load_pairs(data)
+    pairs = load_pairs(data)
     # torch comes in only here, so mistakes in the options and the data are reported at once
     from anydepth_cli.cli.progress import counting_progress
     from anydepth_cli.io.writers import prepare_output_dir
-    from anydepth_cli.runtime import open_predictor
+    from anydepth_cli.pipelines.runtime import open_predictor
 
     choices = _model_choices(model or [], checkpoint, arch)
     prepare_output_dir(output)

@@ -18,7 +18,7 @@ def models(ctx: typer.Context) -> None:
         return
     from rich.table import Table
 
-    from anydepth_cli.hub import cached_path
+    from anydepth_cli.weights.hub import cached_path
     from anydepth_cli.models.network import build_network
     from anydepth_cli.models.registry import DEFAULT_MODEL, MODELS
 
@@ -42,7 +42,7 @@ def models(ctx: typer.Context) -> None:
 @app.command()
 def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Download a model into the Hub cache (for use offline later)."""
-    from anydepth_cli.hub import download as hub_download
+    from anydepth_cli.weights.hub import download as hub_download
     from anydepth_cli.models.registry import get_model
 
     spec = get_model(name)
@@ -53,7 +53,7 @@ def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) 
 @app.command("rm")
 def remove(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Remove a model's file from the Hub cache."""
-    from anydepth_cli.hub import remove_cached
+    from anydepth_cli.weights.hub import remove_cached
     from anydepth_cli.models.registry import get_model
 
     spec = get_model(name)

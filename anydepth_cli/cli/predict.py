@@ -114,9 +114,9 @@ def predict(
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, prepare_output_dir
-    from anydepth_cli.pipeline import OutputOptions, PointCloudOptions, TilingOptions, run_images
-    from anydepth_cli.runtime import open_predictor
-    from anydepth_cli.video_pipeline import VideoOptions, run_video
+    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
+    from anydepth_cli.pipelines.runtime import open_predictor
+    from anydepth_cli.pipelines.video import VideoOptions, run_video
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")

@@ -14,8 +14,8 @@ from anydepth_cli.cli.console import err
 
 if TYPE_CHECKING:
     from anydepth_cli.io.images import InputItem
-    from anydepth_cli.pipeline import Summary
-    from anydepth_cli.video_pipeline import VideoSummary
+    from anydepth_cli.pipelines.photos import Summary
+    from anydepth_cli.pipelines.video import VideoSummary
 
 
 class RateColumn(ProgressColumn):

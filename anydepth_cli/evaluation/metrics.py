@@ -16,15 +16,13 @@ A dataset's score is the mean of the per-image scores (`aggregate`), not a pixel
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from anydepth_cli.errors import InputError
+from anydepth_cli.evaluation.presets import Preset
 from anydepth_cli.inference.align import Affine, fit_scale_shift
-
-if TYPE_CHECKING:
-    from anydepth_cli.evaluation.datasets import Preset
 
 METRICS: tuple[str, ...] = ("abs_rel", "delta1", "delta2", "delta3", "rmse")
 """Metric keys, in report order. AbsRel and RMSE: lower is better; δk: higher is better."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anydepth_cli.checkpoint import load_network
+from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
 from anydepth_cli.models.fuse import prepare_for_inference
-from anydepth_cli.weights import choose_weights, weights_path
+from anydepth_cli.weights.choice import choose_weights, weights_path
 
 
 def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",

@@ -40,7 +40,7 @@ from anydepth_cli.io.video import (
     open_video_writer,
 )
 from anydepth_cli.io.writers import DEFAULT_CMAP, colorize, side_by_side, write_png16
-from anydepth_cli.pipeline import PointCloudOptions, TilingOptions, write_point_cloud
+from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, write_point_cloud
 
 @dataclass(frozen=True)
 class VideoOptions:

@@ -59,6 +59,6 @@ def weights_path(choice: WeightsChoice) -> Path:
     """The local file of `choice`, downloading it into the Hub cache first when needed."""
     if choice.path is not None:
         return choice.path
-    from anydepth_cli.hub import download
+    from anydepth_cli.weights.hub import download
 
     return download(choice.repo_id, choice.filename)

@@ -174,7 +174,7 @@ def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, con
         level = confidence if confidence is not None else np.ones_like(disparity)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
     if outputs.pointcloud is not None:
-        from anydepth_cli.pointcloud import exif_focal_35mm
+        from anydepth_cli.geometry.camera import exif_focal_35mm
 
         options = outputs.pointcloud
         exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
@@ -185,8 +185,9 @@ def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, con
 def write_point_cloud(path: Path, image: np.ndarray, disparity: np.ndarray, options: PointCloudOptions,
                       exif_focal_35mm: float | None = None) -> str:
     """Build the point cloud of one image and its disparity and write it as PLY; returns what was done."""
+    from anydepth_cli.geometry.camera import intrinsics_for
+    from anydepth_cli.geometry.pointcloud import build_point_cloud
     from anydepth_cli.io.ply import write_ply
-    from anydepth_cli.pointcloud import build_point_cloud, intrinsics_for
 
     height, width = disparity.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)

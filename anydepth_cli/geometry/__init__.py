@@ -1,0 +1,1 @@
+"""Cameras, intrinsics and point clouds from depth maps."""
