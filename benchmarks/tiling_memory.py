@@ -11,7 +11,7 @@ confidence output on (its worst case for memory), and returns the subprocess's p
 weights, image, maps), the seconds `predict_tiled` took and the number of tiles. The script
 prints that as JSON and exits with status 1 when the peak exceeds `--max-rss-mb`.
 
-`--predictor module:callable` names a zero-argument callable returning a `DisparityPredictor`;
+`--predictor module:callable` names a zero-argument callable returning a `MapPredictor`;
 without it the tiny SDT fixture network from the shared fixtures runs through the real
 predictor (preprocessing at 518 px, batched tiles, outputs upsampled to each tile's size).
 """
@@ -31,13 +31,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from anydepth_cli.inference.predictor import DisparityPredictor
+from anydepth_cli.inference.predictor import MapPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = "tiny_dav2_sdt"
 
 
-def build_fixture_predictor() -> DisparityPredictor:
+def build_fixture_predictor() -> MapPredictor:
     """The default predictor: the shared tiny SDT fixture network, loaded as the CLI loads weights."""
     from anydepth_cli.weights.checkpoint import load_network
     from anydepth_cli.inference.predictor import DepthPredictor
@@ -63,7 +63,7 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return image
 
 
-def _measure(build_predictor: Callable[[], DisparityPredictor], megapixels: float, conn) -> None:
+def _measure(build_predictor: Callable[[], MapPredictor], megapixels: float, conn) -> None:
     from anydepth_cli.bench.runner import peak_rss_bytes
     from anydepth_cli.inference.tiling import default_tile_config, predict_tiled
 
@@ -78,7 +78,7 @@ def _measure(build_predictor: Callable[[], DisparityPredictor], megapixels: floa
     conn.close()
 
 
-def run(build_predictor: Callable[[], DisparityPredictor], megapixels: float) -> dict:
+def run(build_predictor: Callable[[], MapPredictor], megapixels: float) -> dict:
     """Peak RSS (MB), seconds and tile count of one tiled prediction, measured in a fresh
     subprocess. `build_predictor` must be picklable (a module-level callable)."""
     context = multiprocessing.get_context("spawn")
@@ -96,7 +96,7 @@ def run(build_predictor: Callable[[], DisparityPredictor], megapixels: float) ->
     return measurement
 
 
-def _load(spec: str) -> Callable[[], DisparityPredictor]:
+def _load(spec: str) -> Callable[[], MapPredictor]:
     module, _, name = spec.partition(":")
     if not name:
         raise SystemExit(f"--predictor wants module:callable, got {spec!r}")

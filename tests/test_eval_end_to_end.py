@@ -32,6 +32,7 @@ class OraclePredictor:
     """Returns the true disparity up to a random scale and shift, finding the GT by the image's bytes."""
 
     input_size = 518
+    output_kind = "disparity"
 
     def __init__(self, pairs: Sequence[Pair], seed: int, noise: float = 0.0) -> None:
         self.truth = {}

@@ -52,7 +52,12 @@ def test_inference_fast_path_keeps_fixture_output(path, index):
     meta = json.loads(path.read_text())
     network = prepare_for_inference(load_network(NetworkConfig.from_file(path), path.parent / meta["checkpoint"]))
     arrays = np.load(path.parent / meta["arrays"])
+    image = torch.from_numpy(arrays[f"input_{index}"]).float()
+    expected = arrays[f"output_{index}"]
     with torch.inference_mode():
-        output = network(torch.from_numpy(arrays[f"input_{index}"]).float())
-    assert np.abs(output.numpy() - arrays[f"output_{index}"]).max() <= TOLERANCE
+        raw, activated = network.raw(image).numpy(), network(image).numpy()
+    assert np.abs(raw - expected).max() <= TOLERANCE
+    floor = network.config.output_floor
+    assert np.abs(activated - (np.maximum(expected, 0) + floor)).max() <= TOLERANCE
+    assert activated.min() >= floor
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())

@@ -66,6 +66,7 @@ class Oracle:
         full_size: tuple[int, int] = (HEIGHT, WIDTH),
     ) -> None:
         self.input_size = input_size
+        self.output_kind = "disparity"
         self.rng = np.random.default_rng(seed)
         self.jitter = jitter
         self.corrupt_origin = corrupt_origin
@@ -315,6 +316,7 @@ class ResizingPredictor:
     """A cheap stand-in network: grey level at the input size, resized back."""
 
     input_size = 64
+    output_kind = "disparity"
 
     def predict_batch(self, images):
         out = []

@@ -58,6 +58,7 @@ class OracleNetwork:
     per-frame scale and shift plus a little noise; raises KeyboardInterrupt at frame `stop_at`."""
 
     input_size = 518
+    output_kind = "disparity"
 
     def __init__(self, truth: np.ndarray, seed: int = 0, stop_at: int | None = None) -> None:
         self.truth, self.next, self.stop_at = truth, 0, stop_at

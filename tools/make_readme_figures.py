@@ -48,6 +48,7 @@ class Oracle:
 
     def __init__(self, input_size: int) -> None:
         self.input_size = input_size
+        self.output_kind = "disparity"
         self.rng = np.random.default_rng(0)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

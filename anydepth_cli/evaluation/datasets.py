@@ -16,7 +16,7 @@ from anydepth_cli.evaluation.metrics import aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
 
 if TYPE_CHECKING:  # the protocol's module imports torch, which scoring workers do not need
-    from anydepth_cli.inference.predictor import DisparityPredictor
+    from anydepth_cli.inference.predictor import MapPredictor
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_SUFFIXES: tuple[str, ...] = (".png", ".npy", ".exr", ".pfm")
@@ -262,7 +262,7 @@ def _load(pair: Pair, preset: Preset, depth_scale: float) -> tuple[np.ndarray, n
 
 def run_eval(
     pairs: Sequence[Pair],
-    predictors: Mapping[str, DisparityPredictor],
+    predictors: Mapping[str, MapPredictor],
     preset: Preset,
     progress: Callable[[], None] | None = None,
     *,

@@ -1,4 +1,4 @@
-"""The predictor: RGB images in, disparity maps at each image's own size out."""
+"""The predictor: RGB images in, maps of the model's own quantity (depth or disparity) at each image's size out."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-class DisparityPredictor(Protocol):
+class MapPredictor(Protocol):
     """What tiling, video, evaluation and point clouds need from a depth network.
 
     `predict_batch` takes RGB images (H×W×3, uint8, or float32 in [0, 1]) and returns one
-    float32 H×W affine-invariant disparity map per image (large = near) at that image's own
-    size. Images of equal size are run through the network together.
+    float32 H×W map per image at that image's own size, holding the model's own quantity:
+    affine-invariant depth (large = far) or disparity (large = near), as `output_kind` says.
+    Images of equal size are run through the network together.
     """
 
     input_size: int
+    output_kind: str
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
@@ -67,6 +69,7 @@ class DepthPredictor:
         self.input_size = input_size
         self.dtype = dtype
         self.batch_size = batch_size
+        self.output_kind = network.config.output
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -74,7 +77,7 @@ class DepthPredictor:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Disparity (float32 H×W, large = near) for each RGB image, at that image's size."""
+        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size."""
         multiple = self.network.config.patch_size
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):

@@ -43,7 +43,7 @@ import numpy as np
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.inference.align import robust_fit_scale_shift
-from anydepth_cli.inference.predictor import DisparityPredictor
+from anydepth_cli.inference.predictor import MapPredictor
 
 MIN_TILE_SIZE = 16
 """The smallest accepted tile side, in pixels."""
@@ -181,7 +181,7 @@ def _align_tile(
 
 def predict_tiled(
     image: np.ndarray,
-    predictor: DisparityPredictor,
+    predictor: MapPredictor,
     config: TileConfig,
     progress: Callable[[int, int], None] | None = None,
     confidence: bool = False,

@@ -12,6 +12,18 @@ from anydepth_cli.errors import UsageError
 ENCODERS = ("dinov2", "dinov3")
 HEADS = ("sdt", "dpt", "dpt-dinov3")
 LAYOUTS = ("dav2", "da3", "anydepth-train")
+OUTPUT_KINDS = ("depth", "disparity")
+ACTIVATIONS = {"relu": 0.0, "relu+0.001": 0.001}
+"""Final activations: ReLU, then the floor added after it."""
+
+
+def default_output(head: str) -> tuple[str, str]:
+    """(output kind, final activation) of a head as its published weights were trained.
+
+    Depth Anything V2's DPT regresses disparity behind a ReLU; the AnyDepth code ends every
+    model (SDT, and the DINOv3 DPT it trains) in `relu(x) + 0.001`, a depth regressor.
+    """
+    return ("disparity", "relu") if head == "dpt" else ("depth", "relu+0.001")
 
 
 @dataclass(frozen=True)
@@ -33,13 +45,31 @@ class NetworkConfig:
     batchnorm: bool = False
     outputs: int = 1
     layout: str = "dav2"
+    output: str | None = None
+    """`depth` (large = far) or `disparity` (large = near); None takes the head's default."""
+    activation: str | None = None
+    """A key of ACTIVATIONS; None takes the head's default."""
 
     @property
     def patch_size(self) -> int:
         return 16 if self.encoder == "dinov3" else 14
 
+    @property
+    def output_floor(self) -> float:
+        """The smallest value the final activation gives."""
+        return ACTIVATIONS[self.activation]
+
     def __post_init__(self) -> None:
+        kind, activation = default_output(self.head)
+        if self.output is None:
+            object.__setattr__(self, "output", kind)
+        if self.activation is None:
+            object.__setattr__(self, "activation", activation)
         problems = []
+        if self.output not in OUTPUT_KINDS:
+            problems.append(f"output must be depth or disparity, not {self.output!r}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
         if self.encoder not in ENCODERS:
             problems.append(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
         if self.head not in HEADS:

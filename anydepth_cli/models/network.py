@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anydepth_cli.models.config import NetworkConfig
@@ -14,7 +15,8 @@ from anydepth_cli.models.sdt import SDTHead
 
 
 class DepthNetwork(nn.Module):
-    """Image batch (B, 3, H, W), normalised → raw head output (B, 1, H', W'): affine-invariant disparity."""
+    """Image batch (B, 3, H, W), normalised → the model's quantity (B, 1, H', W') after its final activation:
+    affine-invariant depth or disparity, as `config.output` declares."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -29,9 +31,15 @@ class DepthNetwork(nn.Module):
             self.head = DPTDinoV3Head(config.embed, config.features, config.out_channels, config.cls,
                                       config.batchnorm, config.outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output before the final activation (what the parity fixtures store)."""
         features, grid = self.encoder(x)
         return self.head(features, grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.raw(x))
+        floor = self.config.output_floor
+        return out + floor if floor else out
 
 
 def build_network(config: NetworkConfig, device: torch.device | str | None = None) -> DepthNetwork:

@@ -27,8 +27,22 @@ class ModelSpec:
     config: NetworkConfig
     licence: str
     description: str
-    output: str = "disparity"
+    evidence: str
+    """Why the output kind in `config` is believed, how sure that is, and where to read more."""
     input_size: int = 518
+
+    @property
+    def output(self) -> str:
+        """`depth` or `disparity` (the config's declaration)."""
+        return self.config.output
+
+
+SDT_EVIDENCE = ("likely, not certain: the AnyDepth training code ends every model in relu(x) + 0.001 (a depth "
+                "regressor, min_depth 0.001), and an independent integration runs both published checkpoints as "
+                "depth; see https://github.com/AIGeeksGroup/AnyDepth. Override with \"output\" in an --arch file.")
+DAV2_EVIDENCE = ("certain: the Depth Anything V2 authors answer in their tracker, where users ask it (issues #40, "
+                 "#213, #294), that the relative models output affine-invariant disparity; see "
+                 "https://github.com/DepthAnything/Depth-Anything-V2/issues")
 
 
 def _dpt(size: dict, features: int, out_channels: tuple[int, ...]) -> NetworkConfig:
@@ -41,24 +55,24 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "anydepth-dav2-vitb", ANYDEPTH_REPO, "dav2_sdt_vitb.pth",
             NetworkConfig(**VIT_B, head="sdt", fusion=128, cls=True, detail_enhancer=True, layout="dav2"),
-            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything V2 ViT-B encoder",
+            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything V2 ViT-B encoder", SDT_EVIDENCE,
         ),
         ModelSpec(
             "anydepth-da3-vitl", ANYDEPTH_REPO, "da3_sdt_vitl.pth",
             NetworkConfig(**VIT_L, head="sdt", fusion=256, cls=False, detail_enhancer=False, layout="da3"),
-            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder",
+            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder", SDT_EVIDENCE,
         ),
         ModelSpec(
             "dav2-dpt-vits", "depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
-            _dpt(VIT_S, 64, (48, 96, 192, 384)), APACHE, "Depth Anything V2 Small (DPT baseline)",
+            _dpt(VIT_S, 64, (48, 96, 192, 384)), APACHE, "Depth Anything V2 Small (DPT baseline)", DAV2_EVIDENCE,
         ),
         ModelSpec(
             "dav2-dpt-vitb", "depth-anything/Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth",
-            _dpt(VIT_B, 128, (96, 192, 384, 768)), CC_BY_NC, "Depth Anything V2 Base (DPT baseline)",
+            _dpt(VIT_B, 128, (96, 192, 384, 768)), CC_BY_NC, "Depth Anything V2 Base (DPT baseline)", DAV2_EVIDENCE,
         ),
         ModelSpec(
             "dav2-dpt-vitl", "depth-anything/Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth",
-            _dpt(VIT_L, 256, (256, 512, 1024, 1024)), CC_BY_NC, "Depth Anything V2 Large (DPT baseline)",
+            _dpt(VIT_L, 256, (256, 512, 1024, 1024)), CC_BY_NC, "Depth Anything V2 Large (DPT baseline)", DAV2_EVIDENCE,
         ),
     )
 }

@@ -10,7 +10,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError
-from anydepth_cli.inference.predictor import DisparityPredictor
+from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
 from anydepth_cli.io.images import InputItem, prefetch_images
 from anydepth_cli.io.writers import colorize, side_by_side, write_color_png, write_npy, write_png16
@@ -93,7 +93,7 @@ class Summary:
 
 def run_images(
     items: Sequence[InputItem],
-    predictor: DisparityPredictor,
+    predictor: MapPredictor,
     outputs: OutputOptions,
     tiling: TilingOptions,
     reporter: Reporter,

@@ -27,7 +27,7 @@ import numpy as np
 
 from anydepth_cli.errors import InputError
 from anydepth_cli.inference.align import Affine
-from anydepth_cli.inference.predictor import DisparityPredictor
+from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.stabilize import ClipColourRange, DisparityStabilizer
 from anydepth_cli.inference.tiling import predict_tiled
 from anydepth_cli.io.video import (
@@ -185,7 +185,7 @@ class _Outputs:
 
 def run_video(
     video: Path,
-    predictor: DisparityPredictor,
+    predictor: MapPredictor,
     options: VideoOptions,
     tiling: TilingOptions,
     reporter: VideoReporter,
