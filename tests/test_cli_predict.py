@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import json
+
 from anydepth_cli.io.writers import read_png16
 from conftest import run_cli, save_photo, tiny_model_args
+from fixtures_dir import fixtures_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +33,25 @@ def test_single_photo_writes_depth_raw_and_side_by_side(tmp_path, sample_photo):
     assert raw.shape == (height, width) and np.ptp(raw) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "grace_hopper_depth.png", "grace_hopper_depth16.png", "grace_hopper_side.png"]
+
+
+@pytest.mark.parametrize("declared", ["depth", "disparity"])
+def test_pictures_show_near_bright_for_either_declared_kind(tmp_path, sample_photo, declared):
+    fixture = fixtures_dir() / "tiny_dav2_sdt"
+    config = json.loads(fixture.with_suffix(".json").read_text())["config"]
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({**config, "output": declared}))
+    out = tmp_path / "out"
+    result = run_cli("predict", sample_photo, "-o", out, "--raw", "npy", "--grayscale", "--tile", "off",
+                     "--checkpoint", fixture.with_suffix(".pth"), "--arch", arch)
+    assert result.returncode == 0, result.stderr
+    assert f"outputs {declared} (large = {'far' if declared == 'depth' else 'near'})" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(["grace_hopper_depth.png", f"grace_hopper_{declared}.npy"])
+    raw = np.load(out / f"grace_hopper_{declared}.npy").ravel()
+    grey = np.asarray(Image.open(out / "grace_hopper_depth.png"))[..., 0].ravel().astype(float)
+    correlation = np.corrcoef(grey, raw)[0, 1]
+    assert correlation < -0.9 if declared == "depth" else correlation > 0.9
+    assert raw.min() >= 0.001  # the SDT's activation, relu(x) + 0.001, whatever the declaration
 
 
 def test_folder_with_a_corrupt_file_writes_the_rest_and_exits_1(tmp_path):

@@ -45,7 +45,7 @@ def test_raw_npz_frame_selection_and_tiling(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(tiled)" in result.stderr
     archive = np.load(out / "clip_depth.npz")
-    assert archive["disparity"].shape == (5, 64, 96) and archive["disparity"].dtype == np.float16
+    assert archive["depth"].shape == (5, 64, 96) and archive["depth"].dtype == np.float16
     assert archive["frame_index"].tolist() == [2, 5, 8, 11, 14] and float(archive["fps"]) == 4.0
     depth = probe_video(out / "clip_depth.mp4")
     assert (depth.frame_count, depth.fps) == (5, 4.0)

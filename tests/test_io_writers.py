@@ -18,6 +18,7 @@ from anydepth_cli.io.writers import (
     atomic_write,
     available_cmaps,
     colorize,
+    near_is_dark,
     read_png16,
     side_by_side,
     write_color_png,
@@ -209,7 +210,7 @@ def test_png16_round_trip_is_within_one_level(tmp_path: Path) -> None:
     disparity = rng.uniform(-3.5, 12.25, (37, 53)).astype(np.float32)
     path = tmp_path / "d16.png"
 
-    write_png16(path, disparity)
+    write_png16(path, disparity, "disparity")
 
     with Image.open(path) as image:
         assert image.mode.startswith("I;16")
@@ -217,18 +218,29 @@ def test_png16_round_trip_is_within_one_level(tmp_path: Path) -> None:
         assert levels.min() == 0 and levels.max() == 65535
         assert float(image.text[PNG16_MIN_KEY]) == pytest.approx(disparity.min())
         assert float(image.text[PNG16_MAX_KEY]) == pytest.approx(disparity.max())
+        assert image.text["anydepth_kind"] == "disparity"
     back = read_png16(path)
     assert back.shape == disparity.shape and back.dtype == np.float32
     span = float(disparity.max() - disparity.min())
     assert np.abs(back - disparity).max() <= span / 65535
 
 
+def test_near_is_bright_for_both_kinds() -> None:
+    depth = 1.0 + _ramp()
+    disparity = 1.0 / depth
+    for values, kind in ((depth, "depth"), (disparity, "disparity")):
+        grey = colorize(values, "gray", near_is_dark(kind))[0, :, 0].astype(float)
+        assert np.corrcoef(grey, depth[0])[0, 1] < -0.9, kind
+        flipped = colorize(values, "gray", near_is_dark(kind, invert=True))[0, :, 0].astype(float)
+        assert np.corrcoef(flipped, depth[0])[0, 1] > 0.9, kind
+
+
 def test_png16_constant_and_non_finite_maps(tmp_path: Path) -> None:
-    write_png16(tmp_path / "c.png", np.full((3, 4), 2.5))
+    write_png16(tmp_path / "c.png", np.full((3, 4), 2.5), "depth")
     np.testing.assert_array_equal(read_png16(tmp_path / "c.png"), np.full((3, 4), 2.5))
 
     disparity = np.array([[1.0, np.nan], [3.0, 5.0]])
-    write_png16(tmp_path / "n.png", disparity)
+    write_png16(tmp_path / "n.png", disparity, "disparity")
     back = read_png16(tmp_path / "n.png")
     np.testing.assert_allclose(back, [[1.0, 1.0], [3.0, 5.0]], atol=1e-4)
 
@@ -265,7 +277,7 @@ def test_write_color_png_round_trips(tmp_path: Path) -> None:
 def test_writers_report_unwritable_output(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(OutputError):
-        write_png16(tmp_path / "file" / "d.png", _ramp())
+        write_png16(tmp_path / "file" / "d.png", _ramp(), "depth")
 
 
 def test_side_by_side() -> None:

@@ -1,4 +1,4 @@
-"""Tiled inference against an oracle network that knows the true disparity of a synthetic scene.
+"""Tiled inference against an oracle network that knows the true disparity (or depth) of a synthetic scene.
 
 The test images are float32 RGB whose channel 0 is the normalised x coordinate of each pixel
 centre and channel 1 the normalised y coordinate. Linear ramps survive cropping and resizing,
@@ -64,9 +64,10 @@ class Oracle:
         jitter: bool = True,
         corrupt_origin: tuple[int, int] | None = None,
         full_size: tuple[int, int] = (HEIGHT, WIDTH),
+        kind: str = "disparity",
     ) -> None:
         self.input_size = input_size
-        self.output_kind = "disparity"
+        self.output_kind = kind
         self.rng = np.random.default_rng(seed)
         self.jitter = jitter
         self.corrupt_origin = corrupt_origin
@@ -85,6 +86,8 @@ class Oracle:
         ) if factor < 1.0 else image
         u, v = small[..., 0], small[..., 1]
         disparity = scene_disparity(u, v)
+        if self.output_kind == "depth":
+            disparity = 1.0 / disparity
         if self.jitter:
             phase = self.rng.uniform(0.0, 1.0, size=2)
             disparity += 0.004 * np.sin(2 * np.pi * (2 * u + phase[0])) * np.sin(2 * np.pi * (1.5 * v + phase[1]))
@@ -225,11 +228,21 @@ def test_tile_grid_covers_image_with_equal_tiles_and_overlap(height, width, conf
 def test_merged_matches_ground_truth_up_to_scale_and_shift(scene, merged):
     _, truth = scene
     result, _ = merged
-    assert result.disparity.shape == truth.shape and result.disparity.dtype == np.float32
+    assert result.values.shape == truth.shape and result.values.dtype == np.float32
     assert result.confidence is None
-    error = abs_rel(result.disparity, truth)
+    error = abs_rel(result.values, truth)
     print(f"\ntiled AbsRel vs ground truth: {error:.4%} ({result.tiles} tiles)")
     assert error <= 0.01
+
+
+def test_a_depth_model_is_tiled_in_depth_space(scene):
+    image, disparity = scene
+    truth = 1.0 / disparity
+    result = predict_tiled(image, Oracle(seed=4, kind="depth"), CONFIG)
+    error = abs_rel(result.values, truth)
+    print(f"\ntiled AbsRel of a depth model vs true depth: {error:.4%}")
+    assert error <= 0.01
+    assert abs_rel(result.values, disparity) > 3 * error
 
 
 def test_merged_map_has_no_seams(scene, merged):
@@ -240,7 +253,7 @@ def test_merged_map_has_no_seams(scene, merged):
     border = smooth & (distance <= 2.0)
     interior = smooth & (distance > 8.0)
     assert border.sum() > 1000 and interior.sum() > 1000
-    grad = gradient_magnitude(result.disparity)
+    grad = gradient_magnitude(result.values)
     ratio = grad[border].mean() / grad[interior].mean()
     truth_grad = gradient_magnitude(truth)
     truth_ratio = truth_grad[border].mean() / truth_grad[interior].mean()
@@ -253,7 +266,7 @@ def test_tiles_add_detail_the_global_pass_lacks_at_a_step(scene, merged):
     result, _ = merged
     global_map = Oracle(seed=2).predict_batch([image])[0]
     band = near_depth_edge(truth, radius=6)
-    tiled_error = abs_rel(result.disparity, truth, band)
+    tiled_error = abs_rel(result.values, truth, band)
     global_error = abs_rel(global_map, truth, band)
     print(f"\nAbsRel near depth edges: tiled {tiled_error:.4%}, global pass only {global_error:.4%}")
     assert tiled_error < 0.5 * global_error
@@ -274,7 +287,7 @@ def test_single_tile_covering_the_image_equals_the_untiled_prediction():
     untiled = Oracle(jitter=False).predict_batch([image])[0]
     result = predict_tiled(image, Oracle(jitter=False), config, confidence=True)
     assert result.tiles == 1
-    np.testing.assert_allclose(result.disparity, untiled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.values, untiled, rtol=1e-5, atol=1e-6)
     assert result.confidence is not None and result.confidence.min() > 0.99
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from anydepth_cli.errors import InputError, OutputError, UsageError
 from anydepth_cli.inference.align import Affine
-from anydepth_cli.inference.stabilize import ClipColourRange, DisparityStabilizer
+from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
 from anydepth_cli.inference.tiling import default_tile_config
 from anydepth_cli.io.video import (
     FRAME_NAME,
@@ -126,7 +126,7 @@ def test_stabilised_flicker_is_at_most_a_fifth_of_the_unstabilised(tmp_path):
         out = tmp_path / f"out-{stabilize}"
         options = VideoOptions(out, raw="npz", stabilize=stabilize)
         run_video(clip, OracleNetwork(truth), options, NO_TILING, Recorder(), batch_size=4)
-        measured[stabilize] = flicker(np.load(out / "clip_depth.npz")["disparity"].astype(np.float32), static)
+        measured[stabilize] = flicker(np.load(out / "clip_disparity.npz")["disparity"].astype(np.float32), static)
     ratio = measured[True] / measured[False]
     print(f"flicker stabilised {measured[True]:.5f}, unstabilised {measured[False]:.5f}, ratio {ratio:.4f}")
     assert ratio <= 0.2
@@ -136,7 +136,7 @@ def test_stabiliser_keeps_the_first_frame_and_recovers_from_a_cut():
     rng = np.random.default_rng(1)
     scene = rng.uniform(0.5, 2.0, (60, 80)).astype(np.float32)
     other = rng.uniform(0.5, 2.0, (60, 80)).astype(np.float32)
-    stabilizer = DisparityStabilizer()
+    stabilizer = FrameStabilizer()
 
     def aligned(disparity: np.ndarray) -> np.ndarray:
         return stabilizer.fit(disparity).apply(disparity)
@@ -194,7 +194,7 @@ def test_truncated_file_gives_the_decoded_frames_and_a_warning(tmp_path):
     assert f"decoded {summary.frames} of the 30 frames" in report.warnings[0]
     written, _ = read_all(tmp_path / "out" / "cut_depth.mp4")
     assert len(written) == summary.frames
-    assert np.load(tmp_path / "out" / "cut_depth.npz")["disparity"].shape[0] == summary.frames
+    assert np.load(tmp_path / "out" / "cut_disparity.npz")["disparity"].shape[0] == summary.frames
 
 
 @pytest.mark.parametrize("case", ["junk", "empty", "moov-missing"])
@@ -257,16 +257,16 @@ def test_interrupt_keeps_a_playable_partial_and_nothing_under_the_final_name(tmp
     with pytest.raises(KeyboardInterrupt):
         run_video(clip, OracleNetwork(truth, stop_at=stop_at), options, NO_TILING, report, batch_size=1)
     names = sorted(p.name for p in out.iterdir())
-    assert not any(name in names for name in ("clip_depth.mp4", "clip_side.mp4", "clip_depth.npz"))
+    assert not any(name in names for name in ("clip_depth.mp4", "clip_side.mp4", "clip_disparity.npz"))
     assert leftovers(out) == []
     if stop_at == 0:
         assert names == ["clip_depth.partial.mp4"] and report.warnings == []  # the stale file is untouched
         return
-    assert names == ["clip_depth.partial.mp4", "clip_depth.partial.npz", "clip_side.partial.mp4"]
+    assert names == ["clip_depth.partial.mp4", "clip_disparity.partial.npz", "clip_side.partial.mp4"]
     assert "kept the 7 frame(s)" in report.warnings[0]
     frames, fps = read_all(out / "clip_depth.partial.mp4")
     assert len(frames) == 7 and fps == 12.0
-    assert np.load(out / "clip_depth.partial.npz")["frame_index"].tolist() == list(range(7))
+    assert np.load(out / "clip_disparity.partial.npz")["frame_index"].tolist() == list(range(7))
 
 
 def test_a_clean_run_removes_a_stale_partial(tmp_path):

@@ -72,7 +72,7 @@ def tiling_figure(path: Path) -> None:
     truth = detailed_scene(image[..., 0], image[..., 1])
     oracle = Oracle(input_size=256)
     single = oracle.predict_batch([image])[0]
-    tiled = predict_tiled(image, oracle, TileConfig(tile_size=512, overlap=128, batch_size=4)).disparity
+    tiled = predict_tiled(image, oracle, TileConfig(tile_size=512, overlap=128, batch_size=4)).values
     crop = (slice(700, 1150), slice(300, 900))
     value_range = (float(np.percentile(truth, 1)), float(np.percentile(truth, 99)))
     panels = [("one pass at 256 px", single), ("tiled (--tile-size 512)", tiled), ("true disparity", truth)]

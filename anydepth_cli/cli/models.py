@@ -13,7 +13,7 @@ app = typer.Typer(help="List, download and remove the published models.", no_arg
 
 @app.callback(invoke_without_command=True)
 def models(ctx: typer.Context) -> None:
-    """List the models: name, file, parameters, licence and whether it is in the Hub cache."""
+    """List the models: name, output (depth or disparity), parameters, licence and whether it is cached."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.table import Table
@@ -24,6 +24,7 @@ def models(ctx: typer.Context) -> None:
 
     table = Table(title="Models", caption="* default")
     table.add_column("name", no_wrap=True)
+    table.add_column("output")
     table.add_column("params", justify="right")
     table.add_column("size", justify="right")
     table.add_column("licence")
@@ -32,11 +33,43 @@ def models(ctx: typer.Context) -> None:
         params = sum(t.numel() for t in build_network(spec.config, device="meta").state_dict().values())
         path = cached_path(spec.repo_id, spec.filename)
         name = spec.name + (" *" if spec.name == DEFAULT_MODEL else "")
-        table.add_row(name, f"{params / 1e6:.1f} M", f"{params * 4 / 2**20:.0f} MB", spec.licence,
+        table.add_row(name, spec.output, f"{params / 1e6:.1f} M", f"{params * 4 / 2**20:.0f} MB", spec.licence,
                       "yes" if path else "no")
     out.print(table)
     for spec in MODELS.values():
         out.print(f"  {spec.name}: {spec.repo_id}/{spec.filename}", highlight=False)
+    out.print("Output: affine-invariant depth (large = far) or disparity (large = near); "
+              "`anydepth models info NAME` says why.", highlight=False)
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
+    """Print a model's card: weights, architecture, what its output means and why, licence, cache."""
+    import json
+
+    from anydepth_cli.io.writers import describe_kind
+    from anydepth_cli.models.registry import get_model
+    from anydepth_cli.weights.hub import cached_path
+
+    spec = get_model(name)
+    config = spec.config
+    path = cached_path(spec.repo_id, spec.filename)
+    rows = [
+        ("model", f"{spec.name}: {spec.description}"),
+        ("weights", f"https://huggingface.co/{spec.repo_id} / {spec.filename}"),
+        ("encoder", f"{config.encoder}, width {config.embed}, {config.depth} blocks, {config.heads} heads, "
+                    f"patch {config.patch_size}, layers {', '.join(map(str, config.layers))}"),
+        ("head", config.head),
+        ("output", f"affine-invariant {describe_kind(config.output)}, scale and shift unknown"),
+        ("activation", config.activation),
+        ("evidence", spec.evidence),
+        ("input size", f"{spec.input_size} px (shorter side)"),
+        ("licence", spec.licence),
+        ("cached", str(path) if path else "no"),
+        ("architecture", json.dumps(config.to_dict())),
+    ]
+    for key, value in rows:
+        out.print(f"{key:>12}  {value}", highlight=False, soft_wrap=True)
 
 
 @app.command()

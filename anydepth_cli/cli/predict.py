@@ -77,7 +77,7 @@ def predict(
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
-    raw: Annotated[Optional[Raw], typer.Option(help="Also write raw disparity: float32 .npy (photos), all frames as float16 .npz (videos), or 16-bit PNG scaled per image or frame (min/max in its text chunks).", rich_help_panel=OUTPUT)] = None,
+    raw: Annotated[Optional[Raw], typer.Option(help="Also write the model's raw output, named for what it is (photo_depth.npy or photo_disparity.npy): float32 .npy (photos), all frames as float16 .npz (videos), or 16-bit PNG scaled per image or frame (min, max and kind in its text chunks).", rich_help_panel=OUTPUT)] = None,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip images whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
@@ -103,17 +103,17 @@ def predict(
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
     no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
 ) -> None:
-    """Write a depth map for each photo (colorized PNG, optional raw disparity, side-by-side, point cloud),
-    or a colorized depth video for a video (clip.mp4 → clip_depth.mp4), stable from frame to frame.
+    """Write a depth map for each photo (colour PNG, optional raw output, side-by-side, point cloud), or a depth video for a video (clip.mp4 → clip_depth.mp4), stable from frame to frame.
 
-    Large values of the raw output are near (disparity, up to an unknown scale and shift).
+    Pictures show near bright. Raw files hold the model's own quantity, up to an unknown scale and shift: depth (large = far) or disparity (large = near), as `anydepth models` lists; the run's first line says which.
+
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
     from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
-    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, prepare_output_dir
+    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, describe_kind, prepare_output_dir
     from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.pipelines.runtime import open_predictor
     from anydepth_cli.pipelines.video import VideoOptions, run_video
@@ -142,6 +142,7 @@ def predict(
                                   edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
+    label += f" (outputs {describe_kind(predictor.output_kind)})"
     tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, CPU_TILE_BATCH)
     tiling = TilingOptions(tile.value, default_tile_config(predictor.input_size, tile_batch, tile_size, overlap))
     if video is not None:

@@ -1,4 +1,4 @@
-"""Scale-and-shift alignment of affine-invariant disparity maps."""
+"""Scale-and-shift alignment of affine-invariant maps (depth or disparity, in whichever space they are given)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Images → normalised network input, and network output → disparity at the image's size."""
+"""Images → normalised network input, and network output → a map at the image's size."""
 
 from __future__ import annotations
 

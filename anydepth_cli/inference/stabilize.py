@@ -1,7 +1,8 @@
-"""Temporal stabilisation of per-frame disparity, and one colour range for a whole clip.
+"""Temporal stabilisation of per-frame maps (depth or disparity, as the model declares), and one colour
+range for a whole clip.
 
-A depth network predicts each frame's disparity up to its own unknown scale and shift, so a
-clip rendered frame by frame flickers. `DisparityStabilizer` brings every frame into the frame
+A depth network predicts each frame's map up to its own unknown scale and shift, so a
+clip rendered frame by frame flickers. `FrameStabilizer` brings every frame into the frame
 of the first one: it fits `scale * frame + shift` to a running reference by a robust
 scale-and-shift fit on a grid of sampled pixels (pixels of moving objects disagree with the
 reference and are rejected as outliers); applying the fit to the whole frame is left to the
@@ -18,7 +19,7 @@ one whose aligned inliers explain less than `MIN_EXPLAINED` of the reference's v
 
 `ClipColourRange` gives the colour-map range: the 1st and 99th percentiles of the aligned
 frames seen so far, a range that only widens, so that once it has settled a colour means the
-same disparity for the rest of the clip (with stable frames it settles on the first frame).
+same value for the rest of the clip (with stable frames it settles on the first frame).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ MIN_EXPLAINED = 0.5
 """Least fraction of the reference's variance (over the inliers) a fit must explain."""
 
 RANGE_PERCENTILES = (1.0, 99.0)
-"""Percentiles of the aligned disparity that bound the clip's colour range."""
+"""Percentiles of the aligned maps that bound the clip's colour range."""
 
 
 def sample_grid(shape: tuple[int, ...], per_axis: int = SAMPLES_PER_AXIS) -> tuple[slice, slice]:
@@ -66,10 +67,10 @@ def _explained(aligned: np.ndarray, reference: np.ndarray, inlier: np.ndarray) -
     return 1.0 - float(np.mean((aligned[inlier] - reference[inlier]) ** 2)) / spread
 
 
-class DisparityStabilizer:
-    """Aligns each frame's disparity, in clip order, to a running reference (see the module docstring).
+class FrameStabilizer:
+    """Aligns each frame's map, in the model's own space and in clip order, to a running reference (see the module docstring).
 
-    `fit` takes each frame's float H×W disparity and returns the scale and shift that align it
+    `fit` takes each frame's float H×W map and returns the scale and shift that align it
     (`fit(d).apply(d)` is the aligned map). The first frame (and a frame of a new size) keeps
     its values and starts the reference. `last_reset` says whether the latest frame restarted it.
     """
@@ -83,9 +84,9 @@ class DisparityStabilizer:
         self.last_reset = True
         self._reference: np.ndarray | None = None
 
-    def fit(self, disparity: np.ndarray) -> Affine:
+    def fit(self, frame: np.ndarray) -> Affine:
         """The scale and shift bringing this frame onto the reference; updates the reference."""
-        values = np.asarray(disparity)
+        values = np.asarray(frame)
         sample = values[sample_grid(values.shape, self.samples_per_axis)].astype(np.float64)
         reference = self._reference
         if reference is None or reference.shape != sample.shape:
@@ -116,11 +117,11 @@ class ClipColourRange:
         self.low = math.inf
         self.high = -math.inf
 
-    def update(self, disparity: np.ndarray, fit: Affine | None = None) -> tuple[float, float] | None:
+    def update(self, frame: np.ndarray, fit: Affine | None = None) -> tuple[float, float] | None:
         """Widen the range to cover the percentiles of this frame (brought by `fit`, if given,
         onto the clip's reference); returns the range (low < high), or None while every frame
         so far has been constant (or non-finite)."""
-        values = np.asarray(disparity)
+        values = np.asarray(frame)
         sample = values[sample_grid(values.shape, self.samples_per_axis)]
         if fit is not None:
             sample = fit.apply(sample)

@@ -1,15 +1,16 @@
-"""Tiled inference: full-resolution disparity for images much larger than the network's input.
+"""Tiled inference: full-resolution maps for images much larger than the network's input.
 
 A global pass over the whole image gives the layout of the scene in one consistent frame;
 overlapping tiles, each a crop of the full-resolution image that the predictor resizes to its
-input size, add detail at a higher working resolution. The network's disparity is
-affine-invariant, so each tile is brought into the global pass's frame by a robust
-scale-and-shift fit before the tiles are blended with smooth weights.
+input size, add detail at a higher working resolution. The network's output (depth or
+disparity, whichever the model declares) is affine-invariant, so each tile is brought into the
+global pass's frame by a robust scale-and-shift fit in that same space before the tiles are
+blended with smooth weights.
 
 Alignment weights. Where the global map changes fast it is blurred (it was predicted at the
 network's input size and upsampled), so the fit trusts it less there: a sample's weight is
 `1 / (1 + (g / EDGE_GRADIENT)^2)`, where `g` is the global map's gradient magnitude expressed in
-robust disparity ranges (1st to 99th percentile of the global map) per image extent (the longer
+robust value ranges (1st to 99th percentile of the global map) per image extent (the longer
 side). A smooth slanted plane has `g` around 1 and keeps full weight; a depth edge blurred over
 a few pixels has `g` in the tens to hundreds and is nearly ignored. The fit then rejects
 outliers (see `robust_fit_scale_shift`).
@@ -52,7 +53,7 @@ AUTO_TILE_FACTOR = 2.0
 """`--tile auto` tiles when the image's shorter side exceeds this many network input sizes."""
 
 EDGE_GRADIENT = 10.0
-"""Global-map gradient (disparity ranges per image extent) at which a fit sample's weight halves."""
+"""Global-map gradient (value ranges per image extent) at which a fit sample's weight halves."""
 
 FIT_CUTOFF = 3.0
 """Outlier cutoff of the tile alignment, in robust spreads of the fit residual."""
@@ -88,10 +89,10 @@ class TileConfig:
 
 @dataclass
 class TiledResult:
-    """A merged full-resolution disparity map (float32 H×W, in the global pass's frame), the
+    """A merged full-resolution map of the model's quantity (float32 H×W, in the global pass's frame), the
     per-pixel confidence in [0, 1] when asked for (else None), and the number of tiles run."""
 
-    disparity: np.ndarray
+    values: np.ndarray
     confidence: np.ndarray | None
     tiles: int
 
@@ -150,17 +151,17 @@ def _axis_window(start: int, end: int, length: int, ramp: int) -> np.ndarray:
     return window
 
 
-def _robust_range(disparity: np.ndarray) -> float:
+def _robust_range(values: np.ndarray) -> float:
     """Spread between the 1st and 99th percentiles of a subsample; 1 if that is degenerate."""
-    step_y = max(1, disparity.shape[0] // 1024)
-    step_x = max(1, disparity.shape[1] // 1024)
-    low, high = np.percentile(disparity[::step_y, ::step_x], [1.0, 99.0])
+    step_y = max(1, values.shape[0] // 1024)
+    step_x = max(1, values.shape[1] // 1024)
+    low, high = np.percentile(values[::step_y, ::step_x], [1.0, 99.0])
     spread = float(high - low)
     return spread if math.isfinite(spread) and spread > 0 else 1.0
 
 
 def _align_tile(
-    prediction: np.ndarray, reference: np.ndarray, disparity_range: float, extent: int
+    prediction: np.ndarray, reference: np.ndarray, value_range: float, extent: int
 ) -> tuple[np.ndarray, float]:
     """The tile prediction in the reference's frame, and the robust spread of the fit residual."""
     step_y = max(1, math.ceil(prediction.shape[0] / _FIT_SAMPLES_PER_AXIS))
@@ -171,7 +172,7 @@ def _align_tile(
     for axis, step in ((0, step_y), (1, step_x)):
         if target.shape[axis] > 1:
             slope_sq += np.gradient(target, step, axis=axis) ** 2
-    slope_sq *= (extent / (disparity_range * EDGE_GRADIENT)) ** 2
+    slope_sq *= (extent / (value_range * EDGE_GRADIENT)) ** 2
     weight = 1.0 / (1.0 + slope_sq)
     fit, inlier = robust_fit_scale_shift(pred, target, weight, cutoff=FIT_CUTOFF)
     residual = np.abs(fit.apply(pred) - target)[inlier]
@@ -186,7 +187,7 @@ def predict_tiled(
     progress: Callable[[int, int], None] | None = None,
     confidence: bool = False,
 ) -> TiledResult:
-    """Full-resolution disparity of `image` (RGB H×W×3, uint8 or float32 in [0, 1]) from a
+    """Full-resolution map of the predictor's quantity for `image` (RGB H×W×3, uint8 or float32 in [0, 1]) from a
     global pass plus overlapping tiles aligned to it and blended seamlessly.
 
     `progress(done, total)` is called with 0 tiles done before the first batch and after every
@@ -207,7 +208,7 @@ def predict_tiled(
     tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
 
     global_map = np.asarray(predictor.predict_batch([image])[0], dtype=np.float32)
-    disparity_range = _robust_range(global_map)
+    value_range = _robust_range(global_map)
     extent = max(height, width)
 
     total = np.zeros((height, width), dtype=np.float32)
@@ -225,7 +226,7 @@ def predict_tiled(
         for (r, c), prediction in zip(batch, predictions):
             (y0, y1), (x0, x1) = rows[r], cols[c]
             reference = global_map[y0:y1, x0:x1]
-            aligned, spread = _align_tile(prediction, reference, disparity_range, extent)
+            aligned, spread = _align_tile(prediction, reference, value_range, extent)
             spreads.append(spread)
             window = np.outer(row_windows[r], col_windows[c])
             total[y0:y1, x0:x1] += window * aligned
@@ -236,7 +237,7 @@ def predict_tiled(
         if progress is not None:
             progress(first + len(batch), len(tiles))
 
-    tau_sq = max(FIT_CUTOFF * float(np.median(spreads)), 1e-6 * disparity_range) ** 2
+    tau_sq = max(FIT_CUTOFF * float(np.median(spreads)), 1e-6 * value_range) ** 2
     for top in range(0, height, _FINALIZE_ROWS):
         bottom = min(top + _FINALIZE_ROWS, height)
         weight = np.outer(row_weight[top:bottom], col_weight)
@@ -247,4 +248,4 @@ def predict_tiled(
             strip /= weight
             strip += 1.0
             np.reciprocal(strip, out=strip)
-    return TiledResult(disparity=total, confidence=squares, tiles=len(tiles))
+    return TiledResult(values=total, confidence=squares, tiles=len(tiles))

@@ -16,10 +16,11 @@ from PIL import Image, PngImagePlugin
 from anydepth_cli.errors import InputError, OutputError, UsageError
 
 DEFAULT_CMAP = "inferno"
-"""Perceptually uniform; near (large disparity) is bright yellow, far is black."""
+"""Perceptually uniform; near is bright yellow, far is black (see `near_is_dark`)."""
 
 PNG16_MIN_KEY = "anydepth_min"
 PNG16_MAX_KEY = "anydepth_max"
+PNG16_KIND_KEY = "anydepth_kind"
 
 _SUGGESTED_CMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "gray", "Spectral_r")
 _PNG_COMPRESS_LEVEL = 3
@@ -93,13 +94,27 @@ def _lut(cmap: str) -> np.ndarray:
     return lut
 
 
+def describe_kind(kind: str) -> str:
+    """`depth (large = far)` or `disparity (large = near)`."""
+    return f"{kind} (large = {'far' if kind == 'depth' else 'near'})"
+
+
+def near_is_dark(kind: str, invert: bool = False) -> bool:
+    """`colorize`'s `invert` that shows near bright for a map of `kind` (far bright with `invert`).
+
+    `colorize` puts large values at the bright end: right for disparity (large = near), the
+    wrong way round for depth (large = far).
+    """
+    return (kind == "depth") != invert
+
+
 def colorize(
-    disparity: np.ndarray,
+    values: np.ndarray,
     cmap: str = DEFAULT_CMAP,
     invert: bool = False,
     value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Map a float H×W disparity to RGB uint8 H×W×3 with a colour map (large = bright end).
+    """Map a float H×W map to RGB uint8 H×W×3 with a colour map (large = bright end; see `near_is_dark`).
 
     Values are normalised by `value_range` (low, high) or else by the 1st and 99th
     percentiles of the finite values (min and max if those coincide); values outside are
@@ -107,9 +122,9 @@ def colorize(
     `invert` flips the colour map. Unknown `cmap` or a bad `value_range` raise UsageError.
     """
     lut = _lut(cmap)
-    values = np.asarray(disparity, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
-        raise ValueError(f"disparity must be H×W, got shape {values.shape}")
+        raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     all_finite = bool(finite.all())
     low, high = _normalisation_range(values if all_finite else values[finite], value_range)
@@ -164,9 +179,9 @@ def _save_png(image: Image.Image, info: PngImagePlugin.PngInfo | None, temp: Pat
     image.save(temp, format="PNG", pnginfo=info, compress_level=_PNG_COMPRESS_LEVEL)
 
 
-def write_npy(path: Path, disparity: np.ndarray) -> None:
-    """Write a disparity map as a float32 .npy array."""
-    values = np.asarray(disparity, dtype=np.float32)
+def write_npy(path: Path, values: np.ndarray) -> None:
+    """Write a depth or disparity map as a float32 .npy array."""
+    values = np.asarray(values, dtype=np.float32)
 
     def save(temp: Path) -> None:
         with open(temp, "wb") as handle:
@@ -175,16 +190,16 @@ def write_npy(path: Path, disparity: np.ndarray) -> None:
     atomic_write(path, save)
 
 
-def write_png16(path: Path, disparity: np.ndarray) -> None:
-    """Write a disparity map as a 16-bit grey PNG scaled to its own finite min..max.
+def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
+    """Write a `kind` (depth or disparity) map as a 16-bit grey PNG scaled to its own finite min..max.
 
     Min maps to 0 and max to 65535; both are stored as PNG text chunks (`anydepth_min`,
-    `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see `read_png16`).
-    Non-finite values are stored as 0; a constant map is all 0.
+    `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see `read_png16`), and the
+    kind as `anydepth_kind`. Non-finite values are stored as 0; a constant map is all 0.
     """
-    values = np.asarray(disparity, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
-        raise ValueError(f"disparity must be H×W, got shape {values.shape}")
+        raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     low, high = 0.0, 0.0
     if finite.any():
@@ -197,11 +212,12 @@ def write_png16(path: Path, disparity: np.ndarray) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text(PNG16_MIN_KEY, repr(low))
     info.add_text(PNG16_MAX_KEY, repr(high))
+    info.add_text(PNG16_KIND_KEY, kind)
     atomic_write(path, functools.partial(_save_png, Image.fromarray(levels), info))
 
 
 def read_png16(path: Path) -> np.ndarray:
-    """Read a PNG written by `write_png16` back to float32 disparity (InputError otherwise)."""
+    """Read a PNG written by `write_png16` back to its float32 map (InputError otherwise)."""
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}))

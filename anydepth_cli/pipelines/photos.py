@@ -13,7 +13,7 @@ from anydepth_cli.errors import AnyDepthError
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
 from anydepth_cli.io.images import InputItem, prefetch_images
-from anydepth_cli.io.writers import colorize, side_by_side, write_color_png, write_npy, write_png16
+from anydepth_cli.io.writers import colorize, near_is_dark, side_by_side, write_color_png, write_npy, write_png16
 
 @dataclass(frozen=True)
 class PointCloudOptions:
@@ -41,14 +41,15 @@ class OutputOptions:
     confidence: bool = False
     pointcloud: PointCloudOptions | None = None
 
-    def paths(self, item: InputItem) -> dict[str, Path]:
-        """Every output file of `item`, by kind, mirroring its relative path under `out_dir`."""
+    def paths(self, item: InputItem, kind: str) -> dict[str, Path]:
+        """Every output file of `item`, mirroring its relative path under `out_dir`; raw files are named for
+        the model's output `kind` (`photo_depth.npy` or `photo_disparity.npy`)."""
         base = self.out_dir / item.relative.parent / item.relative.stem
         paths = {"color": base.with_name(base.name + "_depth.png")}
         if self.raw == "npy":
-            paths["raw"] = base.with_name(base.name + "_depth.npy")
+            paths["raw"] = base.with_name(f"{base.name}_{kind}.npy")
         elif self.raw == "png16":
-            paths["raw"] = base.with_name(base.name + "_depth16.png")
+            paths["raw"] = base.with_name(f"{base.name}_{kind}16.png")
         if self.side_by_side:
             paths["side"] = base.with_name(base.name + "_side.png")
         if self.confidence:
@@ -106,16 +107,16 @@ def run_images(
     start = time.perf_counter()
     todo = []
     for item in items:
-        if skip_existing and all(p.exists() for p in outputs.paths(item).values()):
+        if skip_existing and all(p.exists() for p in outputs.paths(item, predictor.output_kind).values()):
             summary.skipped += 1
             reporter.image_done(item, None)
         else:
             todo.append(item)
     pending: list[tuple[InputItem, np.ndarray]] = []
 
-    def finish(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None) -> None:
+    def finish(item: InputItem, image: np.ndarray, values: np.ndarray, confidence: np.ndarray | None) -> None:
         try:
-            note = write_outputs(item, image, disparity, confidence, outputs)
+            note = write_outputs(item, image, values, predictor.output_kind, confidence, outputs)
         except AnyDepthError as exc:
             summary.failed.append((item.path, str(exc)))
             reporter.image_done(item, str(exc))
@@ -128,8 +129,8 @@ def run_images(
     def flush() -> None:
         if pending:
             maps = predictor.predict_batch([image for _, image in pending])
-            for (item, image), disparity in zip(pending, maps):
-                finish(item, image, disparity, None)
+            for (item, image), values in zip(pending, maps):
+                finish(item, image, values, None)
             pending.clear()
 
     reader = prefetch_images(todo, max_pixels, ahead=max(8, 2 * batch_size))
@@ -142,7 +143,7 @@ def run_images(
                 progress = _bind(reporter.tiles, item)
                 result = predict_tiled(image, predictor, tiling.config, progress, confidence=outputs.confidence)
                 summary.tiled += 1
-                finish(item, image, result.disparity, result.confidence)
+                finish(item, image, result.values, result.confidence)
             else:
                 pending.append((item, image))
                 if len(pending) >= batch_size:
@@ -158,41 +159,42 @@ def _bind(callback: Callable[[InputItem, int, int], None], item: InputItem) -> C
     return lambda done, total: callback(item, done, total)
 
 
-def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None,
-                  outputs: OutputOptions) -> str | None:
-    """Write every requested file for one image; returns a note to show the user (point-cloud settings)."""
-    paths = outputs.paths(item)
-    color = colorize(disparity, outputs.cmap, outputs.invert)
+def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: str,
+                  confidence: np.ndarray | None, outputs: OutputOptions) -> str | None:
+    """Write every requested file for one image's map of `kind` (depth or disparity); returns a note to show
+    the user (point-cloud settings)."""
+    paths = outputs.paths(item, kind)
+    color = colorize(values, outputs.cmap, near_is_dark(kind, outputs.invert))
     write_color_png(paths["color"], color)
     if outputs.raw == "npy":
-        write_npy(paths["raw"], disparity)
+        write_npy(paths["raw"], values)
     elif outputs.raw == "png16":
-        write_png16(paths["raw"], disparity)
+        write_png16(paths["raw"], values, kind)
     if outputs.side_by_side:
         write_color_png(paths["side"], side_by_side(image, color))
     if "confidence" in paths:
-        level = confidence if confidence is not None else np.ones_like(disparity)
+        level = confidence if confidence is not None else np.ones_like(values)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
     if outputs.pointcloud is not None:
         from anydepth_cli.geometry.camera import exif_focal_35mm
 
         options = outputs.pointcloud
         exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
-        return write_point_cloud(paths["ply"], image, disparity, options, exif)
+        return write_point_cloud(paths["ply"], image, values, kind, options, exif)
     return None
 
 
-def write_point_cloud(path: Path, image: np.ndarray, disparity: np.ndarray, options: PointCloudOptions,
+def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
                       exif_focal_35mm: float | None = None) -> str:
-    """Build the point cloud of one image and its disparity and write it as PLY; returns what was done."""
+    """Build the point cloud of one image and its map of `kind` and write it as PLY; returns what was done."""
     from anydepth_cli.geometry.camera import intrinsics_for
     from anydepth_cli.geometry.pointcloud import build_point_cloud
     from anydepth_cli.io.ply import write_ply
 
-    height, width = disparity.shape
+    height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
     cloud = build_point_cloud(
-        image, disparity, camera, near=options.near, far=options.far, depth_at=options.depth_at,
+        image, values, camera, near=options.near, far=options.far, depth_at=options.depth_at,
         edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
     )
     write_ply(path, cloud.points, cloud.colors, cloud.normals)

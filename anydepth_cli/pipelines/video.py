@@ -2,7 +2,7 @@
 
 Decoding runs in a reader thread, colour mapping in a colouring thread (each frame is coloured
 once for both the depth and the side-by-side video), and each output (colour video,
-side-by-side video, raw disparity) in its own writer thread, all linked by bounded queues. Only
+side-by-side video, raw maps) in its own writer thread, all linked by bounded queues. Only
 prediction and the (cheap, subsampled) stabilisation run on the caller's thread; decoding,
 colour mapping and encoding overlap with the network and with each other. Outputs are published under their final names only when
 the whole run succeeds; an interrupted or failed run keeps what was written as partial outputs
@@ -11,13 +11,15 @@ the whole run succeeds; an interrupted or failed run keeps what was written as p
 Outputs for `clip.mp4`, in the output folder:
 `clip_depth.mp4` colour depth video at the source size and a frame rate of the source's divided
 by `stride` (so that it plays as long as the selected stretch of the source), `clip_side.mp4`
-(with `side_by_side`) the input beside it, and with `raw`: `clip_depth.npz` (`disparity`
-N×H×W float16, `frame_index` the source frame numbers, `fps`) or `clip_depth16/` (one 16-bit
-PNG per frame, scaled as `write_png16` describes).
+(with `side_by_side`) the input beside it, and with `raw` the model's own quantity, named for
+it (KIND is `depth` or `disparity`): `clip_KIND.npz` (`KIND` N×H×W float16, `frame_index` the
+source frame numbers, `fps`) or `clip_KIND16/` (one 16-bit PNG per frame, scaled as
+`write_png16` describes). Colours show near bright for either kind.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 from anydepth_cli.errors import InputError
 from anydepth_cli.inference.align import Affine
 from anydepth_cli.inference.predictor import MapPredictor
-from anydepth_cli.inference.stabilize import ClipColourRange, DisparityStabilizer
+from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
 from anydepth_cli.inference.tiling import predict_tiled
 from anydepth_cli.io.video import (
     VIDEO_CODECS,
@@ -39,7 +41,7 @@ from anydepth_cli.io.video import (
     NpzFramesSink,
     open_video_writer,
 )
-from anydepth_cli.io.writers import DEFAULT_CMAP, colorize, side_by_side, write_png16
+from anydepth_cli.io.writers import DEFAULT_CMAP, colorize, near_is_dark, side_by_side, write_png16
 from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, write_point_cloud
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class _FrameJob:
 
     index: int
     rgb: np.ndarray
-    disparity: np.ndarray
+    values: np.ndarray
     fit: Affine | None
     value_range: tuple[float, float] | None
 
@@ -102,32 +104,33 @@ class _Colourer(BackgroundWorker):
     """In its own thread: applies each frame's fit, colours the frame once, and hands the
     results to the writers."""
 
-    def __init__(self, options: VideoOptions, sinks: dict[str, BackgroundSink], queue_size: int) -> None:
+    def __init__(self, options: VideoOptions, kind: str, sinks: dict[str, BackgroundSink], queue_size: int) -> None:
         self.options = options
+        self.invert = near_is_dark(kind, options.invert)
         self.depth, self.side, self.raw = sinks["depth"], sinks.get("side"), sinks.get("raw")
         self.clouds = sinks.get("clouds")
         self.count = 0
         super().__init__("depth colours", queue_size)
 
     def _handle(self, job: _FrameJob) -> None:
-        disparity = job.fit.apply(job.disparity) if job.fit is not None else job.disparity
-        colour = colorize(disparity, self.options.cmap, self.options.invert, job.value_range)
+        values = job.fit.apply(job.values) if job.fit is not None else job.values
+        colour = colorize(values, self.options.cmap, self.invert, job.value_range)
         self.depth.put(colour)
         if self.side is not None:
             self.side.put(side_by_side(job.rgb, colour))
         if self.raw is not None:
-            self.raw.put((job.index, disparity) if self.options.raw == "npz" else disparity)
+            self.raw.put((job.index, values) if self.options.raw == "npz" else values)
         if self.clouds is not None and self.count % self.options.pointcloud_stride == 0:
-            self.clouds.put((job.index, (job.rgb, disparity)))
+            self.clouds.put((job.index, (job.rgb, values)))
         self.count += 1
 
 
 class _Outputs:
     """Every writer of one run, opened on the first frame, behind a colouring stage that feeds them."""
 
-    def __init__(self, summary: VideoSummary, options: VideoOptions, queue_size: int,
+    def __init__(self, summary: VideoSummary, options: VideoOptions, kind: str, queue_size: int,
                  warn: Callable[[str], None]) -> None:
-        self.summary, self.options, self.queue_size, self.warn = summary, options, queue_size, warn
+        self.summary, self.options, self.kind, self.queue_size, self.warn = summary, options, kind, queue_size, warn
         self.sinks: dict[str, BackgroundSink] = {}
         self.colourer: _Colourer | None = None
 
@@ -151,7 +154,7 @@ class _Outputs:
         return written, [path for path in kept if path is not None]
 
     def _open(self, width: int, height: int) -> _Colourer:
-        options, summary = self.options, self.summary
+        options, summary, kind = self.options, self.summary, self.kind
         summary.size = (width, height)
         base = options.out_dir / summary.video.stem
         depth, note = open_video_writer(base.with_name(base.name + "_depth"), summary.fps, (width, height),
@@ -164,22 +167,23 @@ class _Outputs:
             self.sinks["side"] = side
             notes.append(note)
         if options.raw == "npz":
-            self.sinks["raw"] = NpzFramesSink(base.with_name(base.name + "_depth.npz"), {"fps": summary.fps},
-                                              queue_size=self.queue_size)
+            self.sinks["raw"] = NpzFramesSink(base.with_name(f"{base.name}_{kind}.npz"), {"fps": summary.fps},
+                                              arrays_name=kind, queue_size=self.queue_size)
         elif options.raw == "png16":
-            self.sinks["raw"] = ImageSequenceSink(base.with_name(base.name + "_depth16"), write_png16, self.queue_size)
+            self.sinks["raw"] = ImageSequenceSink(base.with_name(f"{base.name}_{kind}16"),
+                                                  functools.partial(write_png16, kind=kind), self.queue_size)
         if options.pointcloud is not None:
             cloud_options = options.pointcloud
 
             def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
-                write_point_cloud(path, *frame, cloud_options)
+                write_point_cloud(path, *frame, kind, cloud_options)
 
             self.sinks["clouds"] = ImageSequenceSink(base.with_name(base.name + "_clouds"), save_cloud,
                                                      self.queue_size, indexed=True, suffix=".ply")
         for message in notes:
             if message:
                 self.warn(message)
-        self.colourer = _Colourer(options, self.sinks, self.queue_size)
+        self.colourer = _Colourer(options, kind, self.sinks, self.queue_size)
         return self.colourer
 
 
@@ -216,17 +220,17 @@ def run_video(
             summary.warnings.append(message)
             reporter.warn(message)
 
-        outputs = _Outputs(summary, options, queue_size, warn)
-        stabilizer = DisparityStabilizer() if options.stabilize else None
+        outputs = _Outputs(summary, options, predictor.output_kind, queue_size, warn)
+        stabilizer = FrameStabilizer() if options.stabilize else None
         colour_range = ClipColourRange() if options.stabilize else None
 
         def emit(frames: list[tuple[int, np.ndarray]], maps: list[np.ndarray]) -> None:
-            for (index, rgb), disparity in zip(frames, maps):
+            for (index, rgb), values in zip(frames, maps):
                 fit = value_range = None
                 if stabilizer is not None and colour_range is not None:
-                    fit = stabilizer.fit(disparity)
-                    value_range = colour_range.update(disparity, fit)
-                outputs.put(_FrameJob(index, rgb, disparity, fit, value_range))
+                    fit = stabilizer.fit(values)
+                    value_range = colour_range.update(values, fit)
+                outputs.put(_FrameJob(index, rgb, values, fit, value_range))
             summary.frames += len(frames)
             reporter.frames_done(len(frames))
 
@@ -236,7 +240,7 @@ def run_video(
                 if summary.frames == 0 and not batch:
                     summary.tiled = tiling.applies(frame, predictor.input_size)
                 if summary.tiled:
-                    emit([(index, frame)], [predict_tiled(frame, predictor, tiling.config).disparity])
+                    emit([(index, frame)], [predict_tiled(frame, predictor, tiling.config).values])
                     continue
                 batch.append((index, frame))
                 if len(batch) >= batch_size:
