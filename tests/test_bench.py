@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,9 +12,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from anydepth_cli.bench import report, runner
-from anydepth_cli.bench.runner import (BenchResult, BenchSettings, FlopCount, Latency, MatmulPeak, Measurement,
-                                       count_flops, decoder_parameter_table, dinov3_config, head_parameters,
-                                       module_flops, percentile, resolve_models, run_bench)
+from anydepth_cli.bench.runner import (BENCH_HEADS, BenchResult, BenchSettings, FlopCount, Latency, MatmulPeak,
+                                       Measurement, ThopCounter, count_flops, decoder_parameter_table, dinov3_config,
+                                       head_parameters, module_flops, percentile, resolve_models, run_bench)
 from anydepth_cli.cli.bench import bench
 from anydepth_cli.errors import UsageError
 from anydepth_cli.models.config import NetworkConfig
@@ -22,10 +23,20 @@ from anydepth_cli.models.registry import DEFAULT_MODEL, MODELS, VIT_B, VIT_L, VI
 TINY = NetworkConfig(embed=32, depth=4, heads=2, layers=(0, 1, 2, 3), head="sdt", fusion=16, cls=True,
                      detail_enhancer=True)
 
-DPT_FIXED = 28_063_425
-"""DPT-256 head parameters that do not depend on the encoder width C (the four 1×1 projections add 2816·C):
+DAV2_DPT_FIXED = 28_063_425
+"""DAv2 DPT-256 head parameters that do not depend on the encoder width C (the four 1×1 projections add 2816·C):
 transposed 4×/2× resizes 1,048,832 + 1,049,088, stride-2 conv 9,438,208, layer_rn convs 6,488,064,
 four fusion blocks 4 × 2,426,112, output convs 295,040 + 36,896 + 33, projection biases 2816."""
+
+
+def paper_dpt_parameters(width: int) -> int:
+    """The paper's DPT-512 head on an encoder of `width` C (architecture.md): 41·C² + 18,451·C + 37,694,273."""
+    return 41 * width**2 + 18_451 * width + 37_694_273
+
+
+PAPER_CONVENTION_GFLOPS = {"sdt": (234.176, 936.704, 3746.816), "dpt": (444.139, 1776.556, 7106.225)}
+CORRECT_GFLOPS = {"sdt": (233.85, 935.42, 3741.67), "dpt": (308.84, 1235.36, 4941.43)}
+"""Decoder GFLOPs of the paper's heads on DINOv3 ViT-L/16 at 256², 512², 1024² (architecture.md)."""
 
 
 @pytest.fixture(autouse=True)
@@ -38,17 +49,33 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("size,sdt,dpt", [(VIT_S, 5_517_381, 29_144_769), (VIT_B, 9_451_077, 30_226_113),
-                                          (VIT_L, 13_384_261, 30_947_009)])
-def test_paper_head_parameter_counts(size, sdt, dpt):
+@pytest.mark.parametrize("size,sdt,dpt,dav2", [(VIT_S, 5_517_381, 50_825_153, 29_144_769),
+                                               (VIT_B, 9_451_077, 76_047_425, 30_226_113),
+                                               (VIT_L, 13_384_261, 99_579_713, 30_947_009)])
+def test_bench_head_parameter_counts(size, sdt, dpt, dav2):
     assert head_parameters(dinov3_config(size, "sdt"))[0] == sdt
-    assert head_parameters(dinov3_config(size, "dpt"))[0] == dpt == DPT_FIXED + 2816 * size["embed"]
+    assert head_parameters(dinov3_config(size, "dpt"))[0] == dpt == paper_dpt_parameters(size["embed"])
+    assert head_parameters(dinov3_config(size, "dav2-dpt"))[0] == dav2 == DAV2_DPT_FIXED + 2816 * size["embed"]
 
 
-def test_decoder_parameter_table():
-    rows = {(p.encoder, p.sdt, p.dpt) for p in decoder_parameter_table()}
-    assert rows == {("dinov3-vits", 5_517_381, 29_144_769), ("dinov3-vitb", 9_451_077, 30_226_113),
-                    ("dinov3-vitl", 13_384_261, 30_947_009)}
+def test_decoder_parameter_table_is_sdt_against_the_papers_dpt():
+    rows = {p.encoder: (p.sdt, p.dpt, round(p.reduction, 3)) for p in decoder_parameter_table()}
+    assert rows == {"dinov3-vits": (5_517_381, 50_825_153, 0.891), "dinov3-vitb": (9_451_077, 76_047_425, 0.876),
+                    "dinov3-vitl": (13_384_261, 99_579_713, 0.866)}
+    for p in decoder_parameter_table():
+        assert round(p.dpt / 1e6, 2) == report.PAPER_DECODER_PARAMS_M["dpt"][p.encoder]
+        assert round(p.sdt / 1e6, 2) == pytest.approx(report.PAPER_DECODER_PARAMS_M["sdt"][p.encoder], abs=0.01)
+
+
+def test_bench_heads_map_to_architecture_heads():
+    assert {name: (h.architecture, h.label, h.paper) for name, h in BENCH_HEADS.items()} == {
+        "sdt": ("sdt", "SDT-256", True), "dpt": ("dpt-dinov3", "DPT-512 (paper)", True),
+        "dav2-dpt": ("dpt", "DAv2 DPT-256", False)}
+    dpt = dinov3_config(VIT_B, "dpt")
+    assert (dpt.head, dpt.features, dpt.out_channels, dpt.cls, dpt.batchnorm, dpt.outputs) == (
+        "dpt-dinov3", 512, (768,) * 4, True, True, 1)
+    dav2 = dinov3_config(VIT_B, "dav2-dpt")
+    assert (dav2.head, dav2.features, dav2.out_channels, dav2.cls) == ("dpt", 256, (256, 512, 1024, 1024), False)
 
 
 def test_total_parameters_count_encoder_and_head():
@@ -83,18 +110,50 @@ def test_meta_flop_count_equals_a_real_forward():
     assert counted.total == real and counted.decoder > 0
 
 
-def test_sdt_decoder_flops_match_the_papers_count():
-    decoder = count_flops(dinov3_config(VIT_L, "sdt"), 256).decoder
-    assert decoder / 1e9 == pytest.approx(report.PAPER_GFLOPS["sdt"][256], rel=0.005)
+def test_paper_convention_follows_thops_rules():
+    """A transposed conv by its output size, a norm 2 per element (4 with affine), biases and activations free."""
+    up = nn.ConvTranspose2d(3, 5, 4, stride=4)
+    x = torch.zeros(1, 3, 2, 2)
+    with ThopCounter(up) as thop:
+        correct, y = module_flops(up, x)
+    assert y.shape == (1, 5, 8, 8)
+    assert correct == 2 * x.numel() * 5 * 16 and thop.flops == 2 * y.numel() * 3 * 16 == 16 * correct
+    block = nn.Sequential(nn.Linear(6, 4), nn.GELU(), nn.Unflatten(1, (4, 1, 1)), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4, affine=False)).eval()
+    with ThopCounter(block) as thop:
+        block(torch.zeros(2, 6))
+    assert thop.macs == 2 * 4 * 6 + 2 * 8 * 2 + 8 * (4 // 2) * 9 + 2 * 8
+
+
+@pytest.fixture(scope="module")
+def vitl_flops() -> dict[tuple[str, int], FlopCount]:
+    """The paper's SDT and DPT on DINOv3 ViT-L/16 at 256², 512² and 1024², counted on the meta device."""
+    return {(head, r): count_flops(dinov3_config(VIT_L, head), r) for head in ("sdt", "dpt") for r in (256, 512, 1024)}
+
+
+@pytest.mark.parametrize("head", ["sdt", "dpt"])
+def test_decoder_flops_reproduce_the_papers_figures_both_ways(vitl_flops, head):
+    counts = [vitl_flops[head, r] for r in (256, 512, 1024)]
+    assert tuple(round(c.decoder_thop / 1e9, 3) for c in counts) == PAPER_CONVENTION_GFLOPS[head]
+    assert tuple(round(c.decoder / 1e9, 2) for c in counts) == CORRECT_GFLOPS[head]
+    for count, paper in zip(counts, report.PAPER_GFLOPS[head].values()):
+        assert count.decoder_thop / 1e9 == pytest.approx(paper, rel=report.REPRODUCED)
 
 
 def test_models_for_each_kind_of_encoder():
-    paper = resolve_models("dinov3-vitl", ["sdt", "dpt"])
-    assert [m.paper for m in paper] == [True, True]
-    assert paper[0].config == dinov3_config(VIT_L, "sdt") and paper[1].config.out_channels == (256, 512, 1024, 1024)
-    registry = resolve_models(DEFAULT_MODEL, ["sdt", "dpt"])
+    paper = resolve_models("dinov3-vitl", ["sdt", "dpt", "dav2-dpt"])
+    assert [m.paper for m in paper] == [True, True, False]
+    assert [m.config for m in paper] == [dinov3_config(VIT_L, h) for h in ("sdt", "dpt", "dav2-dpt")]
+    assert [m.label for m in paper] == ["DINOv3 ViT-L/16 + SDT-256", "DINOv3 ViT-L/16 + DPT-512 (paper)",
+                                        "DINOv3 ViT-L/16 + DAv2 DPT-256"]
+    registry = resolve_models(DEFAULT_MODEL, ["sdt", "dpt", "dav2-dpt"])
     assert registry[0].config == MODELS[DEFAULT_MODEL].config and not registry[0].paper
-    assert registry[1].config.head == "dpt" and registry[1].config.embed == 768 and registry[1].config.features == 256
+    assert (registry[1].config.head, registry[1].config.out_channels) == ("dpt-dinov3", (768,) * 4)
+    assert registry[2].config.head == "dpt" and registry[2].config.embed == 768 and registry[2].config.features == 256
+    baseline = resolve_models("dav2-dpt-vitb", ["sdt", "dpt", "dav2-dpt"])
+    assert baseline[2].config == MODELS["dav2-dpt-vitb"].config and baseline[2].label == "dav2-dpt-vitb"
+    assert baseline[0].config.head == "sdt" and baseline[1].config.head == "dpt-dinov3"
+    assert all(m.config.encoder == "dinov2" and m.config.embed == 768 for m in baseline)
     with pytest.raises(UsageError, match="--encoder"):
         resolve_models("vit-huge", ["sdt"])
     with pytest.raises(UsageError, match="--heads"):
@@ -119,29 +178,31 @@ def tiny_result() -> BenchResult:
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(runner.MATMUL_SIZE, "cpu", 128)
         steps: list[tuple[str, int, int]] = []
-        result = run_bench(BenchSettings(encoder="tiny", arch=TINY, resolutions=(28, 56), device="cpu",
-                                         precision="fp32", runs=2, warmup=1),
+        result = run_bench(BenchSettings(encoder="tiny", arch=TINY, heads=("sdt", "dpt", "dav2-dpt"),
+                                         resolutions=(28, 56), device="cpu", precision="fp32", runs=2, warmup=1),
                            lambda text, done, total: steps.append((text, done, total)))
     torch.set_num_threads(threads)
-    assert ("SDT 56² · run 2/2", 1, 4) in steps and steps[-1] == ("matmul peak", 4, 4)
+    assert ("SDT 56² · run 2/2", 1, 6) in steps and steps[-1] == ("matmul peak", 6, 6)
     return result
 
 
 def test_run_measures_every_head_and_resolution(tiny_result):
     keys = [(m.head, m.resolution) for m in tiny_result.measurements]
-    assert keys == [("sdt", 28), ("sdt", 56), ("dpt", 28), ("dpt", 56)]
-    sdt = tiny_result.measurements[0]
+    assert keys == [(h, r) for h in ("sdt", "dpt", "dav2-dpt") for r in (28, 56)]
+    sdt, dpt, dav2 = tiny_result.measurements[0], tiny_result.measurements[2], tiny_result.measurements[4]
     assert sdt.label == "tiny" and not sdt.paper
     assert (sdt.decoder_params, sdt.total_params) == head_parameters(TINY)
     assert sdt.flops == count_flops(TINY, 28)
-    assert tiny_result.measurements[2].decoder_params == DPT_FIXED + 2816 * TINY.embed
+    assert dpt.label == "tiny encoder + DPT-512 (paper)" and dpt.decoder_params == paper_dpt_parameters(TINY.embed)
+    assert dav2.label == "tiny encoder + DAv2 DPT-256" and dav2.decoder_params == DAV2_DPT_FIXED + 2816 * TINY.embed
+    assert tiny_result.settings["models"]["dpt"]["config"]["head"] == "dpt-dinov3"
     for m in tiny_result.measurements:
         assert m.latency.runs == 2 and m.latency.warmup == 1
         assert m.latency.p50_ms <= m.latency.p95_ms and m.latency.std_ms >= 0
         assert m.peak_memory_bytes and m.peak_memory_bytes > 0
         assert m.matmul_peak_flops == tiny_result.matmul_peak.flops_per_s
         assert m.peak_ratio == pytest.approx(m.achieved_flops / m.matmul_peak_flops)
-    assert tiny_result.matmul_peak.size == 128 and len(tiny_result.matmul_peak.samples) == 4 + 1
+    assert tiny_result.matmul_peak.size == 128 and len(tiny_result.matmul_peak.samples) == 6 + 1
 
 
 def test_report_files(tiny_result, tmp_path):
@@ -151,27 +212,42 @@ def test_report_files(tiny_result, tmp_path):
     for heading in ("# anydepth bench", "## Results", "## SDT vs DPT", "## Decoder parameters", "## FLOP counting",
                     "## Targets"):
         assert heading in md
-    assert "multiply-add counts as 2 FLOPs" in md
-    assert "| dinov3-vitl | 13,384,261 (13.38 M) | 30,947,009 (30.95 M) | 56.8% | 13.38 M | 99.58 M | 86.6% |" in md
+    assert "multiply-add counts as 2 FLOPs" in md and "twice the multiply-adds the `thop` package counts" in md
+    assert "| dinov3-vitl | 13,384,261 (13.38 M) | 99,579,713 (99.58 M) | 86.6% | 13.38 M | 99.58 M | 86.6% |" in md
+    assert "| dinov3-vits | 5,517,381 (5.52 M) | 50,825,153 (50.83 M) | 89.1% |" in md
+    pairs = [(m, n) for m in tiny_result.measurements for n in tiny_result.measurements
+             if (m.head, n.head) == ("sdt", "dpt") and m.resolution == n.resolution]
+    assert [m.resolution for m, _ in pairs] == [28, 56]
+    paragraph = next(line for line in md.splitlines() if line.startswith("By a correct count"))
+    for sdt, dpt in pairs:
+        assert f"{dpt.flops.decoder / sdt.flops.decoder:.2f}×" in paragraph
+        assert f"{dpt.flops.decoder_thop / sdt.flops.decoder_thop:.2f}×" in paragraph
     data = json.loads((tmp_path / "out" / "bench.json").read_text())
-    assert {"machine", "settings", "flop_convention", "memory", "matmul_peak", "measurements", "decoder_parameters",
-            "paper", "targets"} <= data.keys()
+    assert {"machine", "settings", "flop_convention", "paper_flop_convention", "memory", "matmul_peak",
+            "measurements", "decoder_parameters", "paper", "targets", "dpt_over_sdt_decoder_flops"} <= data.keys()
+    assert data["dpt_over_sdt_decoder_flops"]["28"] == {
+        "correct": pairs[0][1].flops.decoder / pairs[0][0].flops.decoder,
+        "paper_convention": pairs[0][1].flops.decoder_thop / pairs[0][0].flops.decoder_thop}
+    assert [(p["encoder"], p["dpt"], p["paper_dpt_m"]) for p in data["decoder_parameters"]] == [
+        ("dinov3-vits", 50_825_153, 50.83), ("dinov3-vitb", 76_047_425, 76.05), ("dinov3-vitl", 99_579_713, 99.58)]
     assert {"cpu", "gpu", "torch", "torch_threads"} <= data["machine"].keys()
     first = data["measurements"][0]
     assert {"decoder_params", "total_params", "flops", "latency", "throughput_images_per_s", "peak_memory_bytes",
             "achieved_flops_per_s", "matmul_peak_ratio", "paper_latency_ms"} <= first.keys()
     assert {"mean_ms", "std_ms", "p50_ms", "p95_ms"} <= first["latency"].keys()
     assert first["flops"]["total"] == first["flops"]["encoder"] + first["flops"]["decoder"]
+    assert first["flops"]["decoder_thop"] == tiny_result.measurements[0].flops.decoder_thop > 0
     assert [t["name"] for t in data["targets"]] == ["cpu-matmul-ratio", "gpu-latency"]
     assert all(t["met"] is None for t in data["targets"])
     png = (tmp_path / "out" / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
-def _measurement(encoder: str, head: str, resolution: int, mean_ms: float, flops: int, paper: bool = False):
+def _measurement(encoder: str, head: str, resolution: int, mean_ms: float, flops: int, paper: bool = False,
+                 count: FlopCount | None = None):
     latency = Latency(mean_ms, 0.0, mean_ms, mean_ms, 3, 1)
-    return Measurement(encoder, head, encoder, paper, resolution, 1, 1, 2, FlopCount(flops // 2, flops // 2),
-                       latency, 1, 100e9)
+    return Measurement(encoder, head, encoder, paper, resolution, 1, 1, 2,
+                       count or FlopCount(flops // 2, flops // 2, flops // 2), latency, 1, 100e9)
 
 
 def _result(device: str, precision: str, measurements: list[Measurement], gpu: str | None = None) -> BenchResult:
@@ -199,9 +275,27 @@ def test_gpu_target_is_judged_on_the_paper_model_in_bf16():
 
 
 def test_convention_notes():
-    assert "same count" in report.convention_note("sdt", 0.999)
-    assert "MACs" in report.convention_note("sdt", 2.01)
-    assert "not a counting-convention factor" in report.convention_note("dpt", 0.125)
+    assert "the paper's figures reproduced" in report.convention_note("dpt", {"paper_convention": 1.0004,
+                                                                            "correct": 0.695})
+    assert "NOT the paper's figures" in report.convention_note("dpt", {"paper_convention": 0.125, "correct": 0.125})
+
+
+def test_report_of_the_papers_set_up_compares_both_conventions(vitl_flops, tiny_result):
+    """On the paper's set-up our paper-convention count is the paper's column and DPT costs 1.32× SDT, not 1.90×."""
+    run = [_measurement("dinov3-vitl", head, r, ms, 0, paper=True, count=vitl_flops[head, r])
+           for head in ("sdt", "dpt") for r, ms in ((256, 6.0), (512, 24.0), (1024, 96.0))]
+    result = dataclasses.replace(tiny_result, measurements=run)
+    ratios = report.paper_flop_ratios(result)
+    assert ratios["sdt"]["paper_convention"] == pytest.approx(1, abs=report.REPRODUCED)
+    assert ratios["dpt"]["paper_convention"] == pytest.approx(1, abs=report.REPRODUCED)
+    assert ratios["dpt"]["correct"] == pytest.approx(4941.43 / 7106.22, rel=1e-4)
+    md = report.markdown(result)
+    assert "By a correct count DPT's decoder costs 1.32× SDT's, not the 1.90× the paper's convention suggests" in md
+    assert md.count("By a correct count") == 1 and md.count("the paper's figures reproduced") == 2
+    assert "| 256² | 6.00 | 6.00 | 1.000 | 1.092 | 233.85 | 308.84 | 1.321 | 234.176 | 444.139 | 1.897 | 1.897 |" in md
+    data = report.to_json(result)
+    assert data["dpt_over_sdt_decoder_flops"]["1024"]["correct"] == pytest.approx(4941.43 / 3741.67, rel=1e-5)
+    assert data["measurements"][3]["paper_decoder_gflops"] == 444.14
 
 
 def test_command_writes_the_report_and_prints_json(tmp_path):
@@ -209,12 +303,15 @@ def test_command_writes_the_report_and_prints_json(tmp_path):
     app.command()(bench)
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(TINY.to_dict()))
-    result = CliRunner().invoke(app, ["--encoder", "tiny", "--arch", str(arch), "--heads", "sdt", "-r", "28",
-                                      "--device", "cpu", "--runs", "1", "--warmup", "0", "-o", str(tmp_path / "b"),
-                                      "--json"])
+    result = CliRunner().invoke(app, ["--encoder", "tiny", "--arch", str(arch), "-r", "28", "--device", "cpu",
+                                      "--runs", "1", "--warmup", "0", "-o", str(tmp_path / "b"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [(m["head"], m["resolution"]) for m in data["measurements"]] == [("sdt", 28)]
-    assert data["settings"]["arch"]["embed"] == TINY.embed
+    assert [(m["head"], m["resolution"]) for m in data["measurements"]] == [("sdt", 28), ("dpt", 28)]
+    assert [m["label"] for m in data["measurements"]] == ["tiny", "tiny encoder + DPT-512 (paper)"]
+    assert data["measurements"][1]["decoder_params"] == paper_dpt_parameters(TINY.embed)
+    assert data["measurements"][1]["flops"]["decoder_thop"] == count_flops(
+        resolve_models("tiny", ["dpt"], TINY)[0].config, 28).decoder_thop
+    assert data["settings"]["arch"]["embed"] == TINY.embed and data["settings"]["heads"] == ["sdt", "dpt"]
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bench.json", "bench.md", "bench.png"]
     assert "SDT" in result.stderr and "target cpu-matmul-ratio" in result.stderr

@@ -11,16 +11,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from anydepth_cli.bench.runner import BenchResult, DecoderParameters, Measurement
+from anydepth_cli.bench.runner import BENCH_HEADS, BenchResult, DecoderParameters, Measurement
 from anydepth_cli.io.writers import atomic_write
 from anydepth_cli.models.registry import DEFAULT_MODEL
 
 PAPER_SETUP = "AnyDepth paper: DINOv3 ViT-L/16, H100, batch 1"
 PAPER_LATENCY_MS = {"sdt": {256: 6.10, 512: 23.17, 1024: 93.09}, "dpt": {256: 6.66, 512: 24.65, 1024: 99.79}}
 PAPER_GFLOPS = {"sdt": {256: 234.17, 512: 936.70, 1024: 3746.79}, "dpt": {256: 444.14, 512: 1776.56, 1024: 7106.22}}
-"""Decoder GFLOPs: they scale exactly with the pixel count, so they are the decoder's alone."""
+"""Decoder GFLOPs by the paper's convention (PAPER_FLOP_CONVENTION): they scale exactly with the pixel count, so
+they are the decoder's alone. All paper figures are keyed by bench head; `dav2-dpt` was not measured in the paper."""
 PAPER_DECODER_PARAMS_M = {"sdt": {"dinov3-vits": 5.51, "dinov3-vitb": 9.45, "dinov3-vitl": 13.38},
                           "dpt": {"dinov3-vits": 50.83, "dinov3-vitb": 76.05, "dinov3-vitl": 99.58}}
+
+REPRODUCED = 1e-3
+"""Largest relative gap between our paper-convention count and the paper's figure that still reproduces it."""
 
 CPU_TARGET_RATIO = 0.75
 CPU_TARGET_RESOLUTION = 518
@@ -90,29 +94,63 @@ def paper_gflops(m: Measurement) -> float | None:
     return PAPER_GFLOPS[m.head].get(m.resolution) if m.paper else None
 
 
-def flop_ratios(result: BenchResult) -> dict[str, float]:
-    """Per head: our decoder FLOPs over the paper's, averaged over the paper-configuration measurements."""
-    ratios: dict[str, list[float]] = {}
+def paper_flop_ratios(result: BenchResult) -> dict[str, dict[str, float]]:
+    """Per head: our decoder FLOPs by a correct count and by the paper's convention over the paper's figure,
+    averaged over the paper-configuration measurements."""
+    ratios: dict[str, dict[str, list[float]]] = {}
     for m in result.measurements:
         paper = paper_gflops(m)
         if paper:
-            ratios.setdefault(m.head, []).append(m.flops.decoder / 1e9 / paper)
-    return {head: sum(values) / len(values) for head, values in ratios.items()}
+            head = ratios.setdefault(m.head, {"correct": [], "paper_convention": []})
+            head["correct"].append(m.flops.decoder / 1e9 / paper)
+            head["paper_convention"].append(m.flops.decoder_thop / 1e9 / paper)
+    return {head: {kind: sum(values) / len(values) for kind, values in kinds.items()}
+            for head, kinds in ratios.items()}
 
 
-def convention_note(head: str, ratio: float) -> str:
-    """What a ratio of our decoder FLOPs to the paper's says about the counting convention."""
-    name = head.upper()
-    if abs(ratio - 1) <= 0.05:
-        return (f"{name}: ours / paper = {ratio:.3f}, the same count: the paper also counts a multiply-add as "
-                "2 FLOPs.")
-    if abs(ratio - 2) <= 0.1:
-        return f"{name}: ours / paper = {ratio:.3f} ≈ 2: the paper counts multiply-adds (MACs), we count 2 FLOPs each."
-    if abs(ratio - 0.5) <= 0.025:
-        return f"{name}: ours / paper = {ratio:.3f} ≈ ½: the paper counts 2 FLOPs per multiply-add and more ops."
-    return (f"{name}: ours / paper = {ratio:.3f} (the paper's figure is {1 / ratio:.2f}× ours): not a counting-"
-            f"convention factor; the paper's {name} decoder does different work from the one measured here "
-            "(see the parameter table).")
+def convention_note(head: str, ratios: dict[str, float]) -> str:
+    """Whether our paper-convention count reproduces the paper's figures for `head`, and how a correct count differs."""
+    label, ours, correct = BENCH_HEADS[head].label, ratios["paper_convention"], ratios["correct"]
+    verdict = "the paper's figures reproduced" if abs(ours - 1) <= REPRODUCED else "NOT the paper's figures"
+    return (f"{label}: by the paper's convention ours / paper = {ours:.4f}, {verdict}; by a correct count "
+            f"ours / paper = {correct:.3f}.")
+
+
+def head_pairs(result: BenchResult) -> dict[int, tuple[Measurement, Measurement]]:
+    """(SDT, DPT) measurements at each resolution both heads were measured at."""
+    by_key = {(m.head, m.resolution): m for m in result.measurements}
+    return {r: (by_key["sdt", r], by_key["dpt", r]) for h, r in sorted(by_key, key=lambda k: k[1])
+            if h == "sdt" and ("dpt", r) in by_key}
+
+
+def cost_ratios(result: BenchResult) -> dict[int, dict[str, float]]:
+    """DPT's decoder FLOPs over SDT's at each resolution both were measured at, by a correct count and by the
+    paper's convention."""
+    return {r: {"correct": dpt.flops.decoder / sdt.flops.decoder,
+                "paper_convention": dpt.flops.decoder_thop / sdt.flops.decoder_thop}
+            for r, (sdt, dpt) in head_pairs(result).items()}
+
+
+def _times(ratios: dict[int, float]) -> str:
+    """`1.32×`, or one figure per resolution when they differ at two decimals."""
+    figures = [f"{v:.2f}×" for v in ratios.values()]
+    if len(set(figures)) == 1:
+        return figures[0]
+    return " / ".join(figures) + " at " + " / ".join(f"{r}²" for r in ratios)
+
+
+def cost_paragraph(result: BenchResult) -> str | None:
+    """What DPT's decoder costs in SDTs by a correct count against what the paper's convention suggests (None
+    unless both heads were measured at some resolution)."""
+    ratios = cost_ratios(result)
+    if not ratios:
+        return None
+    correct = _times({r: v["correct"] for r, v in ratios.items()})
+    paper = _times({r: v["paper_convention"] for r, v in ratios.items()})
+    return (f"By a correct count DPT's decoder costs {correct} SDT's, not the {paper} the paper's convention "
+            "suggests: thop counts a transposed convolution by its output size, 16× the work of DPT's 4×4 "
+            "stride-4 resize and 4× that of its 2×2 stride-2 one, and SDT, which upsamples by point sampling, "
+            "has none.")
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:
@@ -120,6 +158,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
     return {
         "started": result.started, "seconds": result.seconds, "machine": result.machine,
         "settings": result.settings, "flop_convention": result.flop_convention,
+        "paper_flop_convention": result.paper_flop_convention,
         "memory": result.memory, "matmul_peak": asdict(result.matmul_peak),
         "measurements": [m.to_dict() | {"paper_latency_ms": paper_latency(m), "paper_decoder_gflops": paper_gflops(m)}
                          for m in result.measurements],
@@ -127,7 +166,8 @@ def to_json(result: BenchResult) -> dict[str, Any]:
                                             "paper_sdt_m": PAPER_DECODER_PARAMS_M["sdt"][p.encoder],
                                             "paper_dpt_m": PAPER_DECODER_PARAMS_M["dpt"][p.encoder]}
                                for p in result.parameters],
-        "flop_ratio_to_paper": flop_ratios(result),
+        "decoder_flop_ratio_to_paper": paper_flop_ratios(result),
+        "dpt_over_sdt_decoder_flops": {str(r): v for r, v in cost_ratios(result).items()},
         "paper": {"setup": PAPER_SETUP, "latency_ms": PAPER_LATENCY_MS, "decoder_gflops": PAPER_GFLOPS,
                   "decoder_params_m": PAPER_DECODER_PARAMS_M},
         "targets": [asdict(t) for t in targets(result)],
@@ -170,16 +210,17 @@ def markdown(result: BenchResult) -> str:
         "",
         "## Results",
         "",
-        "| model | input | decoder params | total params | GFLOPs | decoder GFLOPs | paper decoder GFLOPs "
-        "| decoder share | latency (ms) | paper ms (H100) | p50 | p95 | runs | img/s | peak memory "
-        "| achieved GFLOP/s (p50) | of matmul peak |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | input | decoder params | total params | GFLOPs | decoder GFLOPs | decoder GFLOPs (paper conv.) "
+        "| paper decoder GFLOPs | decoder share | latency (ms) | paper ms (H100) | p50 | p95 | runs | img/s "
+        "| peak memory | achieved GFLOP/s (p50) | of matmul peak |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for m in result.measurements:
         lat = m.latency
         lines.append(
             f"| {m.label} | {m.resolution}² | {m.decoder_params / 1e6:.2f} M | {m.total_params / 1e6:.2f} M "
-            f"| {m.flops.total / 1e9:,.2f} | {m.flops.decoder / 1e9:,.2f} | {_num(paper_gflops(m))} "
+            f"| {m.flops.total / 1e9:,.2f} | {m.flops.decoder / 1e9:,.2f} | {m.flops.decoder_thop / 1e9:,.3f} "
+            f"| {_num(paper_gflops(m))} "
             f"| {m.decoder_share:.1%} | {lat.mean_ms:,.2f} ± {lat.std_ms:,.2f} | {_num(paper_latency(m))} "
             f"| {lat.p50_ms:,.2f} | {lat.p95_ms:,.2f} | {lat.runs} | {m.throughput:,.2f} | {_mib(m.peak_memory_bytes)} "
             f"| {m.achieved_flops / 1e9:,.1f} | {m.peak_ratio:.1%} |"
@@ -190,8 +231,9 @@ def markdown(result: BenchResult) -> str:
               + result.memory + "."]
     lines += _comparison(result)
     lines += _parameter_section(result.parameters)
-    lines += ["", "## FLOP counting", "", "Convention: " + result.flop_convention + "."]
-    ratios = flop_ratios(result)
+    lines += ["", "## FLOP counting", "", "Correct count: " + result.flop_convention + ".", "",
+              "Paper's convention: " + result.paper_flop_convention + "."]
+    ratios = paper_flop_ratios(result)
     if ratios:
         lines += ["", "Against the paper's decoder FLOPs (" + PAPER_SETUP + "):", ""]
         lines += [f"- {convention_note(head, ratio)}" for head, ratio in ratios.items()]
@@ -203,33 +245,36 @@ def markdown(result: BenchResult) -> str:
 
 def _comparison(result: BenchResult) -> list[str]:
     """SDT against DPT at each resolution both were measured at, with the paper's ratios."""
-    by_key = {(m.head, m.resolution): m for m in result.measurements}
-    shared = sorted(r for h, r in by_key if h == "sdt" and ("dpt", r) in by_key)
-    if not shared:
+    pairs = head_pairs(result)
+    if not pairs:
         return []
     lines = ["", "## SDT vs DPT", "",
-             "| input | SDT ms | DPT ms | SDT/DPT latency | paper SDT/DPT latency | SDT decoder GFLOPs "
-             "| DPT decoder GFLOPs | SDT/DPT decoder FLOPs | paper SDT/DPT decoder FLOPs |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in shared:
-        sdt, dpt = by_key["sdt", r], by_key["dpt", r]
+             "| input | SDT ms | DPT ms | DPT/SDT latency | paper DPT/SDT latency | SDT decoder GFLOPs "
+             "| DPT decoder GFLOPs | DPT/SDT decoder FLOPs | SDT decoder GFLOPs (paper conv.) "
+             "| DPT decoder GFLOPs (paper conv.) | DPT/SDT (paper conv.) | paper DPT/SDT decoder FLOPs |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for r, (sdt, dpt) in pairs.items():
         paper_ms = (paper_latency(sdt), paper_latency(dpt))
         paper_fl = (paper_gflops(sdt), paper_gflops(dpt))
         lines.append(
             f"| {r}² | {sdt.latency.mean_ms:,.2f} | {dpt.latency.mean_ms:,.2f} "
-            f"| {sdt.latency.mean_ms / dpt.latency.mean_ms:.3f} "
-            f"| {_num(paper_ms[0] / paper_ms[1] if all(paper_ms) else None, 3)} "
+            f"| {dpt.latency.mean_ms / sdt.latency.mean_ms:.3f} "
+            f"| {_num(paper_ms[1] / paper_ms[0] if all(paper_ms) else None, 3)} "
             f"| {sdt.flops.decoder / 1e9:,.2f} | {dpt.flops.decoder / 1e9:,.2f} "
-            f"| {sdt.flops.decoder / dpt.flops.decoder:.3f} "
-            f"| {_num(paper_fl[0] / paper_fl[1] if all(paper_fl) else None, 3)} |"
+            f"| {dpt.flops.decoder / sdt.flops.decoder:.3f} "
+            f"| {sdt.flops.decoder_thop / 1e9:,.3f} | {dpt.flops.decoder_thop / 1e9:,.3f} "
+            f"| {dpt.flops.decoder_thop / sdt.flops.decoder_thop:.3f} "
+            f"| {_num(paper_fl[1] / paper_fl[0] if all(paper_fl) else None, 3)} |"
         )
-    return lines
+    paragraph = cost_paragraph(result)
+    return lines + (["", paragraph] if paragraph else [])
 
 
 def _parameter_section(parameters: list[DecoderParameters]) -> list[str]:
     lines = ["", "## Decoder parameters", "",
-             "SDT: 256 fusion channels, cls readout, detail enhancer. DPT: Depth Anything V2 layout, features 256, "
-             "out channels 256/512/1024/1024, no readout. Counted from our modules; the paper's figures beside them.",
+             "SDT: 256 fusion channels, cls readout, detail enhancer. DPT: the paper's, DINOv3's DPT head with "
+             "512 features, post-process channels C, C, C, C (C the encoder width), cls readout and BatchNorm on the "
+             "tapped layers. Counted from our modules; the paper's figures beside them.",
              "", "| encoder | SDT | DPT | SDT saves | paper SDT | paper DPT | paper SDT saves |",
              "|---|--:|--:|--:|--:|--:|--:|"]
     for p in parameters:
@@ -240,16 +285,17 @@ def _parameter_section(parameters: list[DecoderParameters]) -> list[str]:
 
 
 def write_plot(result: BenchResult, path: Path) -> None:
-    """Latency and decoder/total GFLOPs by resolution, SDT against DPT (paper's figures dashed)."""
+    """Latency and GFLOPs by resolution for each measured head, SDT against the paper's DPT: total and decoder
+    FLOPs by a correct count, the decoder's by the paper's convention, and the paper's figures (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
     latency_axes, flops_axes = figure.subplots(1, 2)
-    colours = {"sdt": "tab:blue", "dpt": "tab:orange"}
-    for head in ("sdt", "dpt"):
+    colours = {"sdt": "tab:blue", "dpt": "tab:orange", "dav2-dpt": "tab:green"}
+    for head in BENCH_HEADS:
         points = sorted((m for m in result.measurements if m.head == head), key=lambda m: m.resolution)
         if not points:
             continue
@@ -260,6 +306,8 @@ def write_plot(result: BenchResult, path: Path) -> None:
         flops_axes.plot(xs, [m.flops.total / 1e9 for m in points], marker="o", color=colour, label=f"{name} total")
         flops_axes.plot(xs, [m.flops.decoder / 1e9 for m in points], marker="s", color=colour, alpha=0.6,
                         linestyle=":", label=f"{name} decoder")
+        flops_axes.plot(xs, [m.flops.decoder_thop / 1e9 for m in points], marker="^", color=colour, alpha=0.6,
+                        linestyle="-.", label=f"{name} decoder, paper's convention")
         paper = [(m.resolution, paper_latency(m), paper_gflops(m)) for m in points if paper_latency(m)]
         if paper:
             latency_axes.plot([p[0] for p in paper], [p[1] for p in paper], marker="x", linestyle="--",
@@ -276,8 +324,8 @@ def write_plot(result: BenchResult, path: Path) -> None:
         axes.set_xticks([], minor=True)
         axes.set_yscale("log")
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize="small")
-    figure.suptitle(f"SDT vs DPT · {result.settings['device']} · {result.settings['precision']}")
+        axes.legend(fontsize="x-small")
+    figure.suptitle(f"SDT vs the paper's DPT · {result.settings['device']} · {result.settings['precision']}")
     atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=110))
 
 

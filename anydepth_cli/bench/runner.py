@@ -1,8 +1,9 @@
 """Measuring SDT and DPT decoders: parameters, FLOPs, latency, peak memory and achieved FLOP/s.
 
-`run_bench(settings)` builds each requested head on the chosen encoder with random weights (no
-download), counts its FLOPs on the meta device, times it at every resolution and returns a
-`BenchResult`; `report.py` turns that into files.
+`run_bench(settings)` builds each requested head (BENCH_HEADS) on the chosen encoder with random
+weights (no download), counts its FLOPs on the meta device both correctly and by the paper's
+convention, times it at every resolution and returns a `BenchResult`; `report.py` turns that
+into files.
 """
 
 from __future__ import annotations
@@ -38,16 +39,46 @@ ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
 """`--encoder` names of the bare DINOv3 encoders the paper's heads are put on: (label, size)."""
 PAPER_ENCODER = "dinov3-vitl"
 DEFAULT_RESOLUTIONS = (256, 512, 1024)
-PAPER_SDT = dict(head="sdt", fusion=256, cls=True, detail_enhancer=True)
-PAPER_DPT = dict(head="dpt", features=256, out_channels=(256, 512, 1024, 1024), cls=False)
-HEAD_LABELS = {"sdt": "SDT-256", "dpt": "DPT-256"}
-BENCH_HEADS = tuple(HEAD_LABELS)
+
+
+@dataclass(frozen=True)
+class BenchHead:
+    """A head `--heads` can name: its label, the architecture head it is, and the settings it is measured in."""
+
+    label: str
+    architecture: str
+    """The `NetworkConfig.head` it is built as (bench names are not architecture names)."""
+    settings: Callable[[int], dict[str, Any]]
+    """The head's `NetworkConfig` fields on an encoder of the given width: the paper's for SDT and DPT, Depth
+    Anything V2 Large's for its DPT."""
+    paper: bool
+    """Whether the paper measured this head, so its figures are compared with ours."""
+
+
+BENCH_HEADS: dict[str, BenchHead] = {
+    "sdt": BenchHead("SDT-256", "sdt", lambda width: dict(fusion=256, cls=True, detail_enhancer=True), True),
+    "dpt": BenchHead("DPT-512 (paper)", "dpt-dinov3",
+                     lambda width: dict(features=512, out_channels=(width,) * 4, cls=True, batchnorm=True, outputs=1),
+                     True),
+    "dav2-dpt": BenchHead("DAv2 DPT-256", "dpt",
+                          lambda width: dict(features=256, out_channels=(256, 512, 1024, 1024), cls=False), False),
+}
+"""`--heads` names: the paper's SDT, the paper's DPT (DINOv3's DPT head) and Depth Anything V2's DPT."""
+DEFAULT_HEADS = ("sdt", "dpt")
 
 FLOP_CONVENTION = (
     "torch.utils.flop_counter.FlopCounterMode: a multiply-add counts as 2 FLOPs; only matrix multiplications, "
-    "convolutions (transposed ones included) and scaled-dot-product attention (its two matrix products) are "
-    "counted, not bias adds, normalisation, activations, interpolation or grid sampling; per image, counted at "
+    "convolutions (transposed ones by their input size) and scaled-dot-product attention (its two matrix products) "
+    "are counted, not bias adds, normalisation, activations, interpolation or grid sampling; per image, counted at "
     "batch 1 on the meta device on the network as built (before inference folding, which removes no counted op)"
+)
+PAPER_FLOP_CONVENTION = (
+    "twice the multiply-adds the `thop` package counts, decoder only, on the network as built: "
+    "only layers with a thop rule count; a convolution, transposed ones included, is output elements × input "
+    "channels / groups × kernel elements (so a transposed convolution is counted by its output size, 16× the "
+    "work of the 4×4 stride-4 one and 4× that of the 2×2 stride-2 one), a linear layer output elements × input "
+    "features, a BatchNorm 2 per input element, twice that with an affine transform; biases, "
+    "activations and functional ops (interpolation, grid sampling, concatenation) count nothing"
 )
 
 GPU_WARMUP, GPU_RUNS = 10, 50
@@ -81,7 +112,7 @@ class BenchSettings:
     """What to measure and how; `runs`/`warmup` of None adapt to the device (see `auto_warmup`/`auto_runs`)."""
 
     encoder: str = PAPER_ENCODER
-    heads: tuple[str, ...] = BENCH_HEADS
+    heads: tuple[str, ...] = DEFAULT_HEADS
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     device: str = "auto"
     precision: str = "auto"
@@ -96,10 +127,12 @@ class BenchSettings:
 
 @dataclass(frozen=True)
 class FlopCount:
-    """FLOPs of one image through the encoder and through the decoder (FLOP_CONVENTION)."""
+    """FLOPs of one image through the encoder and through the decoder (FLOP_CONVENTION), and the decoder's by
+    the paper's convention (PAPER_FLOP_CONVENTION)."""
 
     encoder: int
     decoder: int
+    decoder_thop: int
 
     @property
     def total(self) -> int:
@@ -164,7 +197,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["flops"] = {"encoder": self.flops.encoder, "decoder": self.flops.decoder, "total": self.flops.total,
-                         "decoder_share": self.decoder_share}
+                         "decoder_share": self.decoder_share, "decoder_thop": self.flops.decoder_thop}
         data.update(throughput_images_per_s=self.throughput, achieved_flops_per_s=self.achieved_flops,
                     matmul_peak_ratio=self.peak_ratio)
         return data
@@ -183,7 +216,7 @@ class MatmulPeak:
 
 @dataclass(frozen=True)
 class DecoderParameters:
-    """Head parameters of the paper's SDT and DPT on one DINOv3 encoder size."""
+    """Head parameters of the paper's SDT and the paper's DPT on one DINOv3 encoder size."""
 
     encoder: str
     sdt: int
@@ -208,6 +241,7 @@ class BenchResult:
     started: str
     seconds: float
     flop_convention: str = FLOP_CONVENTION
+    paper_flop_convention: str = PAPER_FLOP_CONVENTION
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -219,38 +253,40 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def paper_config(template: NetworkConfig, head: str) -> NetworkConfig:
-    """The paper's SDT (256 fusion channels, readout, detail enhancer) or DPT (features 256,
-    out channels 256/512/1024/1024, no readout) on `template`'s encoder."""
+    """Bench head `head` (a BENCH_HEADS name), in its bench settings, on `template`'s encoder."""
     encoder = dict(embed=template.embed, depth=template.depth, heads=template.heads, layers=template.layers,
                    encoder=template.encoder, encoder_norm=template.encoder_norm)
-    return NetworkConfig(**encoder, **(PAPER_SDT if head == "sdt" else PAPER_DPT))
+    spec = BENCH_HEADS[head]
+    return NetworkConfig(**encoder, head=spec.architecture, **spec.settings(template.embed))
 
 
 def dinov3_config(size: dict[str, Any], head: str) -> NetworkConfig:
-    """The paper's `head` on a DINOv3 encoder of `size` (one of VIT_S/B/L)."""
+    """Bench head `head` on a DINOv3 encoder of `size` (one of VIT_S/B/L)."""
     template = NetworkConfig(**size, encoder="dinov3", encoder_norm=True, head="sdt")
     return paper_config(template, head)
 
 
 def resolve_models(encoder: str, heads: Sequence[str], arch: NetworkConfig | None = None) -> list[BenchModel]:
-    """The networks to measure, one per head.
+    """The networks to measure, one per bench head.
 
-    `encoder` is a DINOv3 size (`dinov3-vits|vitb|vitl`: the paper's heads on it) or a registry
-    model (its own head for its head type, the paper's variant of the other head on its encoder);
-    `arch`, when given, stands in for a registry model's architecture and is named `encoder`.
+    `encoder` is a DINOv3 size (`dinov3-vits|vitb|vitl`: the heads in their bench settings on it)
+    or a registry model (its own head for the bench head it is, the others in their bench
+    settings on its encoder); `arch`, when given, stands in for a registry model's architecture
+    and is named `encoder`.
     """
     unknown = [h for h in heads if h not in BENCH_HEADS]
     if unknown or not heads:
         raise UsageError(f"--heads must list some of {', '.join(BENCH_HEADS)}, not {','.join(heads) or 'nothing'}")
     if arch is None and encoder in ENCODERS:
         name, size = ENCODERS[encoder]
-        return [BenchModel(encoder, h, f"{name} + {HEAD_LABELS[h]}", dinov3_config(size, h), encoder == PAPER_ENCODER)
+        return [BenchModel(encoder, h, f"{name} + {BENCH_HEADS[h].label}", dinov3_config(size, h),
+                           encoder == PAPER_ENCODER and BENCH_HEADS[h].paper)
                 for h in heads]
     if arch is None and encoder not in MODELS:
         raise UsageError(f"--encoder must be one of {', '.join([*ENCODERS, *MODELS])}, not {encoder!r}")
     own = arch or MODELS[encoder].config
-    return [BenchModel(encoder, h, encoder, own, False) if own.head == h else
-            BenchModel(encoder, h, f"{encoder} encoder + {HEAD_LABELS[h]}", paper_config(own, h), False)
+    return [BenchModel(encoder, h, encoder, own, False) if own.head == BENCH_HEADS[h].architecture else
+            BenchModel(encoder, h, f"{encoder} encoder + {BENCH_HEADS[h].label}", paper_config(own, h), False)
             for h in heads]
 
 
@@ -261,7 +297,7 @@ def head_parameters(config: NetworkConfig) -> tuple[int, int]:
 
 
 def decoder_parameter_table() -> list[DecoderParameters]:
-    """Head parameters of the paper's SDT and DPT on DINOv3 ViT-S, ViT-B and ViT-L."""
+    """Head parameters of the paper's SDT and the paper's DPT on DINOv3 ViT-S, ViT-B and ViT-L."""
     return [DecoderParameters(name, head_parameters(dinov3_config(size, "sdt"))[0],
                               head_parameters(dinov3_config(size, "dpt"))[0])
             for name, (_, size) in ENCODERS.items()]
@@ -274,13 +310,54 @@ def module_flops(fn: Callable[..., Any], *inputs: Any) -> tuple[int, Any]:
     return counter.get_total_flops(), result
 
 
+def thop_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Multiply-adds the `thop` package counts for one call of leaf `module` from input `x` to output `y`
+    (PAPER_FLOP_CONVENTION), for the layer kinds our decoders hold: convolutions, linear layers and BatchNorm;
+    0 for the others (activations, identities, our parameter-free modules), as in thop."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return y.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return y.numel() * module.in_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return 2 * x.numel() * (2 if module.affine else 1)
+    return 0
+
+
+class ThopCounter(AbstractContextManager["ThopCounter"]):
+    """While entered, counts the FLOPs of forwards through `module` by the paper's convention (PAPER_FLOP_CONVENTION)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.macs = 0
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "ThopCounter":
+        self._handles = [leaf.register_forward_hook(self._count) for leaf in self.module.modules()
+                         if next(leaf.children(), None) is None]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _count(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        self.macs += thop_macs(module, inputs[0], output)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
 def count_flops(config: NetworkConfig, resolution: int) -> FlopCount:
-    """Encoder and decoder FLOPs of one `resolution`² image, counted on the meta device (no compute)."""
+    """Encoder and decoder FLOPs of one `resolution`² image, and the decoder's by the paper's convention, counted
+    on the meta device (no compute)."""
     network = build_network(config, device="meta")
     image = torch.empty(1, 3, resolution, resolution, device="meta")
     encoder, (features, grid) = module_flops(network.encoder, image)
-    decoder, _ = module_flops(network.head, features, grid)
-    return FlopCount(encoder, decoder)
+    with ThopCounter(network.head) as thop:
+        decoder, _ = module_flops(network.head, features, grid)
+    return FlopCount(encoder, decoder, thop.flops)
 
 
 def check_resolution(model: BenchModel, resolution: int) -> None:

@@ -1,4 +1,4 @@
-"""`anydepth bench`: SDT against DPT on this machine: parameters, FLOPs, latency, memory, FLOP/s."""
+"""`anydepth bench`: SDT against the paper's DPT on this machine: parameters, FLOPs, latency, memory, FLOP/s."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ RUN = "Running"
 
 def bench(
     resolution: Annotated[Optional[list[int]], typer.Option("--resolution", "-r", help="Square input side in pixels; repeat for several. [default: 256, 512, 1024]", show_default=False, rich_help_panel=MODEL)] = None,
-    encoder: Annotated[str, typer.Option(help="dinov3-vits, dinov3-vitb or dinov3-vitl (the paper's heads on it), or a registry model (its own head, the paper's other head on its encoder).", rich_help_panel=MODEL)] = "dinov3-vitl",
-    heads: Annotated[str, typer.Option(help="Comma-separated heads to measure: sdt, dpt.", rich_help_panel=MODEL)] = "sdt,dpt",
+    encoder: Annotated[str, typer.Option(help="dinov3-vits, dinov3-vitb or dinov3-vitl (each head in its bench settings on it), or a registry model (its own head, and the other heads on its encoder).", rich_help_panel=MODEL)] = "dinov3-vitl",
+    heads: Annotated[str, typer.Option(help="Comma-separated heads to measure: sdt (the paper's SDT-256), dpt (the paper's DPT-512) and dav2-dpt (Depth Anything V2's DPT-256).", rich_help_panel=MODEL)] = "sdt,dpt",
     arch: Annotated[Optional[Path], typer.Option(hidden=True, help="JSON architecture standing in for --encoder's model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 autocast on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
@@ -37,10 +37,9 @@ def bench(
 ) -> None:
     """Measure the SDT and DPT decoders: parameters, FLOPs, latency, throughput, peak memory, FLOP/s.
 
-    The default is the paper's set-up: DINOv3 ViT-L/16 (layers 4, 11, 17, 23) with SDT (256
-    fusion channels, readout, detail enhancer) against DPT (features 256, out channels
-    256/512/1024/1024), random weights (no download), at 256, 512 and 1024. Writes bench.md,
-    bench.json and bench.png into --output.
+    The default is the paper's set-up: DINOv3 ViT-L/16 (layers 4, 11, 17, 23) with SDT (256 fusion channels, readout, detail enhancer) against the paper's DPT (DINOv3's DPT head: 512 features, readout, BatchNorm), random weights (no download), at 256, 512 and 1024.
+
+    Decoder FLOPs are given twice: by a correct count and by the paper's convention (twice thop's multiply-adds, which counts transposed convolutions by their output size). Writes bench.md, bench.json and bench.png into --output.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -78,15 +77,16 @@ def results_table(result: "BenchResult") -> "Table":
     labels = ", ".join(dict.fromkeys(m.label for m in result.measurements))
     table = Table(title=f"{labels} · {s['device']} {s['precision']} · batch {s['batch_size']}",
                   caption=f"matmul peak {peak.flops_per_s / 1e9:,.1f} GFLOP/s · a multiply-add is 2 FLOPs · "
-                          "paper: DINOv3 ViT-L/16 on an H100")
-    for name in ("head", "input", "dec. params", "GFLOPs (dec.)", "paper dec.", "ms ± std", "p50 / p95",
-                 "paper ms", "img/s", "peak mem", "GFLOP/s p50 (of peak)"):
+                          "paper conv.: twice thop's multiply-adds · paper: DINOv3 ViT-L/16 on an H100")
+    for name in ("head", "input", "dec. params", "GFLOPs (dec.)", "dec. paper conv.", "paper dec.", "ms ± std",
+                 "p50 / p95", "paper ms", "img/s", "peak mem", "GFLOP/s p50 (of peak)"):
         table.add_column(name, justify="right")
     for m in result.measurements:
         paper_fl, paper_ms = paper_gflops(m), paper_latency(m)
         table.add_row(
             m.head.upper(), f"{m.resolution}²", f"{m.decoder_params / 1e6:.2f} M",
-            f"{m.flops.total / 1e9:,.1f} ({m.flops.decoder / 1e9:,.1f})", f"{paper_fl:,.1f}" if paper_fl else "–",
+            f"{m.flops.total / 1e9:,.1f} ({m.flops.decoder / 1e9:,.1f})", f"{m.flops.decoder_thop / 1e9:,.1f}",
+            f"{paper_fl:,.1f}" if paper_fl else "–",
             f"{m.latency.mean_ms:,.1f} ± {m.latency.std_ms:,.1f}",
             f"{m.latency.p50_ms:,.1f} / {m.latency.p95_ms:,.1f}", f"{paper_ms:.2f}" if paper_ms else "–",
             f"{m.throughput:,.2f}", "–" if m.peak_memory_bytes is None else f"{m.peak_memory_bytes / 2**20:,.0f} MiB",
