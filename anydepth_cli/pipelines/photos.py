@@ -115,7 +115,7 @@ def run_images(
 
     def finish(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None) -> None:
         try:
-            note = write_outputs(item, image, disparity, confidence, outputs)
+            note = write_outputs(item, image, disparity, confidence, outputs, kind=predictor.output_kind)
         except AnyDepthError as exc:
             summary.failed.append((item.path, str(exc)))
             reporter.image_done(item, str(exc))
@@ -159,8 +159,9 @@ def _bind(callback: Callable[[InputItem, int, int], None], item: InputItem) -> C
 
 
 def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, confidence: np.ndarray | None,
-                  outputs: OutputOptions) -> str | None:
-    """Write every requested file for one image; returns a note to show the user (point-cloud settings)."""
+                  outputs: OutputOptions, *, kind: str) -> str | None:
+    """Write every requested file for one image, whose map is of `kind` ("depth" or "disparity");
+    returns a note to show the user (point-cloud settings)."""
     paths = outputs.paths(item)
     color = colorize(disparity, outputs.cmap, outputs.invert)
     write_color_png(paths["color"], color)
@@ -178,21 +179,22 @@ def write_outputs(item: InputItem, image: np.ndarray, disparity: np.ndarray, con
 
         options = outputs.pointcloud
         exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
-        return write_point_cloud(paths["ply"], image, disparity, options, exif)
+        return write_point_cloud(paths["ply"], image, disparity, options, exif, kind=kind)
     return None
 
 
-def write_point_cloud(path: Path, image: np.ndarray, disparity: np.ndarray, options: PointCloudOptions,
-                      exif_focal_35mm: float | None = None) -> str:
-    """Build the point cloud of one image and its disparity and write it as PLY; returns what was done."""
+def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, options: PointCloudOptions,
+                      exif_focal_35mm: float | None = None, *, kind: str) -> str:
+    """Build the point cloud of one image and its map of `kind` ("depth" or "disparity") and write
+    it as PLY; returns what was done."""
     from anydepth_cli.geometry.camera import intrinsics_for
     from anydepth_cli.geometry.pointcloud import build_point_cloud
     from anydepth_cli.io.ply import write_ply
 
-    height, width = disparity.shape
+    height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
     cloud = build_point_cloud(
-        image, disparity, camera, near=options.near, far=options.far, depth_at=options.depth_at,
+        image, values, camera, kind=kind, near=options.near, far=options.far, depth_at=options.depth_at,
         edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
     )
     write_ply(path, cloud.points, cloud.colors, cloud.normals)

@@ -126,8 +126,9 @@ class _Outputs:
     """Every writer of one run, opened on the first frame, behind a colouring stage that feeds them."""
 
     def __init__(self, summary: VideoSummary, options: VideoOptions, queue_size: int,
-                 warn: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None], kind: str) -> None:
         self.summary, self.options, self.queue_size, self.warn = summary, options, queue_size, warn
+        self.kind = kind
         self.sinks: dict[str, BackgroundSink] = {}
         self.colourer: _Colourer | None = None
 
@@ -169,10 +170,10 @@ class _Outputs:
         elif options.raw == "png16":
             self.sinks["raw"] = ImageSequenceSink(base.with_name(base.name + "_depth16"), write_png16, self.queue_size)
         if options.pointcloud is not None:
-            cloud_options = options.pointcloud
+            cloud_options, kind = options.pointcloud, self.kind
 
             def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
-                write_point_cloud(path, *frame, cloud_options)
+                write_point_cloud(path, *frame, cloud_options, kind=kind)
 
             self.sinks["clouds"] = ImageSequenceSink(base.with_name(base.name + "_clouds"), save_cloud,
                                                      self.queue_size, indexed=True, suffix=".ply")
@@ -216,7 +217,7 @@ def run_video(
             summary.warnings.append(message)
             reporter.warn(message)
 
-        outputs = _Outputs(summary, options, queue_size, warn)
+        outputs = _Outputs(summary, options, queue_size, warn, predictor.output_kind)
         stabilizer = DisparityStabilizer() if options.stabilize else None
         colour_range = ClipColourRange() if options.stabilize else None
 
