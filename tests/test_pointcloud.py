@@ -1,4 +1,4 @@
-"""Geometry of point clouds: intrinsics, the disparity→depth rule, unprojection, filters."""
+"""Geometry of point clouds: intrinsics, the depth rule for depth and disparity maps, unprojection, filters."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from PIL import ExifTags, Image
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, exif_focal_35mm, intrinsics_for, unproject
-from anydepth_cli.geometry.pointcloud import DepthRule, build_point_cloud, disparity_to_depth, edge_mask
+from anydepth_cli.geometry.pointcloud import DepthRule, build_point_cloud, edge_mask, to_metric_depth
+from anydepth_cli.pipelines.photos import PointCloudOptions, write_point_cloud
 
 WIDTH, HEIGHT, FOCAL = 160, 120, 150.0
+KINDS = ("depth", "disparity")
+OTHER_KIND = {"depth": "disparity", "disparity": "depth"}
 
 
 def camera() -> Intrinsics:
@@ -49,6 +52,46 @@ def sphere_depth() -> np.ndarray:
     with np.errstate(invalid="ignore"):
         t = (b - np.sqrt(disc)) / a
     return np.where(disc > 0, t, np.inf)
+
+
+def exact(depth: np.ndarray, kind: str) -> np.ndarray:
+    """The float32 map a perfect network of ``kind`` gives for a scene of this true depth."""
+    with np.errstate(divide="ignore"):
+        return (depth if kind == "depth" else 1 / depth).astype(np.float32)
+
+
+def true_near_far(depth: np.ndarray, kind: str) -> tuple[float, float]:
+    """The ``near``/``far`` that put the scene back at its true depth: the depths at the
+    1st and 99th percentiles of its true ``kind`` values."""
+    if kind == "depth":
+        return tuple(float(p) for p in np.percentile(depth, [1, 99]))
+    return tuple(1 / float(p) for p in np.percentile(1 / depth, [99, 1]))
+
+
+class OracleNetwork:
+    """A network that returns the true depth or disparity (its ``output_kind``) of one scene,
+    under a random positive scale and shift on every call."""
+
+    input_size = 518
+
+    def __init__(self, depth: np.ndarray, output_kind: str, seed: int = 0) -> None:
+        self.truth = exact(depth, output_kind).astype(np.float64)
+        self.output_kind = output_kind
+        self.rng = np.random.default_rng(seed)
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        maps = []
+        for image in images:
+            assert image.shape[:2] == self.truth.shape
+            scale = self.rng.uniform(0.5, 3.0)
+            shift = scale * self.rng.uniform(-0.5, 0.5) * self.truth.min()  # every value stays positive
+            maps.append((scale * self.truth + shift).astype(np.float32))
+        return maps
+
+
+def plane_error(points: np.ndarray) -> float:
+    """RMS distance of opencv-frame points from the test plane, relative to their extent."""
+    return rms(points @ PLANE_NORMAL - PLANE_NORMAL @ PLANE_POINT) / np.ptp(points, axis=0).max()
 
 
 def grey(value: int = 128) -> np.ndarray:
@@ -124,46 +167,71 @@ def test_exif_focal_35mm_round_trip(tmp_path):
     assert exif_focal_35mm(tmp_path / "missing.jpg") is None
 
 
-# --- disparity to depth ------------------------------------------------------------------
+# --- values to depth --------------------------------------------------------------------
 
 
-def test_near_far_sends_the_disparity_percentiles_to_near_and_far():
-    disparity = np.linspace(1.0, 2.0, 10001, dtype=np.float32).reshape(1, -1)  # p1 = 1.01, p99 = 1.99
-    depth, description = disparity_to_depth(disparity, near=2.0, far=50.0)
+@pytest.mark.parametrize("kind", KINDS)
+def test_near_far_sends_the_percentiles_to_near_and_far(kind):
+    values = np.linspace(1.0, 2.0, 10001, dtype=np.float32).reshape(1, -1)  # p1 = 1.01, p99 = 1.99
+    depth, description = to_metric_depth(values, kind=kind, near=2.0, far=50.0)
     assert depth.dtype == np.float32
-    assert depth[0, 9900] == pytest.approx(2.0, rel=1e-5)
-    assert depth[0, 100] == pytest.approx(50.0, rel=1e-5)
-    assert np.all(np.diff(depth[0]) < 0)  # large disparity = near
-    assert description == "depth 2–50 from disparity percentiles 1–99"
+    p1_depth, p99_depth = (2.0, 50.0) if kind == "depth" else (50.0, 2.0)
+    assert depth[0, 100] == pytest.approx(p1_depth, rel=1e-5)
+    assert depth[0, 9900] == pytest.approx(p99_depth, rel=1e-5)
+    steps = np.diff(depth[0])
+    assert np.all(steps > 0) if kind == "depth" else np.all(steps < 0)  # large disparity = near
+    assert description == f"depth 2–50 from {kind} percentiles 1–99"
 
 
-def test_near_far_defaults_keep_a_ten_to_one_ratio():
-    disparity = np.linspace(1.0, 2.0, 10001, dtype=np.float32)
-    assert disparity_to_depth(disparity)[1].startswith("depth 1–10 ")
-    assert disparity_to_depth(disparity, near=3)[1].startswith("depth 3–30 ")
-    assert disparity_to_depth(disparity, far=40)[1].startswith("depth 4–40 ")
+def test_depth_rule_is_affine_in_depth_for_depth_and_in_inverse_depth_for_disparity():
+    values = np.array([[1.0, 1.5, 2.0]], np.float32)  # the 1st and 99th percentiles are ~1 and ~2
+    depth, _ = to_metric_depth(values, kind="depth", near=2.0, far=4.0)
+    assert depth[0, 1] == pytest.approx((depth[0, 0] + depth[0, 2]) / 2, rel=1e-6)
+    depth, _ = to_metric_depth(values, kind="disparity", near=2.0, far=4.0)
+    assert 1 / depth[0, 1] == pytest.approx((1 / depth[0, 0] + 1 / depth[0, 2]) / 2, rel=1e-6)
 
 
-def test_depth_at_is_a_single_scale_with_zero_shift():
-    disparity = np.array([[0.5, 1.0], [2.0, 4.0]], np.float32)
-    depth, description = disparity_to_depth(disparity, depth_at=(1, 0, 3.0))
-    np.testing.assert_allclose(depth, [[6.0, 3.0], [1.5, 0.75]], rtol=1e-6)
-    assert description == "depth 3 at pixel (1, 0), depth ∝ 1/disparity (shift assumed 0)"
+@pytest.mark.parametrize("kind", KINDS)
+def test_near_far_defaults_keep_a_ten_to_one_ratio(kind):
+    values = np.linspace(1.0, 2.0, 10001, dtype=np.float32)
+    assert to_metric_depth(values, kind=kind)[1].startswith("depth 1–10 ")
+    assert to_metric_depth(values, kind=kind, near=3)[1].startswith("depth 3–30 ")
+    assert to_metric_depth(values, kind=kind, far=40)[1].startswith("depth 4–40 ")
 
 
-def test_invalid_disparity_gives_nan_depth():
-    disparity = np.array([[1.0, 0.0, -1.0, np.nan, np.inf, 2.0]], np.float32)
-    depth, _ = disparity_to_depth(disparity, depth_at=(0, 0, 1.0))
+@pytest.mark.parametrize(
+    "kind, expected, proportional",
+    [
+        ("depth", [[1.5, 3.0], [6.0, 12.0]], "predicted depth"),
+        ("disparity", [[6.0, 3.0], [1.5, 0.75]], "1/disparity"),
+    ],
+)
+def test_depth_at_is_a_single_scale_with_zero_shift(kind, expected, proportional):
+    values = np.array([[0.5, 1.0], [2.0, 4.0]], np.float32)
+    depth, description = to_metric_depth(values, kind=kind, depth_at=(1, 0, 3.0))
+    np.testing.assert_allclose(depth, expected, rtol=1e-6)
+    assert description == f"depth 3 at pixel (1, 0), depth ∝ {proportional} (shift assumed 0)"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_invalid_values_give_nan_depth(kind):
+    values = np.array([[1.0, 0.0, -1.0, np.nan, np.inf, 2.0]], np.float32)
+    depth, _ = to_metric_depth(values, kind=kind, depth_at=(0, 0, 1.0))
     np.testing.assert_array_equal(np.isnan(depth), [[False, True, True, True, True, False]])
-    depth, _ = disparity_to_depth(disparity, near=1, far=2)
+    depth, _ = to_metric_depth(values, kind=kind, near=1, far=2)
     assert np.isnan(depth[0, 1:5]).all() and np.isfinite(depth[0, [0, 5]]).all()
 
 
-def test_constant_disparity_lands_between_near_and_far():
-    rule = DepthRule.fit(np.full((4, 4), 0.3, np.float32), near=1.0, far=3.0)
-    assert rule.scale == 0 and 1 / rule.shift == pytest.approx(1.5)
+@pytest.mark.parametrize("kind, expected", [("depth", 2.0), ("disparity", 1.5)])
+def test_constant_map_lands_between_near_and_far(kind, expected):
+    """Halfway between near and far in depth for depth, in inverse depth for disparity."""
+    values = np.full((4, 4), 0.3, np.float32)
+    rule = DepthRule.fit(values, kind=kind, near=1.0, far=3.0)
+    assert rule.scale == 0 and rule.description.endswith(f"(constant {kind})")
+    np.testing.assert_allclose(rule.apply(values), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "options",
     [
@@ -176,63 +244,110 @@ def test_constant_disparity_lands_between_near_and_far():
         {"depth_at": (5, 0, 1.0)},
         {"depth_at": (0, -1, 1.0)},
         {"depth_at": (0, 0, 0.0)},
-        {"depth_at": (1, 1, 1.0)},  # no valid disparity there
+        {"depth_at": (1, 1, 1.0)},  # no valid value there
     ],
 )
-def test_invalid_depth_rules_are_usage_errors(options):
-    disparity = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
+def test_invalid_depth_rules_are_usage_errors(kind, options):
+    values = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
     with pytest.raises(UsageError):
-        disparity_to_depth(disparity, **options)
+        to_metric_depth(values, kind=kind, **options)
+
+
+def test_the_kind_is_required_and_checked():
+    values = np.ones((2, 2), np.float32)
+    with pytest.raises(TypeError):
+        to_metric_depth(values)  # no default kind
+    with pytest.raises(ValueError, match="kind"):
+        DepthRule.fit(values, kind="inverse")
+    with pytest.raises(ValueError, match="kind"):
+        build_point_cloud(grey(), np.ones((HEIGHT, WIDTH), np.float32), camera(), kind="metres")
 
 
 # --- scenes with known geometry ----------------------------------------------------------
 
 
-def test_plane_is_recovered_from_affine_disparity_with_near_far():
+@pytest.mark.parametrize("kind", KINDS)
+def test_plane_is_recovered_from_an_oracle_of_either_kind_with_near_far(kind):
+    """The oracle's unknown affine is undone exactly by near/far at the true depths of its
+    percentiles: in depth space for a depth network, in inverse depth for a disparity one."""
     true = plane_depth()
-    disparity = (2.5 / true + 0.7).astype(np.float32)  # unknown scale and shift
-    inverse = 1 / true
-    near, far = 1 / np.percentile(inverse, 99), 1 / np.percentile(inverse, 1)
+    oracle = OracleNetwork(true, kind, seed=3)
+    near, far = true_near_far(true, kind)
+    clouds = [
+        build_point_cloud(
+            grey(), values, camera(), kind=oracle.output_kind, near=near, far=far, normals=True,
+            max_points=None, frame="opencv",
+        )
+        for values in oracle.predict_batch([grey(), grey()])  # two calls' worth: two affines
+    ]
+    for cloud in clouds:
+        error = plane_error(cloud.points)
+        print(f"plane RMS error / scene size ({kind} oracle, near/far): {error:.2e}")
+        assert error <= 1e-4
+        assert len(cloud.points) > 0.9 * WIDTH * HEIGHT
+        assert angles_deg(cloud.normals, np.broadcast_to(PLANE_NORMAL, cloud.normals.shape)).max() < 0.05
+        assert f"from {kind} percentiles" in cloud.description
+    np.testing.assert_allclose(clouds[0].points, clouds[1].points, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_declaring_the_wrong_kind_bends_the_plane(kind):
+    true = plane_depth()
+    values = OracleNetwork(true, kind, seed=3).predict_batch([grey()])[0]
+    wrong = OTHER_KIND[kind]
     cloud = build_point_cloud(
-        grey(), disparity, camera(), near=near, far=far, normals=True, max_points=None, frame="opencv"
+        grey(), values, camera(), kind=wrong, near=min(true_near_far(true, wrong)),
+        far=max(true_near_far(true, wrong)), max_points=None, frame="opencv",
     )
-    size = np.ptp(cloud.points, axis=0).max()
-    error = rms(cloud.points @ PLANE_NORMAL - PLANE_NORMAL @ PLANE_POINT) / size
-    print(f"plane RMS error / scene size (near/far): {error:.2e}")
-    assert error <= 1e-4
-    assert len(cloud.points) > 0.9 * WIDTH * HEIGHT
-    assert angles_deg(cloud.normals, np.broadcast_to(PLANE_NORMAL, cloud.normals.shape)).max() < 0.05
+    error = plane_error(cloud.points)
+    print(f"plane RMS error / scene size ({kind} oracle declared {wrong}): {error:.2e}")
+    assert error > 1e-2
 
 
-def test_plane_is_recovered_with_depth_at():
+@pytest.mark.parametrize("kind", KINDS)
+def test_plane_is_recovered_with_depth_at(kind):
+    """A scale-only rule is exact for a map with no shift, whatever its scale."""
     true = plane_depth()
+    x, y = 40, 100
     cloud = build_point_cloud(
         grey(),
-        (1 / true).astype(np.float32),
+        3.7 * exact(true, kind),
         camera(),
-        depth_at=(40, 100, float(true[100, 40])),
+        kind=kind,
+        depth_at=(x, y, float(true[y, x])),
         max_points=None,
         frame="opencv",
     )
-    size = np.ptp(cloud.points, axis=0).max()
-    error = rms(cloud.points @ PLANE_NORMAL - PLANE_NORMAL @ PLANE_POINT) / size
-    print(f"plane RMS error / scene size (depth_at): {error:.2e}")
+    error = plane_error(cloud.points)
+    print(f"plane RMS error / scene size ({kind}, depth_at): {error:.2e}")
     assert error <= 1e-4
     assert cloud.normals is None
 
 
-def test_sphere_is_recovered_with_outward_normals_facing_the_camera():
+def test_write_point_cloud_follows_the_declared_kind(tmp_path):
+    true = plane_depth()
+    for kind in KINDS:
+        oracle = OracleNetwork(true, kind)
+        near, far = true_near_far(true, kind)
+        path = tmp_path / f"{kind}.ply"
+        note = write_point_cloud(path, grey(), oracle.predict_batch([grey()])[0], oracle.output_kind,
+                                 PointCloudOptions(focal=FOCAL, near=near, far=far))
+        assert f"from {kind} percentiles" in note and path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sphere_is_recovered_with_outward_normals_facing_the_camera(kind):
     true = sphere_depth()
-    disparity = (1 / true).astype(np.float32)  # 0 where the rays miss: infinitely far
+    values = exact(true, kind)  # where the rays miss: inf depth, 0 disparity (infinitely far)
     u = int(round(FOCAL * SPHERE_CENTRE[0] / SPHERE_CENTRE[2] + (WIDTH - 1) / 2))
     v = int(round(FOCAL * SPHERE_CENTRE[1] / SPHERE_CENTRE[2] + (HEIGHT - 1) / 2))
     cloud = build_point_cloud(
-        grey(), disparity, camera(), depth_at=(u, v, float(true[v, u])), normals=True, max_points=None,
+        grey(), values, camera(), kind=kind, depth_at=(u, v, float(true[v, u])), normals=True, max_points=None,
         frame="opencv",
     )
     offset = cloud.points - SPHERE_CENTRE
     error = rms(np.linalg.norm(offset, axis=1) - SPHERE_RADIUS) / (2 * SPHERE_RADIUS)
-    print(f"sphere RMS error / scene size: {error:.2e}")
+    print(f"sphere RMS error / scene size ({kind}): {error:.2e}")
     assert error <= 1e-4
     assert len(cloud.points) > 0.9 * np.isfinite(true).sum()
 
@@ -246,9 +361,9 @@ def test_sphere_is_recovered_with_outward_normals_facing_the_camera():
 
 def test_opengl_frame_flips_y_and_z():
     true = plane_depth()
-    options = dict(depth_at=(80, 60, float(true[60, 80])), normals=True, max_points=None)
-    cv = build_point_cloud(grey(), (1 / true).astype(np.float32), camera(), frame="opencv", **options)
-    gl = build_point_cloud(grey(), (1 / true).astype(np.float32), camera(), **options)
+    options = dict(kind="depth", depth_at=(80, 60, float(true[60, 80])), normals=True, max_points=None)
+    cv = build_point_cloud(grey(), exact(true, "depth"), camera(), frame="opencv", **options)
+    gl = build_point_cloud(grey(), exact(true, "depth"), camera(), **options)
     flip = np.array([1, -1, -1], np.float32)
     np.testing.assert_array_equal(gl.points, cv.points * flip)
     np.testing.assert_array_equal(gl.normals, cv.normals * flip)
@@ -276,23 +391,24 @@ def test_edge_mask_is_relative_to_the_pixels_own_depth():
 
 
 def step_scene() -> tuple[np.ndarray, np.ndarray]:
-    """Box at depth 2 before a wall at depth 8, the boundary blurred in disparity."""
+    """Depth of a box at depth 2 before a wall at depth 8, the boundary blurred in disparity."""
     depth = np.full((HEIGHT, WIDTH), 8.0)
     box = np.zeros((HEIGHT, WIDTH), bool)
     box[30:90, 50:110] = True
     depth[box] = 2.0
-    disparity = cv2.GaussianBlur((1 / depth).astype(np.float32), (0, 0), sigmaX=1.5)
-    return disparity, box
+    return 1 / cv2.GaussianBlur(1 / depth, (0, 0), sigmaX=1.5), box
 
 
-def test_flying_pixels_between_box_and_wall_are_dropped():
-    disparity, box = step_scene()
-    options = dict(depth_at=(80, 60, 2.0), max_points=None, frame="opencv")
-    unfiltered = build_point_cloud(grey(), disparity, camera(), edge_threshold=None, **options)
+@pytest.mark.parametrize("kind", KINDS)
+def test_flying_pixels_between_box_and_wall_are_dropped(kind):
+    depth, box = step_scene()
+    values = exact(depth, kind)
+    options = dict(kind=kind, depth_at=(80, 60, 2.0), max_points=None, frame="opencv")
+    unfiltered = build_point_cloud(grey(), values, camera(), edge_threshold=None, **options)
     z = unfiltered.points[:, 2]
     assert ((z > 2.5) & (z < 7.5)).sum() > 100  # the scene does have flying pixels
 
-    z = build_point_cloud(grey(), disparity, camera(), **options).points[:, 2]
+    z = build_point_cloud(grey(), values, camera(), **options).points[:, 2]
     assert not ((z > 2.5) & (z < 7.5)).any()
     near_box, near_wall = np.abs(z - 2) < 0.05, np.abs(z - 8) < 0.2
     # Only the blurred rim (3 pixels deep here) goes: most of the box and the wall remain.
@@ -301,16 +417,18 @@ def test_flying_pixels_between_box_and_wall_are_dropped():
     assert near_wall.sum() > 0.9 * (~box).sum()
 
 
-def test_sky_is_dropped_unless_switched_off():
-    disparity = np.full((HEIGHT, WIDTH), 0.5, np.float32)
-    disparity[:40] = 0.004  # sky: below 2 % of the scene's disparity
-    disparity[40:45] = 0.02  # far, but not sky
-    options = dict(depth_at=(80, 100, 2.0), max_points=None, edge_threshold=None)
-    cloud = build_point_cloud(grey(), disparity, camera(), **options)
+@pytest.mark.parametrize("kind", KINDS)
+def test_sky_is_dropped_unless_switched_off(kind):
+    depth = np.full((HEIGHT, WIDTH), 2.0)
+    depth[:40] = 250.0  # sky: beyond 50 times the scene's depth (disparity below 2 %)
+    depth[40:45] = 50.0  # far, but not sky
+    values = exact(depth, kind)
+    options = dict(kind=kind, depth_at=(80, 100, 2.0), max_points=None, edge_threshold=None)
+    cloud = build_point_cloud(grey(), values, camera(), **options)
     assert len(cloud.points) == (HEIGHT - 40) * WIDTH
     assert "sky 33.3%" in cloud.description
-    everything = build_point_cloud(grey(), disparity, camera(), sky_fraction=None, **options)
-    assert len(everything.points) == disparity.size
+    everything = build_point_cloud(grey(), values, camera(), sky_fraction=None, **options)
+    assert len(everything.points) == values.size
 
 
 # --- downsampling ------------------------------------------------------------------------
@@ -322,7 +440,7 @@ def test_voxel_downsampling_meets_the_count_and_stays_on_the_surface(max_points)
     rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     rgb[..., 0], rgb[..., 1] = 200, np.arange(WIDTH, dtype=np.uint8)
     cloud = build_point_cloud(
-        rgb, (1 / true).astype(np.float32), camera(), depth_at=(80, 60, float(true[60, 80])),
+        rgb, exact(true, "disparity"), camera(), kind="disparity", depth_at=(80, 60, float(true[60, 80])),
         max_points=max_points, normals=True, frame="opencv",
     )
     assert 0.95 * max_points <= len(cloud.points) <= max_points
@@ -337,16 +455,17 @@ def test_voxel_downsampling_meets_the_count_and_stays_on_the_surface(max_points)
 def test_random_downsampling_is_seeded():
     true = plane_depth()
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    options = dict(depth_at=(80, 60, float(true[60, 80])), max_points=1000, downsample="random")
-    first = build_point_cloud(rgb, (1 / true).astype(np.float32), camera(), seed=1, **options)
-    again = build_point_cloud(rgb, (1 / true).astype(np.float32), camera(), seed=1, **options)
-    other = build_point_cloud(rgb, (1 / true).astype(np.float32), camera(), seed=2, **options)
+    values = exact(true, "disparity")
+    options = dict(kind="disparity", depth_at=(80, 60, float(true[60, 80])), max_points=1000, downsample="random")
+    first = build_point_cloud(rgb, values, camera(), seed=1, **options)
+    again = build_point_cloud(rgb, values, camera(), seed=1, **options)
+    other = build_point_cloud(rgb, values, camera(), seed=2, **options)
     assert len(first.points) == 1000
     np.testing.assert_array_equal(first.points, again.points)
     np.testing.assert_array_equal(first.colors, again.colors)
     assert not np.array_equal(first.points, other.points)
     # Each kept point still carries its own pixel's colour.
-    cv = build_point_cloud(rgb, (1 / true).astype(np.float32), camera(), seed=1, frame="opencv", **options)
+    cv = build_point_cloud(rgb, values, camera(), seed=1, frame="opencv", **options)
     k = camera()
     cols = np.rint(cv.points[:, 0] / cv.points[:, 2] * k.fx + k.cx).astype(int)
     rows = np.rint(cv.points[:, 1] / cv.points[:, 2] * k.fy + k.cy).astype(int)
@@ -365,4 +484,4 @@ def test_random_downsampling_is_seeded():
 )
 def test_invalid_point_cloud_options_are_usage_errors(options):
     with pytest.raises(UsageError):
-        build_point_cloud(grey(), np.ones((HEIGHT, WIDTH), np.float32), camera(), **options)
+        build_point_cloud(grey(), np.ones((HEIGHT, WIDTH), np.float32), camera(), kind="disparity", **options)

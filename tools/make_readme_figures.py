@@ -103,8 +103,8 @@ def pointcloud_figure(path: Path) -> None:
     depth = np.where((disc > 0) & (hit < depth), hit, depth)
     checker = ((cols // 40 + rows // 40) % 2).astype(np.float32)
     rgb = (np.stack([0.9 - 0.4 * checker, 0.6 + 0.2 * checker, 0.35 + 0.5 * (rows / height)], -1) * 255).astype(np.uint8)
-    cloud = build_point_cloud(rgb, (1.0 / depth).astype(np.float32), camera, near=float(depth.min()),
-                              far=float(depth.max()), max_points=200_000, sky_fraction=None)
+    cloud = build_point_cloud(rgb, (1.0 / depth).astype(np.float32), camera, kind="disparity",
+                              near=float(depth.min()), far=float(depth.max()), max_points=200_000, sky_fraction=None)
     with tempfile.TemporaryDirectory() as folder:
         ply = Path(folder) / "scene.ply"
         write_ply(ply, cloud.points, cloud.colors)

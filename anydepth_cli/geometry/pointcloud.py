@@ -1,4 +1,4 @@
-"""From an affine-invariant disparity map to a coloured 3-D point cloud.
+"""From a network's affine-invariant depth or disparity map to a coloured 3-D point cloud.
 
 Conventions used throughout this module:
 
@@ -6,9 +6,10 @@ Conventions used throughout this module:
 * Output frame of ``build_point_cloud`` is selectable; its default, "opengl" (x right,
   y up, z toward the viewer; the camera looks down -z), opens upright and facing the
   viewer in MeshLab, Blender, CloudCompare and Open3D.
-* Disparity is affine-invariant (large = near, scale and shift unknown) with 0 meaning
-  infinitely far, the convention of the networks this tool runs; depth comes out in the
-  units the user gives ``near``/``far`` or ``depth_at`` in.
+* A network's map is of one of the kinds of ``models.config.OUTPUT_KINDS``, both
+  affine-invariant (scale and shift unknown): "depth" (large = far) or "disparity"
+  (large = near, 0 meaning infinitely far). Only positive, finite values are valid. Depth
+  comes out in the units the user gives ``near``/``far`` or ``depth_at`` in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, unproject_pixels
+from anydepth_cli.models.config import OUTPUT_KINDS
 
 DEFAULT_NEAR = 1.0
 DEFAULT_FAR = 10.0
@@ -29,11 +31,14 @@ VOXEL_CANDIDATES_PER_POINT = 4
 
 @dataclass(frozen=True)
 class DepthRule:
-    """How disparity becomes depth: ``1 / depth = scale * disparity + shift``.
+    """How a map of ``kind`` becomes depth: the model's value v gives
+    ``depth = scale * v + shift`` for "depth" and ``1 / depth = scale * v + shift`` for
+    "disparity".
 
     ``description`` is one line saying which user choice fixed ``scale`` and ``shift``.
     """
 
+    kind: str
     scale: float
     shift: float
     description: str
@@ -41,72 +46,91 @@ class DepthRule:
     @classmethod
     def fit(
         cls,
-        disparity: np.ndarray,
+        values: np.ndarray,
+        *,
+        kind: str,
         near: float | None = None,
         far: float | None = None,
         depth_at: tuple[int, int, float] | None = None,
     ) -> DepthRule:
-        """The rule the user's options select for this disparity map.
+        """The rule the user's options select for this map of ``kind`` ("depth" or "disparity").
 
         * ``depth_at=(x, y, D)`` (column, row, depth): a single-scale rule that assumes zero
-          shift, ``depth = D * disparity[y, x] / disparity``, so the scene keeps the
-          proportions of 1 / disparity and pixel (x, y) lands at depth D.
+          shift and puts pixel (x, y) at depth D: ``depth = D * v / v[y, x]`` for depth,
+          ``depth = D * v[y, x] / v`` for disparity.
         * Otherwise ``near``/``far`` (defaults 1 and 10; if only one is given the other is
-          set at a 10:1 ratio): inverse depth is the affine function of disparity that
-          sends the 99th percentile of the valid disparities to 1 / near and the 1st
-          percentile to 1 / far, so the bulk of the scene spans near…far; pixels beyond
-          those percentiles fall outside. A constant disparity map is put at the depth
-          whose inverse is halfway between 1 / near and 1 / far.
+          set at a 10:1 ratio) put the bulk of the scene at near…far; pixels beyond the
+          percentiles fall outside. For depth, depth is the affine function of v that sends
+          the 1st percentile of the valid values to ``near`` and the 99th to ``far``; a
+          constant map goes halfway between them. For disparity, inverse depth is the
+          affine function of v that sends the 99th percentile to 1 / near and the 1st to
+          1 / far; a constant map goes to the depth whose inverse is halfway between.
 
-        Invalid (NaN, inf, non-positive) disparities are ignored. Raises UsageError for
-        ``depth_at`` combined with ``near``/``far``, non-positive depths, ``far <= near``,
-        or a ``depth_at`` pixel outside the image or without a valid disparity.
+        Invalid (NaN, inf, non-positive) values are ignored. Raises ValueError for an
+        unknown ``kind``, and UsageError for ``depth_at`` combined with ``near``/``far``,
+        non-positive depths, ``far <= near``, or a ``depth_at`` pixel outside the image or
+        without a valid value.
         """
+        _check_kind(kind)
         if depth_at is not None:
             if near is not None or far is not None:
                 raise UsageError("--depth-at cannot be combined with --near/--far")
-            return cls._fit_depth_at(disparity, depth_at)
+            return cls._fit_depth_at(values, kind, depth_at)
         near, far = _near_far(near, far)
-        d = np.asarray(disparity)
-        valid = d[np.isfinite(d) & (d > 0)]
+        v = np.asarray(values)
+        valid = v[_valid(v)]
         lo_pct, hi_pct = DEPTH_PERCENTILES
-        description = f"depth {near:g}–{far:g} from disparity percentiles {lo_pct:g}–{hi_pct:g}"
+        description = f"depth {near:g}–{far:g} from {kind} percentiles {lo_pct:g}–{hi_pct:g}"
         if valid.size == 0:
-            return cls(1.0, 0.0, f"{description} (no valid disparity)")
-        d_lo, d_hi = (float(p) for p in np.percentile(valid, [lo_pct, hi_pct]))
-        if d_hi <= d_lo:
-            return cls(0.0, (1.0 / near + 1.0 / far) / 2.0, f"{description} (constant disparity)")
-        scale = (1.0 / near - 1.0 / far) / (d_hi - d_lo)
-        return cls(scale, 1.0 / far - scale * d_lo, description)
+            return cls(kind, 1.0, 0.0, f"{description} (no valid {kind})")
+        v_lo, v_hi = (float(p) for p in np.percentile(valid, [lo_pct, hi_pct]))
+        # What the rule's left-hand side must be at the low and the high percentile.
+        t_lo, t_hi = (near, far) if kind == "depth" else (1.0 / far, 1.0 / near)
+        if v_hi <= v_lo:
+            return cls(kind, 0.0, (t_lo + t_hi) / 2.0, f"{description} (constant {kind})")
+        scale = (t_hi - t_lo) / (v_hi - v_lo)
+        return cls(kind, scale, t_lo - scale * v_lo, description)
 
     @classmethod
-    def _fit_depth_at(cls, disparity: np.ndarray, depth_at: tuple[int, int, float]) -> DepthRule:
+    def _fit_depth_at(cls, values: np.ndarray, kind: str, depth_at: tuple[int, int, float]) -> DepthRule:
         x, y, depth = int(depth_at[0]), int(depth_at[1]), float(depth_at[2])
-        height, width = np.shape(disparity)
+        height, width = np.shape(values)
         if not (math.isfinite(depth) and depth > 0):
             raise UsageError(f"--depth-at needs a positive depth, got {depth:g}")
         if not (0 <= x < width and 0 <= y < height):
             raise UsageError(f"--depth-at pixel ({x}, {y}) is outside the {width}×{height} image")
-        ref = float(disparity[y, x])
+        ref = float(values[y, x])
         if not (math.isfinite(ref) and ref > 0):
-            raise UsageError(f"--depth-at pixel ({x}, {y}) has no valid disparity; pick another")
-        return cls(
-            1.0 / (depth * ref),
-            0.0,
-            f"depth {depth:g} at pixel ({x}, {y}), depth ∝ 1/disparity (shift assumed 0)",
-        )
+            raise UsageError(f"--depth-at pixel ({x}, {y}) has no valid {kind}; pick another")
+        if kind == "depth":
+            scale, proportional = depth / ref, "predicted depth"
+        else:
+            scale, proportional = 1.0 / (depth * ref), "1/disparity"
+        description = f"depth {depth:g} at pixel ({x}, {y}), depth ∝ {proportional} (shift assumed 0)"
+        return cls(kind, scale, 0.0, description)
 
-    def apply(self, disparity: np.ndarray) -> np.ndarray:
-        """float32 depth; NaN where the disparity or the inverse depth is not positive/finite."""
-        d = np.asarray(disparity)
-        inverse = np.multiply(d, np.float32(self.scale), dtype=np.float32)
-        inverse += np.float32(self.shift)
-        bad = ~(np.isfinite(inverse) & (inverse > 0))
-        bad |= ~(d > 0)  # also NaN
-        with np.errstate(divide="ignore"):
-            np.reciprocal(inverse, out=inverse)
-        inverse[bad] = np.nan
-        return inverse
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """float32 depth; NaN where the value or the depth is not positive/finite."""
+        v = np.asarray(values)
+        out = np.multiply(v, np.float32(self.scale), dtype=np.float32)
+        out += np.float32(self.shift)  # depth, or inverse depth for disparity
+        bad = ~(np.isfinite(out) & (out > 0))
+        bad |= ~(v > 0)  # also NaN
+        if self.kind == "disparity":
+            with np.errstate(divide="ignore"):
+                np.reciprocal(out, out=out)
+        out[bad] = np.nan
+        return out
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+
+
+def _valid(values: np.ndarray) -> np.ndarray:
+    """Where a depth or disparity value is usable: finite and positive."""
+    return np.isfinite(values) & (values > 0)
 
 
 def _near_far(near: float | None, far: float | None) -> tuple[float, float]:
@@ -124,18 +148,21 @@ def _near_far(near: float | None, far: float | None) -> tuple[float, float]:
     return float(near), float(far)
 
 
-def disparity_to_depth(
-    disparity: np.ndarray,
+def to_metric_depth(
+    values: np.ndarray,
+    *,
+    kind: str,
     near: float | None = None,
     far: float | None = None,
     depth_at: tuple[int, int, float] | None = None,
 ) -> tuple[np.ndarray, str]:
-    """float32 depth map (NaN where invalid) and a one-line description of the rule used.
+    """float32 depth map (NaN where invalid) of a map of ``kind`` ("depth" or "disparity")
+    and a one-line description of the rule used.
 
     See ``DepthRule.fit`` for the rules ``near``/``far`` and ``depth_at`` select.
     """
-    rule = DepthRule.fit(disparity, near=near, far=far, depth_at=depth_at)
-    return rule.apply(disparity), rule.description
+    rule = DepthRule.fit(values, kind=kind, near=near, far=far, depth_at=depth_at)
+    return rule.apply(values), rule.description
 
 
 def edge_mask(depth: np.ndarray, threshold: float) -> np.ndarray:
@@ -174,9 +201,10 @@ class PointCloud:
 
 def build_point_cloud(
     rgb: np.ndarray,
-    disparity: np.ndarray,
+    values: np.ndarray,
     intrinsics: Intrinsics,
     *,
+    kind: str,
     near: float | None = None,
     far: float | None = None,
     depth_at: tuple[int, int, float] | None = None,
@@ -188,14 +216,16 @@ def build_point_cloud(
     sky_fraction: float | None = 0.02,
     frame: str = "opengl",
 ) -> PointCloud:
-    """Coloured point cloud of an H×W×3 uint8 image and its H×W disparity map.
+    """Coloured point cloud of an H×W×3 uint8 image and its H×W map of ``kind`` ("depth"
+    or "disparity").
 
     Steps, each reported in ``description``:
 
-    1. Sky: pixels whose disparity is below ``sky_fraction`` times the 99th percentile of
-       the valid disparities (farther than ~1 / sky_fraction times the near scene) are
-       dropped; ``None`` keeps them.
-    2. Depth from the remaining disparity by ``near``/``far`` or ``depth_at`` (see
+    1. Sky: pixels farther than ~1 / ``sky_fraction`` times the near scene are dropped
+       (``None`` keeps them): depth above the 1st percentile of the valid depths divided by
+       ``sky_fraction``, or disparity below ``sky_fraction`` times the 99th percentile of
+       the valid disparities.
+    2. Depth from the remaining values by ``near``/``far`` or ``depth_at`` (see
        ``DepthRule.fit``); invalid depths (NaN, inf, non-positive) are dropped.
     3. Flying pixels (``edge_mask`` with ``edge_threshold``; ``None`` keeps them) are dropped.
     4. At most ``max_points`` points (``None``: no limit) are kept: "voxel" averages points,
@@ -223,29 +253,30 @@ def build_point_cloud(
         raise UsageError(f"the flying-pixel threshold must be positive, got {edge_threshold:g}")
     if sky_fraction is not None and not 0 <= sky_fraction < 1:
         raise UsageError(f"the sky fraction must be in [0, 1), got {sky_fraction:g}")
-    disp = np.array(disparity, dtype=np.float32)  # a copy: sky is blanked in it
+    _check_kind(kind)
+    v = np.array(values, dtype=np.float32)  # a copy: sky is blanked in it
     rgb = np.asarray(rgb)
-    if disp.ndim != 2 or rgb.shape != (*disp.shape, 3) or rgb.dtype != np.uint8:
-        raise ValueError(
-            f"expected H×W disparity and H×W×3 uint8 image, got {disp.shape} and {rgb.dtype} {rgb.shape}"
-        )
-    width = disp.shape[1]
-    pixels = disp.size
+    if v.ndim != 2 or rgb.shape != (*v.shape, 3) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected H×W {kind} and H×W×3 uint8 image, got {v.shape} and {rgb.dtype} {rgb.shape}")
+    width = v.shape[1]
+    pixels = v.size
     notes = []
 
     if sky_fraction is not None:
-        valid = disp[np.isfinite(disp) & (disp > 0)]
+        valid = v[_valid(v)]
         if valid.size:
-            limit = sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
+            if kind == "depth":
+                sky = v * np.float32(sky_fraction) > float(np.percentile(valid, DEPTH_PERCENTILES[0]))
+            else:
+                sky = v < sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
             del valid
-            sky = disp < limit
             notes.append(f"sky {_percent(np.count_nonzero(sky), pixels)}")
-            disp[sky] = np.nan
+            v[sky] = np.nan
             del sky
 
-    rule = DepthRule.fit(disp, near=near, far=far, depth_at=depth_at)
-    depth = rule.apply(disp)
-    del disp
+    rule = DepthRule.fit(v, kind=kind, near=near, far=far, depth_at=depth_at)
+    depth = rule.apply(v)
+    del v
     keep = np.isfinite(depth)
     if edge_threshold is not None:
         flying = edge_mask(depth, edge_threshold)

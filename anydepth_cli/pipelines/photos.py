@@ -194,7 +194,7 @@ def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: s
     height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
     cloud = build_point_cloud(
-        image, values, camera, near=options.near, far=options.far, depth_at=options.depth_at,
+        image, values, camera, kind=kind, near=options.near, far=options.far, depth_at=options.depth_at,
         edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
     )
     write_ply(path, cloud.points, cloud.colors, cloud.normals)
