@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -52,13 +53,51 @@ def test_eval_writes_csv_markdown_and_plot(tmp_path):
     for row in rows:
         assert 0.0 <= float(row["abs_rel"]) < 10 and 0.0 <= float(row["delta1"]) <= 1.0
         assert int(row["n_valid"]) == SIZE[0] * SIZE[1]
+        assert (row["aligned_as"], row["kind_source"]) == ("depth", "declared"), "an SDT fixture declares depth"
     summary = (out / "eval_summary.md").read_text(encoding="utf-8")
     header = next(line for line in summary.splitlines() if line.startswith("| Model"))
     assert "AbsRel" in header and "δ1" in header
-    assert "| tiny_dav2_sdt.pth | 3 |" in summary
+    assert "| tiny_dav2_sdt.pth | 3 | depth (declared) |" in summary and "Output kind check" not in summary
     with Image.open(out / "eval_abs_rel.png") as plot:
         assert plot.format == "PNG"
     assert "AbsRel" in result.stdout and "tiny_dav2_sdt.pth" in result.stdout, "aggregate table on stdout"
+    assert "depth (declared)" in result.stdout
+
+
+def test_eval_auto_checks_the_declared_kind_and_reports_both_abs_rels(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    checkpoint, arch = tiny_model_args()[1::2]
+    fixture = json.loads(Path(arch).read_text(encoding="utf-8"))
+    fixture["config"]["output"] = "disparity"  # an SDT head declaring disparity: the declaration is read from here
+    declared_disparity = tmp_path / "disparity.json"
+    declared_disparity.write_text(json.dumps(fixture), encoding="utf-8")
+    out = tmp_path / "report"
+    result = run_cli("eval", data, "-o", out, "--input-size", "56", "--checkpoint", checkpoint,
+                     "--arch", declared_disparity, "--output-kind", "auto")
+    assert result.returncode == 0, result.stderr
+    summary = (out / "eval_summary.md").read_text(encoding="utf-8")
+    check = next(line for line in summary.splitlines() if line.startswith("| tiny_dav2_sdt.pth | disparity | "))
+    cells = [cell.strip() for cell in check.strip("|").split("|")]
+    abs_rel = {"depth": float(cells[2]), "disparity": float(cells[3])}
+    detected = min(abs_rel, key=abs_rel.get)
+    ratio = max(abs_rel.values()) / min(abs_rel.values())  # of the 4-decimal table values: close, not equal
+    assert cells[4].endswith("×") and float(cells[4][:-1]) == pytest.approx(ratio, rel=1e-2)
+    assert cells[5:] == [detected, "yes" if detected == "disparity" else "no"]
+    assert f"| tiny_dav2_sdt.pth | 3 | {detected} (detected) |" in summary
+    rows = read_csv(out / "eval_per_image.csv")
+    assert {(r["aligned_as"], r["kind_source"]) for r in rows} == {(detected, "detected")}
+    mean_abs_rel = sum(float(r["abs_rel"]) for r in rows) / len(rows)
+    assert abs(mean_abs_rel - abs_rel[detected]) <= 5e-5, "the main table uses the supported kind"
+    assert "output kind check" in result.stdout and "AbsRel as disparity" in result.stdout
+    assert cells[2] in result.stdout and cells[3] in result.stdout, "both AbsRels on the terminal"
+    assert "declares disparity" in result.stderr
+
+
+def test_eval_unknown_output_kind_is_a_usage_error(tmp_path):
+    data = make_dataset(tmp_path / "data", count=1)
+    result = run_cli("eval", data, "--output-kind", "inverse", "-o", tmp_path / "report", *tiny_model_args())
+    assert_one_line_error(result, 2, "--output-kind must be one of model, depth, disparity, auto")
+    assert not (tmp_path / "report").exists()
 
 
 def test_eval_names_unusable_samples_and_exits_1(tmp_path):

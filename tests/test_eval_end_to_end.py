@@ -15,6 +15,7 @@ from PIL import Image
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.presets import DEFAULT, NYU
 from anydepth_cli.evaluation.datasets import (
+    Alignment,
     Pair,
     discover_pairs,
     read_depth,
@@ -29,16 +30,21 @@ SIZES = [(48, 64), (48, 64), (40, 56), (48, 64), (36, 60)]
 
 
 class OraclePredictor:
-    """Returns the true disparity up to a random scale and shift, finding the GT by the image's bytes."""
+    """Returns the true depth or disparity (`returns`) up to a random scale and shift per call, finding the GT by the image's bytes.
+
+    It declares `declares` as its output kind (by default what it returns).
+    """
 
     input_size = 518
-    output_kind = "disparity"
 
-    def __init__(self, pairs: Sequence[Pair], seed: int, noise: float = 0.0) -> None:
+    def __init__(self, pairs: Sequence[Pair], seed: int, noise: float = 0.0, returns: str = "disparity",
+                 declares: str | None = None) -> None:
         self.truth = {}
         for pair in pairs:
             gt = read_depth(pair.depth, 1000.0).astype(np.float64)
-            self.truth[self._key(read_rgb(pair.image))] = np.where(gt > 0, 1.0 / np.maximum(gt, 1e-9), 0.0)
+            truth = gt if returns == "depth" else np.where(gt > 0, 1.0 / np.maximum(gt, 1e-9), 0.0)
+            self.truth[self._key(read_rgb(pair.image))] = truth
+        self.output_kind = declares or returns
         self.rng = np.random.default_rng(seed)
         self.noise = noise
 
@@ -49,9 +55,9 @@ class OraclePredictor:
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
         for image in images:
-            disparity = self.truth[self._key(image)]
-            scale, shift = self.rng.uniform(0.5, 3.0), self.rng.uniform(-0.1, 0.1)
-            pred = scale * disparity + shift
+            truth = self.truth[self._key(image)]
+            scale, shift = self.rng.uniform(0.5, 3.0), self.rng.uniform(-0.1, 0.1) * truth.max()
+            pred = scale * truth + shift
             if self.noise:
                 pred = pred + self.noise * self.rng.standard_normal(pred.shape)
             out.append(pred.astype(np.float32))
@@ -99,7 +105,8 @@ def test_oracle_eval_is_perfect_and_report_is_written(dataset: list[Pair], tmp_p
     assert sorted(r["image"] for r in rows if r["model"] == "oracle") == sorted(str(p.image) for p in dataset)
     assert all(float(r["abs_rel"]) < 1e-6 and float(r["delta1"]) == 1.0 for r in rows if r["model"] == "oracle")
     markdown = files[1].read_text(encoding="utf-8")
-    assert "| oracle | 5 |" in markdown and "| noisy | 5 |" in markdown and "AbsRel" in markdown
+    assert "| oracle | 5 | disparity (declared) |" in markdown and "| noisy | 5 |" in markdown and "AbsRel" in markdown
+    assert "Output kind check" not in markdown
     assert files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((tmp_path / "report").glob(".*tmp-*"))
 
@@ -119,9 +126,69 @@ def test_eval_with_nyu_crop_and_a_broken_sample(dataset: list[Pair], tmp_path: P
     assert "broken.png" in (write_eval_report(result, tmp_path / "r")[1]).read_text(encoding="utf-8")
 
 
-def test_run_eval_needs_a_model(dataset: list[Pair]) -> None:
+def test_run_eval_needs_a_model_a_known_mode_and_a_known_declared_kind(dataset: list[Pair]) -> None:
     with pytest.raises(UsageError):
         run_eval(dataset, {}, DEFAULT)
+    with pytest.raises(UsageError, match="--output-kind must be one of model, depth, disparity, auto"):
+        run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=0)}, DEFAULT, output_kind="inverse")
+    with pytest.raises(UsageError, match="'oracle' declares output 'inverse'"):
+        run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=0, declares="inverse")}, DEFAULT)
+
+
+def _other(kind: str) -> str:
+    return "disparity" if kind == "depth" else "depth"
+
+
+@pytest.mark.parametrize("returns", ["depth", "disparity"])
+def test_an_oracle_is_exact_in_its_own_space_only(dataset: list[Pair], returns: str) -> None:
+    wrong = _other(returns)
+    right = run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=4, returns=returns)}, DEFAULT, batch_size=2)
+    misdeclared = run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=4, returns=returns, declares=wrong)}, DEFAULT)
+    overridden = run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=4, returns=returns)}, DEFAULT,
+                          output_kind=wrong)
+    assert right.alignments["oracle"] == Alignment(returns, returns, "declared")
+    assert misdeclared.alignments["oracle"] == Alignment(wrong, wrong, "declared")
+    assert overridden.alignments["oracle"] == Alignment(wrong, returns, "override")
+    assert all(r["aligned_as"] == returns and r["kind_source"] == "declared" for r in right.rows)
+    assert all(r["aligned_as"] == wrong and r["kind_source"] == "override" for r in overridden.rows)
+    good = right.aggregates["oracle"]
+    assert good["abs_rel"] <= 1e-6 and good["delta1"] == 1.0
+    worst_right = max(r["abs_rel"] for r in right.rows)
+    for result in (misdeclared, overridden):
+        assert result.aggregates["oracle"]["abs_rel"] >= 0.05
+        assert min(r["abs_rel"] for r in result.rows) >= 3 * worst_right
+
+
+@pytest.mark.parametrize("declared_right", [True, False], ids=["declared-right", "declared-wrong"])
+def test_auto_detects_each_oracle_kind(dataset: list[Pair], tmp_path: Path, declared_right: bool) -> None:
+    predictors = {
+        f"{kind}-oracle": OraclePredictor(dataset, seed=5, returns=kind, declares=kind if declared_right else _other(kind))
+        for kind in ("depth", "disparity")
+    }
+    result = run_eval(dataset, predictors, NYU, output_kind="auto", batch_size=3)
+    for kind in ("depth", "disparity"):
+        alignment = result.alignments[f"{kind}-oracle"]
+        assert (alignment.kind, alignment.source, alignment.agrees) == (kind, "detected", declared_right)
+        check = alignment.check
+        right, wrong = (check.abs_rel_depth, check.abs_rel_disparity)[:: 1 if kind == "depth" else -1]
+        assert check.detected == kind and right <= 1e-6 and wrong >= 0.05 and check.ratio >= 3
+        assert result.aggregates[f"{kind}-oracle"]["abs_rel"] == pytest.approx(right, rel=1e-12)
+    assert len(result.rows) == 2 * len(dataset)
+    assert all(r["aligned_as"] == str(r["model"]).split("-")[0] and r["kind_source"] == "detected" for r in result.rows)
+
+    csv_path, md_path, _ = write_eval_report(result, tmp_path / "report")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["model"], r["aligned_as"], r["kind_source"]) for r in rows} == {
+        ("depth-oracle", "depth", "detected"), ("disparity-oracle", "disparity", "detected")}
+    markdown = md_path.read_text(encoding="utf-8")
+    assert "| depth-oracle | 5 | depth (detected) |" in markdown
+    assert "| disparity-oracle | 5 | disparity (detected) |" in markdown
+    assert "## Output kind check" in markdown
+    check_rows = [line for line in markdown.splitlines() if line.startswith("| depth-oracle | ") and "×" in line]
+    declared = "depth" if declared_right else "disparity"
+    assert len(check_rows) == 1 and check_rows[0].startswith(f"| depth-oracle | {declared} | 0.0000 | ")
+    assert check_rows[0].endswith("| depth | yes |" if declared_right else "| depth | no |")
 
 
 def test_side_by_side_layout_with_masks(tmp_path: Path) -> None:

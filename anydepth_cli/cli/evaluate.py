@@ -93,6 +93,25 @@ def _aggregate_table(result: EvalResult) -> None:
         cells = ["–" if math.isnan(v) else (f"[bold]{v:.4f}[/]" if v == best else f"{v:.4f}") for v in values]
         table.add_row(f"{LABELS[metric]} {'↑' if metric in HIGHER_IS_BETTER else '↓'}", *cells)
     table.add_row("images", *(str(int(result.aggregates[model]["n_images"])) for model in result.models))
+    table.add_row("aligned as", *(result.alignments[model].label for model in result.models))
+    out.print(table)
+
+
+def _kind_check_table(result: EvalResult) -> None:
+    """Print, for the models aligned both ways, the AbsRel of each way and the kind the data supports."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from anydepth_cli.evaluation.report import KIND_CHECK_COLUMNS, kind_check_rows
+
+    rows = kind_check_rows(result)
+    if not rows:
+        return
+    table = Table(title="output kind check")
+    for column in KIND_CHECK_COLUMNS:
+        table.add_column(column, justify="right" if column.startswith(("AbsRel", "Ratio")) else "left")
+    for row in rows:
+        table.add_row(*map(escape, row))
     out.print(table)
 
 
@@ -108,21 +127,23 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
+    output_kind: Annotated[str, typer.Option(help="Space to align each model in: model (the kind it declares), depth or disparity (for every model), or auto (try both, report which the data supports and score in that one).", rich_help_panel=MODEL)] = "model",
 ) -> None:
     """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
 
-    Each prediction is aligned to the ground-truth disparity by a least-squares scale and shift over
-    the valid pixels, turned into depth and clipped to the valid range. Exit status: 0 all scored,
-    1 some samples could not be scored (each named), 2 usage error.
+    Each prediction is aligned by a least-squares scale and shift over the valid pixels in its model's space (to the ground-truth depth for depth models, to its inverse for disparity models), turned into depth and clipped to the valid range.
+
+    Exit status: 0 all scored, 1 some samples could not be scored (each named), 2 usage error.
     """
     from rich.markup import escape
 
-    from anydepth_cli.evaluation.datasets import load_pairs, run_eval
+    from anydepth_cli.evaluation.datasets import check_alignment_mode, load_pairs, run_eval
     from anydepth_cli.evaluation.presets import get_preset
     from anydepth_cli.evaluation.report import write_eval_report
 
     chosen = get_preset(preset)
     _check_depth_scale(depth_scale)
+    check_alignment_mode(output_kind)
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     pairs = load_pairs(data)
@@ -137,13 +158,14 @@ def evaluate(
     for choice in choices:
         predictor, label = open_predictor(*choice, device, precision, batch_size, input_size)
         predictors[label] = predictor
-        err.print(f"[dim]{escape(label)} on {predictor.device.type}[/]")
+        err.print(f"[dim]{escape(label)} on {predictor.device.type}, declares {predictor.output_kind}[/]")
     err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
     with counting_progress("img") as bar:
         result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
-                          depth_scale=depth_scale, batch_size=batch_size)
+                          depth_scale=depth_scale, batch_size=batch_size, output_kind=output_kind)
     written = write_eval_report(result, output)
     _aggregate_table(result)
+    _kind_check_table(result)
     err.print(f"report → {escape(', '.join(str(p) for p in written))}", highlight=False)
     for image, reason in result.failures:
         err.print(f"[red]failed[/] {escape(image)}: {escape(reason)}", highlight=False)

@@ -1,21 +1,27 @@
-"""Zero-shot affine-invariant depth metrics: align predicted disparity to ground truth, then score.
+"""Zero-shot affine-invariant depth metrics: align a prediction to ground truth in the model's own space, then score.
 
-Protocol, per image:
+A model predicts affine-invariant depth (large = far) or disparity (large = near); its output
+kind says which. Protocol, per image:
 
 1. Valid pixels: the preset's crop and depth range, intersected with the sample's own mask.
-2. Ground-truth disparity is `1 / depth` on valid pixels.
-3. The predicted disparity is brought onto it by a least-squares scale and shift fitted over
-   the valid pixels (`fit_scale_shift`).
-4. The aligned disparity is clamped to at least `1 / max_depth` (so it stays positive),
-   inverted to depth and clipped to `[min_depth, max_depth]`.
-5. AbsRel, δ1/δ2/δ3 and RMSE are computed over the valid pixels.
+2. The prediction is brought onto the ground truth in its own space by a least-squares scale
+   and shift fitted over the valid pixels (`fit_scale_shift`):
+
+   * depth: onto the ground-truth depth; the aligned depth is clipped to `[min_depth, max_depth]`;
+   * disparity: onto `1 / depth`; the aligned disparity is clamped to at least `1 / max_depth`
+     (so it stays positive), inverted to depth and clipped to `[min_depth, max_depth]`.
+
+3. AbsRel, δ1/δ2/δ3 and RMSE are computed over the valid pixels.
 
 A dataset's score is the mean of the per-image scores (`aggregate`), not a pixel-pooled mean.
+Aligning the same predictions both ways and comparing the AbsRels (`KindCheck`) tells which
+kind a model's output really is.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -29,29 +35,39 @@ METRICS: tuple[str, ...] = ("abs_rel", "delta1", "delta2", "delta3", "rmse")
 
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "delta2", "delta3"})
 
+KINDS: tuple[str, ...] = ("depth", "disparity")
+"""The spaces a prediction can be aligned in: the output kinds a model declares (`models.config.OUTPUT_KINDS`)."""
+
 
 def align_and_convert(
-    pred_disparity: np.ndarray,
+    pred: np.ndarray,
     gt_depth: np.ndarray,
     valid: np.ndarray,
     min_depth: float,
     max_depth: float,
+    kind: str,
 ) -> tuple[np.ndarray, Affine]:
-    """Fit `pred_disparity` to `1 / gt_depth` over `valid`; return the aligned depth map (float64) and the fit.
+    """Align `pred`, of output `kind` (depth or disparity), to `gt_depth` over `valid`; return the aligned depth (float64) and the fit.
 
-    The aligned disparity is clamped to `>= 1 / max_depth` before inversion and the depth is
-    clipped to `[min_depth, max_depth]`. Arithmetic is in float64 so an exact affine
-    relation is recovered to rounding error.
+    A depth prediction is fitted to `gt_depth` and clipped to `[min_depth, max_depth]`; a disparity
+    prediction is fitted to `1 / gt_depth`, clamped to `>= 1 / max_depth`, inverted and clipped.
+    Arithmetic is in float64 so an exact affine relation is recovered to rounding error.
+    ValueError for an unknown `kind` or mismatched shapes.
     """
-    pred = np.asarray(pred_disparity, dtype=np.float64)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt_depth, dtype=np.float64)
     valid = np.asarray(valid, dtype=bool)
     if pred.shape != gt.shape or valid.shape != gt.shape:
         raise ValueError(f"shape mismatch: prediction {pred.shape}, depth {gt.shape}, mask {valid.shape}")
-    fit = fit_scale_shift(pred[valid], 1.0 / gt[valid])
-    aligned = np.maximum(fit.scale * pred + fit.shift, 1.0 / max_depth)
-    depth = np.clip(1.0 / aligned, min_depth, max_depth)
-    return depth, fit
+    if kind == "depth":
+        fit = fit_scale_shift(pred[valid], gt[valid])
+        depth = fit.scale * pred + fit.shift
+    else:
+        fit = fit_scale_shift(pred[valid], 1.0 / gt[valid])
+        depth = 1.0 / np.maximum(fit.scale * pred + fit.shift, 1.0 / max_depth)
+    return np.clip(depth, min_depth, max_depth), fit
 
 
 def depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -76,12 +92,13 @@ def depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray
 
 
 def evaluate_sample(
-    pred_disparity: np.ndarray,
+    pred: np.ndarray,
     gt_depth: np.ndarray,
     mask: np.ndarray | None,
     preset: Preset,
+    kind: str,
 ) -> dict[str, float]:
-    """Score one predicted disparity map against its ground-truth depth under `preset`.
+    """Score one prediction of `kind` (depth or disparity) against its ground-truth depth under `preset`.
 
     Returns the `METRICS` plus `scale` and `shift` (the fitted alignment) and `n_valid` (pixels
     scored). Raises InputError when fewer than two pixels are valid.
@@ -92,7 +109,7 @@ def evaluate_sample(
     if n_valid < 2:
         raise InputError(f"only {n_valid} valid ground-truth pixel(s) under preset {preset.name!r}")
     min_depth, max_depth = preset.depth_range(gt, valid)
-    pred_depth, fit = align_and_convert(pred_disparity, gt, valid, min_depth, max_depth)
+    pred_depth, fit = align_and_convert(pred, gt, valid, min_depth, max_depth, kind)
     row = depth_metrics(pred_depth, gt, valid)
     row.update(scale=fit.scale, shift=fit.shift, n_valid=n_valid)
     return row
@@ -112,3 +129,28 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     out = {key: (float(np.mean(values)) if values else math.nan) for key, values in columns.items()}
     out["n_images"] = count
     return out
+
+
+@dataclass(frozen=True)
+class KindCheck:
+    """Mean AbsRel of one model's predictions aligned as depth and as disparity: which kind the data supports."""
+
+    abs_rel_depth: float
+    abs_rel_disparity: float
+
+    @property
+    def detected(self) -> str | None:
+        """The kind with the lower AbsRel; None on a tie or when either is NaN."""
+        if math.isnan(self.abs_rel_depth) or math.isnan(self.abs_rel_disparity):
+            return None
+        if self.abs_rel_depth == self.abs_rel_disparity:
+            return None
+        return "depth" if self.abs_rel_depth < self.abs_rel_disparity else "disparity"
+
+    @property
+    def ratio(self) -> float:
+        """AbsRel of the other kind over that of the detected kind (at least 1; inf when the detected one is 0; NaN when undecided)."""
+        if self.detected is None:
+            return math.nan
+        low, high = sorted((self.abs_rel_depth, self.abs_rel_disparity))
+        return high / low if low > 0 else math.inf

@@ -13,9 +13,12 @@ from anydepth_cli.io.writers import atomic_write
 CSV_NAME = "eval_per_image.csv"
 MARKDOWN_NAME = "eval_summary.md"
 PLOT_NAME = "eval_abs_rel.png"
-CSV_COLUMNS: tuple[str, ...] = ("image", "depth", "model", *METRICS, "n_valid", "scale", "shift")
+CSV_COLUMNS: tuple[str, ...] = ("image", "depth", "model", *METRICS, "n_valid", "scale", "shift", "aligned_as", "kind_source")
 LABELS: dict[str, str] = {"abs_rel": "AbsRel", "delta1": "δ1", "delta2": "δ2", "delta3": "δ3", "rmse": "RMSE"}
 MAX_LISTED_FAILURES = 20
+KIND_CHECK_COLUMNS: tuple[str, ...] = (
+    "Model", "Declared", "AbsRel as depth", "AbsRel as disparity", "Ratio", "Supported", "Agrees",
+)
 
 
 def _write_csv(result: EvalResult, temp: Path) -> None:
@@ -29,18 +32,58 @@ def _write_text(temp: Path, text: str) -> None:
     temp.write_text(text, encoding="utf-8")
 
 
+def _format_ratio(ratio: float) -> str:
+    """`12.34×`, `∞`, or `–` when undecided."""
+    if math.isnan(ratio):
+        return "–"
+    return "∞" if math.isinf(ratio) else f"{ratio:.2f}×"
+
+
+def kind_check_rows(result: EvalResult) -> list[tuple[str, ...]]:
+    """The output kind check as text cells under KIND_CHECK_COLUMNS, one row per model aligned both ways."""
+    rows = []
+    for model in result.models:
+        alignment = result.alignments[model]
+        check = alignment.check
+        if check is None:
+            continue
+        agrees = "–" if check.detected is None else "yes" if alignment.agrees else "no"
+        rows.append((model, alignment.declared, f"{check.abs_rel_depth:.4f}", f"{check.abs_rel_disparity:.4f}",
+                     _format_ratio(check.ratio), check.detected or "–", agrees))
+    return rows
+
+
+def _kind_check_lines(result: EvalResult) -> list[str]:
+    """The output kind check section, or no lines when no model was aligned both ways."""
+    rows = kind_check_rows(result)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Output kind check",
+        "",
+        "AbsRel of each model's predictions aligned as depth and as disparity; the lower one tells the kind "
+        "the data supports, and the ratio by how much.",
+        "",
+        "| " + " | ".join(KIND_CHECK_COLUMNS) + " |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _markdown(result: EvalResult) -> str:
-    """Aggregate table (one row per model, best value per metric in bold) and the skipped samples."""
+    """Aggregate table (one row per model, best value per metric in bold), the output kind check and the skipped samples."""
     n_images = len({row["image"] for row in result.rows})
     lines = [
         f"# Depth evaluation: preset `{result.preset}`",
         "",
         f"{n_images} image(s) scored, {len(result.failures)} skipped. Each metric is the mean over images "
-        "of the per-image value after least-squares scale-and-shift alignment in disparity. "
-        "AbsRel and RMSE: lower is better; δ1–δ3: higher is better.",
+        "of the per-image value after least-squares scale-and-shift alignment in the model's space "
+        "(Aligned as: depth or disparity, and whether declared by the model, given by --output-kind or "
+        "detected from the data). AbsRel and RMSE: lower is better; δ1–δ3: higher is better.",
         "",
-        "| Model | Images | " + " | ".join(f"{LABELS[m]} {'↑' if m in HIGHER_IS_BETTER else '↓'}" for m in METRICS) + " |",
-        "|---|---:|" + "---:|" * len(METRICS),
+        "| Model | Images | Aligned as | " + " | ".join(f"{LABELS[m]} {'↑' if m in HIGHER_IS_BETTER else '↓'}" for m in METRICS) + " |",
+        "|---|---:|---|" + "---:|" * len(METRICS),
     ]
     best: dict[str, float] = {}
     for metric in METRICS:
@@ -53,7 +96,8 @@ def _markdown(result: EvalResult) -> str:
         for metric in METRICS:
             text = f"{agg[metric]:.4f}"
             cells.append(f"**{text}**" if best.get(metric) == agg[metric] else text)
-        lines.append(f"| {model} | {int(agg['n_images'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {model} | {int(agg['n_images'])} | {result.alignments[model].label} | " + " | ".join(cells) + " |")
+    lines += _kind_check_lines(result)
     if result.failures:
         lines += ["", "## Skipped", ""]
         lines += [f"- `{image}`: {reason}" for image, reason in result.failures[:MAX_LISTED_FAILURES]]
