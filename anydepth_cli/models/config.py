@@ -107,7 +107,8 @@ class NetworkConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "NetworkConfig":
-        """Read a JSON architecture file: either the config itself or a fixture file with a `config` object."""
+        """Read a JSON architecture file: either the config itself or a fixture file with a `config` object, whose
+        `output`/`activation` a top-level `output`/`activation` overrides."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -119,7 +120,9 @@ class NetworkConfig:
         config = data.get("config", data)
         if not isinstance(config, dict):
             raise UsageError(f"architecture file {path}: `config` must be a JSON object")
-        return cls.from_dict(config)
+        # beside a fixture-style `config`, a top-level declaration of what the output means wins
+        overrides = {k: data[k] for k in ("output", "activation") if k in data and config is not data}
+        return cls.from_dict({**config, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
