@@ -110,12 +110,11 @@ def predict(
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
-    from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, describe_kind, prepare_output_dir
     from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
-    from anydepth_cli.pipelines.runtime import open_predictor
+    from anydepth_cli.pipelines.runtime import open_predictor, tile_config
     from anydepth_cli.pipelines.video import VideoOptions, run_video
 
     if max_pixels < 1:
@@ -143,8 +142,7 @@ def predict(
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
     label += f" (outputs {describe_kind(predictor.output_kind)})"
-    tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, CPU_TILE_BATCH)
-    tiling = TilingOptions(tile.value, default_tile_config(predictor.input_size, tile_batch, tile_size, overlap))
+    tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
     if video is not None:
         options = VideoOptions(output, cmap, invert, raw.value if raw else None, side_by_side, not no_stabilize,
                                start, max_frames, stride, pointcloud=cloud, pointcloud_stride=pc_stride)

@@ -166,7 +166,7 @@ def read_image(path: Path, max_pixels: int | None) -> np.ndarray:
             except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
                 raise InputError(f"corrupt or truncated image data ({_one_line(exc)})") from exc
             try:
-                return _to_rgb(image)
+                return pil_to_rgb(image)
             except ValueError as exc:
                 raise InputError(f"unsupported colour mode {image.mode}") from exc
 
@@ -193,7 +193,8 @@ def _open_checked(handle: BinaryIO, max_pixels: int | None) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as a C-contiguous RGB uint8 H×W×3 array (the conversions of `read_image`)."""
     if image.mode.startswith("I;16") or image.mode == "I":
         # 16-bit grey (32-bit "I" is read as 16-bit data): round to 8 bits over the full range.
         values = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -13,7 +13,19 @@ from anydepth_cli.errors import AnyDepthError
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
 from anydepth_cli.io.images import InputItem, prefetch_images
-from anydepth_cli.io.writers import colorize, near_is_dark, side_by_side, write_color_png, write_npy, write_png16
+from anydepth_cli.io.writers import (
+    DEFAULT_CMAP,
+    colorize,
+    near_is_dark,
+    side_by_side,
+    write_color_png,
+    write_npy,
+    write_png16,
+)
+
+if TYPE_CHECKING:
+    from anydepth_cli.geometry.camera import Intrinsics
+    from anydepth_cli.geometry.pointcloud import PointCloud
 
 @dataclass(frozen=True)
 class PointCloudOptions:
@@ -164,7 +176,7 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     """Write every requested file for one image's map of `kind` (depth or disparity); returns a note to show
     the user (point-cloud settings)."""
     paths = outputs.paths(item, kind)
-    color = colorize(values, outputs.cmap, near_is_dark(kind, outputs.invert))
+    color = depth_picture(values, kind, outputs.cmap, outputs.invert)
     write_color_png(paths["color"], color)
     if outputs.raw == "npy":
         write_npy(paths["raw"], values)
@@ -187,9 +199,18 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
 def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
                       exif_focal_35mm: float | None = None) -> str:
     """Build the point cloud of one image and its map of `kind` and write it as PLY; returns what was done."""
+    from anydepth_cli.io.ply import write_ply
+
+    cloud, camera = make_point_cloud(image, values, kind, options, exif_focal_35mm)
+    write_ply(path, cloud.points, cloud.colors, cloud.normals)
+    return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
+
+
+def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
+                     exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
+    """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
     from anydepth_cli.geometry.camera import intrinsics_for
     from anydepth_cli.geometry.pointcloud import build_point_cloud
-    from anydepth_cli.io.ply import write_ply
 
     height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
@@ -197,5 +218,10 @@ def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: s
         image, values, camera, kind=kind, near=options.near, far=options.far, depth_at=options.depth_at,
         edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
     )
-    write_ply(path, cloud.points, cloud.colors, cloud.normals)
-    return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
+    return cloud, camera
+
+
+def depth_picture(values: np.ndarray, kind: str, cmap: str = DEFAULT_CMAP, invert: bool = False,
+                  value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """The colour picture (RGB uint8) of a map of `kind`: near bright, far bright with `invert`."""
+    return colorize(values, cmap, near_is_dark(kind, invert), value_range)

@@ -1,12 +1,13 @@
-"""From command-line choices to a ready predictor: weights, device, precision."""
+"""From command-line choices to a ready predictor (weights, device, precision) and its tile geometry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.tiling import CPU_TILE_BATCH, TileConfig, default_tile_config
 from anydepth_cli.models.fuse import prepare_for_inference
+from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
 
@@ -20,3 +21,10 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     network = prepare_for_inference(load_network(choice.config, weights_path(choice), target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label
+
+
+def tile_config(predictor: DepthPredictor, tile_size: int | None = None, overlap: int | None = None) -> TileConfig:
+    """Tile geometry for `predictor`: the defaults of `default_tile_config`, tiles batched like images on GPUs
+    and at most CPU_TILE_BATCH to a batch on the CPU (where each tile's activations are large)."""
+    batch = predictor.batch_size if predictor.device.type != "cpu" else min(predictor.batch_size, CPU_TILE_BATCH)
+    return default_tile_config(predictor.input_size, batch, tile_size, overlap)

@@ -41,8 +41,8 @@ from anydepth_cli.io.video import (
     NpzFramesSink,
     open_video_writer,
 )
-from anydepth_cli.io.writers import DEFAULT_CMAP, colorize, near_is_dark, side_by_side, write_png16
-from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, write_point_cloud
+from anydepth_cli.io.writers import DEFAULT_CMAP, side_by_side, write_png16
+from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, depth_picture, write_point_cloud
 
 @dataclass(frozen=True)
 class VideoOptions:
@@ -106,7 +106,7 @@ class _Colourer(BackgroundWorker):
 
     def __init__(self, options: VideoOptions, kind: str, sinks: dict[str, BackgroundSink], queue_size: int) -> None:
         self.options = options
-        self.invert = near_is_dark(kind, options.invert)
+        self.kind = kind
         self.depth, self.side, self.raw = sinks["depth"], sinks.get("side"), sinks.get("raw")
         self.clouds = sinks.get("clouds")
         self.count = 0
@@ -114,7 +114,7 @@ class _Colourer(BackgroundWorker):
 
     def _handle(self, job: _FrameJob) -> None:
         values = job.fit.apply(job.values) if job.fit is not None else job.values
-        colour = colorize(values, self.options.cmap, self.invert, job.value_range)
+        colour = depth_picture(values, self.kind, self.options.cmap, self.options.invert, job.value_range)
         self.depth.put(colour)
         if self.side is not None:
             self.side.put(side_by_side(job.rgb, colour))
