@@ -84,6 +84,7 @@ def predict(
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images (or tiles) per network call.", rich_help_panel=RUN)] = 4,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.", rich_help_panel=RUN)] = DEFAULT_MAX_PIXELS,
+    shard: Annotated[Optional[str], typer.Option(metavar="K/N|auto|off", help="Process share K of N of the photos (K from 0 to N-1; sorted by relative path), `auto` to take it from torchrun or srun, or `off`. \\[default: auto under torchrun/srun]", show_default=False, rich_help_panel=RUN)] = None,
     tile: Annotated[Tile, typer.Option(help="Tiled full-resolution inference: `on` (or bare --tile), `off`, or `auto` (images whose shorter side is over twice the input size).", rich_help_panel=TILES)] = Tile.auto,
     tile_size: Annotated[Optional[int], typer.Option(help="Tile side in image pixels. \\[default: 2 × input size]", show_default=False, rich_help_panel=TILES)] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
@@ -115,6 +116,7 @@ def predict(
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, describe_kind, prepare_output_dir
     from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.pipelines.runtime import open_predictor, tile_config
+    from anydepth_cli.pipelines.shards import resolve_shard, write_shard_summary
     from anydepth_cli.pipelines.video import VideoOptions, run_video
 
     if max_pixels < 1:
@@ -126,6 +128,10 @@ def predict(
     elif cmap not in available_cmaps():
         raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
     video = video_input(inputs)
+    share = resolve_shard(shard)
+    if video is not None and share is not None and share.index != 0:
+        err.print(f"shard {share.name}: a video is not split; shard 0 of {share.count} processes {video.name}")
+        return
     check_input_kind_options(video is not None, {
         "--confidence": confidence, "--skip-existing": skip_existing, "--raw npy": raw == Raw.npy,
         "--start": start != 0, "--max-frames": max_frames is not None, "--stride": stride != 1,
@@ -140,7 +146,8 @@ def predict(
         cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=parse_depth_at(depth_at),
                                   edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
-    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
+    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
+                                      share.local_rank if share else None)
     label += f" (outputs {describe_kind(predictor.output_kind)})"
     tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
     if video is not None:
@@ -151,11 +158,18 @@ def predict(
             video_summary = run_video(video, predictor, options, tiling, video_progress, batch_size, max_pixels)
         print_video_summary(video_summary)
         return
-    err.print(f"[dim]{label} on {predictor.device.type}, {len(discovery.items)} image(s)"
+    items = discovery.items
+    if share is not None:
+        items = share.select(items, key=lambda item: item.relative.as_posix())
+    err.print(f"[dim]{label} on {predictor.device}, {len(items)} image(s)"
+              + (f" (shard {share.name} of {len(discovery.items)}, from {share.source})" if share else "")
               + (f", {len(discovery.skipped)} other file(s) skipped" if discovery.skipped else "") + "[/]")
-    with ImageProgress(len(discovery.items)) as progress:
-        summary = run_images(discovery.items, predictor, outputs, tiling, progress, max_pixels,
-                             skip_existing, batch_size)
+    with ImageProgress(len(items)) as progress:
+        summary = run_images(items, predictor, outputs, tiling, progress, max_pixels, skip_existing, batch_size)
     print_summary(summary, output, len(discovery.skipped))
+    if share is not None:
+        record = write_shard_summary(share, output, [item.relative for item in items], summary.written,
+                                     summary.skipped, summary.failed, summary.seconds)
+        err.print(f"[dim]shard summary: {record}[/]")
     if summary.failed:
         raise typer.Exit(1)

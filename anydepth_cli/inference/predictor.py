@@ -32,8 +32,9 @@ class MapPredictor(Protocol):
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
 
-def select_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a usage error."""
+def select_device(name: str, local_rank: int | None = None) -> torch.device:
+    """`auto` picks CUDA, then MPS, then the CPU; an unavailable device is a usage error. With `local_rank`
+    (a launcher's process on this machine) CUDA means that process's own GPU."""
     if name not in DEVICES:
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}")
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -41,6 +42,8 @@ def select_device(name: str) -> torch.device:
         name = "cuda" if cuda else "mps" if mps else "cpu"
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise UsageError(f"--device {name} is not available on this machine (try --device cpu)")
+    if name == "cuda" and local_rank is not None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
 
 

@@ -12,11 +12,12 @@ from anydepth_cli.weights.choice import choose_weights, weights_path
 
 
 def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",
-                   precision: str = "auto", batch_size: int = 4,
-                   input_size: int | None = None) -> tuple[DepthPredictor, str]:
-    """A predictor for the chosen weights (downloaded if needed) and a label naming them."""
+                   precision: str = "auto", batch_size: int = 4, input_size: int | None = None,
+                   local_rank: int | None = None) -> tuple[DepthPredictor, str]:
+    """A predictor for the chosen weights (downloaded if needed) and a label naming them; `local_rank` picks a
+    launched process's own GPU."""
     choice = choose_weights(model, checkpoint, arch)
-    target = select_device(device)
+    target = select_device(device, local_rank)
     dtype = select_dtype(precision, target)
     network = prepare_for_inference(load_network(choice.config, weights_path(choice), target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
