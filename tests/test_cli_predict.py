@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -87,6 +90,20 @@ def test_oversized_image_fails_with_a_hint(tmp_path):
     photo = save_photo(tmp_path / "big.png", 300, 200)
     result = run_cli("predict", photo, "-o", tmp_path / "o", "--max-pixels", "1000", *tiny_model_args())
     assert_one_line_error(result, 1, "--max-pixels")
+
+
+def test_huge_image_names_the_default_limit_and_the_option(tmp_path):
+    # A PNG header of 20000 x 15000 = 300 M pixels, more than twice the default --max-pixels (120 M),
+    # where Pillow's own decompression-bomb check fires first.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    photo = tmp_path / "huge.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 15000, 8, 2, 0, 0, 0))
+                      + chunk(b"IEND", b""))
+    result = run_cli("predict", photo, "-o", tmp_path / "o", *tiny_model_args())
+    assert_one_line_error(result, 1, "300000000 pixels, more than --max-pixels 120000000")
+    assert "pass --max-pixels 300000000" in result.stderr and "240000000" not in result.stderr
 
 
 def read_ply_header(path) -> tuple[list[str], int]:
