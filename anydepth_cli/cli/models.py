@@ -46,7 +46,7 @@ def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) 
     from anydepth_cli.models.registry import get_model
 
     spec = get_model(name)
-    path = hub_download(spec.repo_id, spec.filename)
+    path = hub_download(spec.repo_id, spec.filename, model=spec.name)
     err.print(f"{spec.name}: {path}")
 
 

@@ -110,13 +110,10 @@ def predict(
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
-    from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, prepare_output_dir
-    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.pipelines.runtime import open_predictor
-    from anydepth_cli.pipelines.video import VideoOptions, run_video
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
@@ -136,12 +133,18 @@ def predict(
         probe_video(video)  # an unreadable video fails before the model loads
     discovery = None if video else discover_inputs(inputs)
     prepare_output_dir(output)
+    known_depth = parse_depth_at(depth_at)
+    # Before the heavy imports (torch): weights that cannot be had are reported at once.
+    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
+    from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config
+    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
+    from anydepth_cli.pipelines.video import VideoOptions, run_video
+
     cloud = None
     if pointcloud:
-        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=parse_depth_at(depth_at),
+        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
                                   edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
-    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
     tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, CPU_TILE_BATCH)
     tiling = TilingOptions(tile.value, default_tile_config(predictor.input_size, tile_batch, tile_size, overlap))
     if video is not None:

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from anydepth_cli.weights.checkpoint import load_network
-from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
-from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.weights.choice import choose_weights, weights_path
+
+if TYPE_CHECKING:
+    from anydepth_cli.inference.predictor import DepthPredictor
 
 
 def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",
                    precision: str = "auto", batch_size: int = 4,
                    input_size: int | None = None) -> tuple[DepthPredictor, str]:
-    """A predictor for the chosen weights (downloaded if needed) and a label naming them."""
+    """A predictor for the chosen weights (downloaded if needed) and a label naming them.
+
+    The weights are found first, before torch is imported, so that weights which cannot be had
+    (the Hub unreachable, nothing cached) are reported within a second.
+    """
     choice = choose_weights(model, checkpoint, arch)
+    weights = weights_path(choice)
+    from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+    from anydepth_cli.models.fuse import prepare_for_inference
+    from anydepth_cli.weights.checkpoint import load_network
+
     target = select_device(device)
     dtype = select_dtype(precision, target)
-    network = prepare_for_inference(load_network(choice.config, weights_path(choice), target))
+    network = prepare_for_inference(load_network(choice.config, weights, target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label
