@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import NoReturn
 
 import typer
 
@@ -58,13 +61,23 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
+class _Interrupted(BaseException):
+    """Ctrl+C. Typer turns a KeyboardInterrupt into a silent exit, so SIGINT raises this instead;
+    like KeyboardInterrupt it is no Exception, so no handler of errors swallows it."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise _Interrupted
+
+
 def main() -> None:
-    """Entry point: run the app, turning our errors into one line and an exit code."""
+    """Entry point: run the app, turning our errors and Ctrl+C into one line and an exit code."""
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         app(args=_bare_flags(sys.argv[1:]), prog_name="anydepth")
     except AnyDepthError as exc:
         fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
+    except _Interrupted:
         fail("interrupted", 130)
     except MemoryError:
         fail(OUT_OF_MEMORY, 1)
