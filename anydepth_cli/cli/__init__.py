@@ -15,6 +15,7 @@ from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import fail
 from anydepth_cli.errors import AnyDepthError
 
@@ -22,16 +23,17 @@ app = typer.Typer(
     name="anydepth",
     help="Relative depth from a photo, a folder or a video with AnyDepth's Simple Depth Transformer.",
     no_args_is_help=True,
+    cls=Group,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("predict", no_args_is_help=True)(predict_cmd.predict)
+app.command("predict", cls=Command, no_args_is_help=True)(predict_cmd.predict)
 app.add_typer(models_cmd.app, name="models")
-app.command("bench")(bench_cmd.bench)
-app.command("eval")(evaluate_cmd.evaluate)
-app.command("score")(evaluate_cmd.score)
-app.command("doctor")(doctor_cmd.doctor)
+app.command("bench", cls=Command)(bench_cmd.bench)
+app.command("eval", cls=Command)(evaluate_cmd.evaluate)
+app.command("score", cls=Command)(evaluate_cmd.score)
+app.command("doctor", cls=Command)(doctor_cmd.doctor)
 
 
 OUT_OF_MEMORY = "out of memory: lower --batch-size or --input-size, or use --tile for large images"

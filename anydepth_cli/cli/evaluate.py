@@ -111,9 +111,9 @@ def evaluate(
 ) -> None:
     """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
 
-    Each prediction is aligned to the ground-truth disparity by a least-squares scale and shift over
-    the valid pixels, turned into depth and clipped to the valid range. Exit status: 0 all scored,
-    1 some samples could not be scored (each named), 2 usage error.
+    Each prediction is aligned to the ground-truth disparity by a least-squares scale and shift over the valid pixels, turned into depth and clipped to the valid range.
+
+    Exit status: 0 all scored, 1 some samples could not be scored (each named), 2 usage error.
     """
     from rich.markup import escape
 
@@ -224,6 +224,7 @@ def score(
     """Score the quality of depth maps: gradient continuity S_grad, depth distribution S_dist and their mean.
 
     Files are streamed through a process pool, so memory stays flat however many there are.
+
     Exit status: 0 all scored, 1 some files could not be read (named), 2 usage error.
     """
     from rich.markup import escape

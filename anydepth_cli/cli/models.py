@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
+from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import err, out
 
-app = typer.Typer(help="List, download and remove the published models.", no_args_is_help=False)
+app = typer.Typer(help="List, download and remove the published models.", no_args_is_help=False, cls=Group)
 
 
 @app.callback(invoke_without_command=True)
@@ -39,7 +40,7 @@ def models(ctx: typer.Context) -> None:
         out.print(f"  {spec.name}: {spec.repo_id}/{spec.filename}", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Download a model into the Hub cache (for use offline later)."""
     from anydepth_cli.weights.hub import download as hub_download
@@ -50,7 +51,7 @@ def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) 
     err.print(f"{spec.name}: {path}")
 
 
-@app.command("rm")
+@app.command("rm", cls=Command)
 def remove(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Remove a model's file from the Hub cache."""
     from anydepth_cli.weights.hub import remove_cached

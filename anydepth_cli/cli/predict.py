@@ -103,11 +103,11 @@ def predict(
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
     no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
 ) -> None:
-    """Write a depth map for each photo (colorized PNG, optional raw disparity, side-by-side, point cloud),
-    or a colorized depth video for a video (clip.mp4 → clip_depth.mp4), stable from frame to frame.
+    """Write a depth map for each photo, or a depth video for a video (clip.mp4 → clip_depth.mp4).
 
-    Large values of the raw output are near (disparity, up to an unknown scale and shift).
-    Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
+    A photo gets a colorized PNG and, on request, raw disparity, a side-by-side picture and a point cloud; a depth video is stable from frame to frame. Large values of the raw output are near (disparity, up to an unknown scale and shift).
+
+    Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
     from anydepth_cli.io.images import discover_inputs
