@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from PIL import Image
 
@@ -36,8 +39,32 @@ def test_offline_with_empty_cache_is_one_clear_line(tmp_path):
                      env=cli_env(HF_HOME=str(tmp_path / "empty"), HF_HUB_OFFLINE="1"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "offline" in result.stderr.lower() and "anydepth models download" in result.stderr
+    assert "offline" in result.stderr.lower() and "`anydepth models download anydepth-dav2-vitb`" in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_unreachable_hub_with_empty_cache_is_one_line_within_5_seconds(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    photo = save_photo(tmp_path / "photo.jpg", 40, 30)
+    env = cli_env(HF_HOME=str(tmp_path / "empty"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    result = run_cli("predict", photo, "-o", tmp_path / "o", env=env, cwd=tmp_path)
+    seconds = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot reach http://127.0.0.1:{port} to download model anydepth-dav2-vitb" in result.stderr
+    assert "`anydepth models download anydepth-dav2-vitb`" in result.stderr
+    assert seconds < 5, f"{seconds:.1f} s to report an unreachable Hub"
+
+
+def test_malformed_hub_timeout_setting_is_one_line(tmp_path):
+    """huggingface_hub itself fails with a traceback on import when HF_HUB_ETAG_TIMEOUT is not an integer."""
+    result = run_cli("models", "download", "anydepth-dav2-vitb",
+                     env=cli_env(HF_HOME=str(tmp_path / "empty"), HF_HUB_ETAG_TIMEOUT="soon"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "HF_HUB_ETAG_TIMEOUT" in result.stderr
 
 
 def test_models_download_then_list_and_remove(tmp_path):

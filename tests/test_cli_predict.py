@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
-import json
-
 from anydepth_cli.io.writers import read_png16
-from conftest import run_cli, save_photo, tiny_model_args
+from conftest import cli_env, run_cli, save_photo, tiny_model_args
 from fixtures_dir import fixtures_dir
 
 pytestmark = pytest.mark.slow
@@ -109,6 +115,44 @@ def test_oversized_image_fails_with_a_hint(tmp_path):
     photo = save_photo(tmp_path / "big.png", 300, 200)
     result = run_cli("predict", photo, "-o", tmp_path / "o", "--max-pixels", "1000", *tiny_model_args())
     assert_one_line_error(result, 1, "--max-pixels")
+
+
+def test_huge_image_names_the_default_limit_and_the_option(tmp_path):
+    # A PNG header of 20000 x 15000 = 300 M pixels, more than twice the default --max-pixels (120 M),
+    # where Pillow's own decompression-bomb check fires first.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    photo = tmp_path / "huge.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 15000, 8, 2, 0, 0, 0))
+                      + chunk(b"IEND", b""))
+    result = run_cli("predict", photo, "-o", tmp_path / "o", *tiny_model_args())
+    assert_one_line_error(result, 1, "300000000 pixels, more than --max-pixels 120000000")
+    assert "pass --max-pixels 300000000" in result.stderr and "240000000" not in result.stderr
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_only_whole_files(tmp_path):
+    photos = tmp_path / "photos"
+    total = 300
+    for i in range(total):
+        save_photo(photos / f"p{i:03d}.png", 128, 96, seed=i)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "anydepth_cli", "predict", photos, "-o", out, *tiny_model_args()],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*_depth.png")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "error: interrupted"
+    assert "Aborted" not in stderr and "Traceback" not in stderr, stderr
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "no temporary files may be left behind"
+    written = list(out.glob("*_depth.png"))
+    assert 0 < len(written) < total
+    for path in written:
+        with Image.open(path) as image:
+            image.load()
 
 
 def read_ply_header(path) -> tuple[list[str], int]:

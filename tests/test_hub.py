@@ -92,7 +92,9 @@ def test_download_puts_identical_bytes_in_the_cache_under_hf_home(online: HubSer
     assert path.parent.name == online.commit_hash(REPO)
     assert path.resolve().parent.name == "blobs"
     assert path.resolve().name == sha256(WEIGHTS)
+    # A file not yet cached is first asked about once, without the library's retries, then downloaded.
     assert [(r.method, r.path) for r in online.requests] == [
+        ("HEAD", f"/{REPO}/resolve/main/{FILENAME}"),
         ("HEAD", f"/{REPO}/resolve/main/{FILENAME}"),
         ("GET", f"/{REPO}/resolve/main/{FILENAME}"),
     ]
@@ -105,7 +107,8 @@ def test_second_online_download_checks_the_hub_but_reuses_the_cached_bytes(onlin
 
     assert second == first
     assert gets(online) == 1
-    assert [r.method for r in online.requests].count("HEAD") == 2
+    # Two for the first download (the check of an uncached file, then hf_hub_download's), one for the second.
+    assert [r.method for r in online.requests].count("HEAD") == 3
 
 
 def test_download_at_a_commit_hash(online: HubServer) -> None:
@@ -151,34 +154,54 @@ def test_offline_with_empty_cache_says_what_to_do(online: HubServer, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     with pytest.raises(HubError) as caught:
-        hub.download(REPO, FILENAME)
+        hub.download(REPO, FILENAME, model="test-model")
 
     message = str(caught.value)
     assert "\n" not in message
-    assert f"{REPO}/{FILENAME}" in message
+    assert f"model test-model ({REPO}/{FILENAME})" in message
     assert "HF_HUB_OFFLINE" in message
-    assert "anydepth models download" in message
+    assert "run `anydepth models download test-model` while online" in message
     assert "--checkpoint FILE --arch FILE.json" in message
     assert online.requests == []
+
+
+def test_offline_hint_for_a_file_of_no_registry_model(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An hf:// checkpoint is no registry model: `anydepth models download` cannot fetch it, so it is not suggested."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    with pytest.raises(HubError) as caught:
+        hub.download(REPO, FILENAME)
+
+    message = str(caught.value)
+    assert f"{REPO}/{FILENAME} is not in the cache" in message
+    assert "models download" not in message and "<model>" not in message
 
 
 def test_unreachable_endpoint_with_empty_cache_raises_hub_error(
     hf_home: Path, closed_port_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_ENDPOINT", closed_port_endpoint)
-    # huggingface_hub retries an unreachable endpoint with backoff (about 23 s of sleeping in all);
-    # record the waits instead of spending them.
+    # hf_hub_download alone retries an unreachable endpoint with backoff (about 23 s of sleeping in all)
+    # when nothing is cached; record any wait instead of spending it.
     waits: list[float] = []
     monkeypatch.setattr(time, "sleep", waits.append)
 
     with pytest.raises(HubError) as caught:
-        hub.download(REPO, FILENAME)
+        hub.download(REPO, FILENAME, model="test-model")
 
     message = str(caught.value)
     assert "\n" not in message
-    assert f"cannot reach {closed_port_endpoint}" in message
+    assert f"cannot reach {closed_port_endpoint} to download model test-model ({REPO}/{FILENAME})" in message
+    assert "run `anydepth models download test-model` once online" in message
     assert "--checkpoint FILE --arch FILE.json" in message
-    assert waits, "the library was expected to retry before giving up"
+    assert waits == [], "an unreachable Hub must be reported without the library's retries"
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "2.5"])
+def test_bad_etag_timeout_is_one_line(hf_home: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", value)
+    with pytest.raises(HubError, match=f"HF_HUB_ETAG_TIMEOUT must be a whole number of seconds above 0, not '{value}'"):
+        hub.download(REPO, FILENAME)
 
 
 def test_endpoint_that_is_not_a_hub_is_reported(

@@ -275,6 +275,18 @@ def test_decompression_bomb_maps_to_input_error(tmp_path: Path, monkeypatch: pyt
     assert read_image(path, 5000).shape == (50, 50, 3)
 
 
+def test_image_pillow_refuses_is_reported_against_our_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --max-pixels 1200 lifts Pillow's limit to 1200, and Pillow itself refuses more than twice that
+    # (2400) before our check runs: the message must still state our limit, not Pillow's.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = _save(Image.fromarray(_noise(50, 50)), tmp_path / "bomb.png")
+    with pytest.raises(InputError) as caught:
+        read_image(path, 1200)
+    message = str(caught.value)
+    assert "2500 pixels, more than --max-pixels 1200" in message and "2400" not in message
+    assert "pass --max-pixels 2500" in message
+
+
 def test_folder_is_unreadable_as_image(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read file"):
         read_image(tmp_path, None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import NoReturn
 
 import typer
 
@@ -12,6 +15,7 @@ from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import fail
 from anydepth_cli.errors import AnyDepthError
 
@@ -19,16 +23,17 @@ app = typer.Typer(
     name="anydepth",
     help="Relative depth from a photo, a folder or a video with AnyDepth's Simple Depth Transformer.",
     no_args_is_help=True,
+    cls=Group,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("predict", no_args_is_help=True)(predict_cmd.predict)
+app.command("predict", cls=Command, no_args_is_help=True)(predict_cmd.predict)
 app.add_typer(models_cmd.app, name="models")
-app.command("bench")(bench_cmd.bench)
-app.command("eval")(evaluate_cmd.evaluate)
-app.command("score")(evaluate_cmd.score)
-app.command("doctor")(doctor_cmd.doctor)
+app.command("bench", cls=Command)(bench_cmd.bench)
+app.command("eval", cls=Command)(evaluate_cmd.evaluate)
+app.command("score", cls=Command)(evaluate_cmd.score)
+app.command("doctor", cls=Command)(doctor_cmd.doctor)
 
 
 OUT_OF_MEMORY = "out of memory: lower --batch-size or --input-size, or use --tile for large images"
@@ -58,13 +63,23 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
+class _Interrupted(BaseException):
+    """Ctrl+C. Typer turns a KeyboardInterrupt into a silent exit, so SIGINT raises this instead;
+    like KeyboardInterrupt it is no Exception, so no handler of errors swallows it."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise _Interrupted
+
+
 def main() -> None:
-    """Entry point: run the app, turning our errors into one line and an exit code."""
+    """Entry point: run the app, turning our errors and Ctrl+C into one line and an exit code."""
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         app(args=_bare_flags(sys.argv[1:]), prog_name="anydepth")
     except AnyDepthError as exc:
         fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
+    except _Interrupted:
         fail("interrupted", 130)
     except MemoryError:
         fail(OUT_OF_MEMORY, 1)

@@ -246,6 +246,7 @@ def score(
     """Score the quality of depth maps: gradient continuity S_grad, depth distribution S_dist and their mean.
 
     Files are streamed through a process pool, so memory stays flat however many there are.
+
     Exit status: 0 all scored, 1 some files could not be read (named), 2 usage error.
     """
     from rich.markup import escape

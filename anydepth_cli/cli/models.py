@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
+from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import err, out
 
-app = typer.Typer(help="List, download and remove the published models.", no_args_is_help=False)
+app = typer.Typer(help="List, describe, download and remove the published models.", no_args_is_help=False, cls=Group)
 
 
 @app.callback(invoke_without_command=True)
@@ -42,7 +43,7 @@ def models(ctx: typer.Context) -> None:
               "`anydepth models info NAME` says why.", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Print a model's card: weights, architecture, what its output means and why, licence, cache."""
     import json
@@ -72,18 +73,18 @@ def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> N
         out.print(f"{key:>12}  {value}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def download(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Download a model into the Hub cache (for use offline later)."""
     from anydepth_cli.weights.hub import download as hub_download
     from anydepth_cli.models.registry import get_model
 
     spec = get_model(name)
-    path = hub_download(spec.repo_id, spec.filename)
+    path = hub_download(spec.repo_id, spec.filename, model=spec.name)
     err.print(f"{spec.name}: {path}")
 
 
-@app.command("rm")
+@app.command("rm", cls=Command)
 def remove(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
     """Remove a model's file from the Hub cache."""
     from anydepth_cli.weights.hub import remove_cached

@@ -104,20 +104,18 @@ def predict(
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
     no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
 ) -> None:
-    """Write a depth map for each photo (colour PNG, optional raw output, side-by-side, point cloud), or a depth video for a video (clip.mp4 → clip_depth.mp4), stable from frame to frame.
+    """Write a depth map for each photo, or a depth video for a video (clip.mp4 → clip_depth.mp4).
 
-    Pictures show near bright. Raw files hold the model's own quantity, up to an unknown scale and shift: depth (large = far) or disparity (large = near), as `anydepth models` lists; the run's first line says which.
+    A photo gets a colour PNG (near bright) and, on request, its raw output, a side-by-side picture and a point cloud; a depth video is stable from frame to frame. Raw files hold the model's own quantity, up to an unknown scale and shift: depth (large = far) or disparity (large = near), as `anydepth models` lists; the run's first line says which.
 
-    Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error.
+    Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import probe_video
     from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, describe_kind, prepare_output_dir
-    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.pipelines.runtime import open_predictor, tile_config
     from anydepth_cli.pipelines.shards import resolve_shard, write_shard_summary
-    from anydepth_cli.pipelines.video import VideoOptions, run_video
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
@@ -141,13 +139,18 @@ def predict(
         probe_video(video)  # an unreadable video fails before the model loads
     discovery = None if video else discover_inputs(inputs)
     prepare_output_dir(output)
-    cloud = None
-    if pointcloud:
-        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=parse_depth_at(depth_at),
-                                  edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
-    outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
+    known_depth = parse_depth_at(depth_at)
+    # Before the heavy imports (torch): weights that cannot be had are reported at once.
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
                                       share.local_rank if share else None)
+    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
+    from anydepth_cli.pipelines.video import VideoOptions, run_video
+
+    cloud = None
+    if pointcloud:
+        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
+                                  edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
+    outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
     label += f" (outputs {describe_kind(predictor.output_kind)})"
     tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
     if video is not None:

@@ -77,7 +77,7 @@ def print_summary(summary: Summary, output: Path, other_files: int) -> None:
     for note in summary.notes:
         err.print(f"[dim]{escape(note)}[/]", highlight=False)
     for path, reason in summary.failed:
-        err.print(f"[red]failed[/] {escape(str(path))}: {escape(reason)}", highlight=False)
+        err.print(f"[red]failed[/] {escape(str(path))}: {escape(reason)}", highlight=False, soft_wrap=True)
 
 
 class VideoProgress:

@@ -162,7 +162,7 @@ def read_image(path: Path, max_pixels: int | None) -> np.ndarray:
                 image.load()
                 ImageOps.exif_transpose(image, in_place=True)
             except Image.DecompressionBombError as exc:
-                raise InputError(_bomb_message(exc)) from exc
+                raise InputError(_bomb_message(exc, max_pixels)) from exc
             except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
                 raise InputError(f"corrupt or truncated image data ({_one_line(exc)})") from exc
             try:
@@ -180,7 +180,7 @@ def _open_checked(handle: BinaryIO, max_pixels: int | None) -> Image.Image:
     try:
         image = Image.open(handle)
     except Image.DecompressionBombError as exc:
-        raise InputError(_bomb_message(exc)) from exc
+        raise InputError(_bomb_message(exc, max_pixels)) from exc
     except UnidentifiedImageError as exc:
         raise InputError("not an image file") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -209,19 +209,25 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8, order="C")
 
 
-def _bomb_message(exc: Image.DecompressionBombError) -> str:
+def _bomb_message(exc: Image.DecompressionBombError, max_pixels: int | None) -> str:
+    """The too-large message for an image Pillow refused, stated against our limit when there is one.
+
+    Pillow refuses images of more than twice its MAX_IMAGE_PIXELS, which `_open_checked` never
+    sets below `max_pixels`, so such an image is always over `max_pixels` too.
+    """
     match = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
     if match is None:
         return "image is too large; pass --max-pixels N to allow it"
-    pixels, limit = int(match[1]), int(match[2])
-    return _too_large_message(str(pixels), pixels, limit)
+    pixels, pillow_limit = int(match[1]), int(match[2])
+    return _too_large_message(str(pixels), pixels, max_pixels, pillow_limit)
 
 
-def _too_large_message(size: str, pixels: int, limit: int) -> str:
-    return (
-        f"image is too large ({size} pixels, limit {limit}); "
-        f"pass --max-pixels {pixels} to allow it"
-    )
+def _too_large_message(size: str, pixels: int, max_pixels: int | None, pillow_limit: int | None = None) -> str:
+    if max_pixels is not None:
+        limit = f"more than --max-pixels {max_pixels}"
+    else:
+        limit = f"over Pillow's limit of {pillow_limit}"
+    return f"image is too large ({size} pixels, {limit}); pass --max-pixels {pixels} to allow it"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -82,13 +82,16 @@ def _open_capture(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     if not path.is_file():
         raise UsageError(f"no such video file: {path}")
     capture = cv2.VideoCapture(str(path))
+    # Frames come upright as a player shows them (phone videos store a rotation in their
+    # metadata), and the width and height below are those of the upright frames.
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) if capture.isOpened() else 0
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) if capture.isOpened() else 0
     if width <= 0 or height <= 0:
         capture.release()
         raise InputError(
-            f"cannot read video {path}: not a video OpenCV can decode (empty, corrupt, truncated "
-            "before its index, or an unsupported codec)"
+            f"cannot read video {path}: not a video OpenCV can decode (empty or without frames, corrupt, "
+            "truncated before its index, or an unsupported codec)"
         )
     fps = capture.get(cv2.CAP_PROP_FPS)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))

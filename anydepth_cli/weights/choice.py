@@ -12,7 +12,10 @@ from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
 
 @dataclass(frozen=True)
 class WeightsChoice:
-    """A network description and where its weights are (a Hub file or a local path)."""
+    """A network description and where its weights are (a Hub file or a local path).
+
+    `model` is the registry name when the weights are a registry model's published file.
+    """
 
     label: str
     config: NetworkConfig
@@ -20,6 +23,7 @@ class WeightsChoice:
     repo_id: str | None = None
     filename: str | None = None
     path: Path | None = None
+    model: str | None = None
 
 
 HUB_SCHEME = "hf://"
@@ -41,7 +45,7 @@ def choose_weights(model: str | None, checkpoint: str | None, arch: Path | None)
         raise UsageError("--arch describes a local checkpoint: pass it with --checkpoint FILE")
     if checkpoint is None:
         spec = get_model(model or DEFAULT_MODEL)
-        return WeightsChoice(spec.name, spec.config, spec.input_size, spec.repo_id, spec.filename)
+        return WeightsChoice(spec.name, spec.config, spec.input_size, spec.repo_id, spec.filename, model=spec.name)
     if arch is not None:
         if model is not None:
             raise UsageError("pass either --model or --arch with --checkpoint, not both")
@@ -61,4 +65,4 @@ def weights_path(choice: WeightsChoice) -> Path:
         return choice.path
     from anydepth_cli.weights.hub import download
 
-    return download(choice.repo_id, choice.filename)
+    return download(choice.repo_id, choice.filename, model=choice.model)
