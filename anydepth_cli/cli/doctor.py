@@ -1,13 +1,17 @@
-"""`anydepth doctor`: what this installation can do (torch build, devices, Hub cache, video writing)."""
+"""`anydepth doctor`: what this installation can do (torch build, devices, Hub cache, video writing), and with `--check` whether a model behaves as declared."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
 from anydepth_cli.cli.console import out
+from anydepth_cli.errors import UsageError
+
+CHECK = "Model check"
 
 
 def _video_writable() -> bool:
@@ -61,8 +65,62 @@ def collect() -> dict[str, Any]:
     }
 
 
-def doctor(json_output: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False) -> None:
-    """Show the torch build, devices, Hub cache and cached models, offline mode and video support."""
+def doctor(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Run a model on the bundled sample photo and check that its output behaves as its declared kind and activation say.", rich_help_panel=CHECK)] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model to check. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=CHECK)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights to check: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=CHECK)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=CHECK)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: the model's]", show_default=False, rich_help_panel=CHECK)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=CHECK)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.", rich_help_panel=CHECK)] = "auto",
+) -> None:
+    """Show the torch build, devices, Hub cache and cached models, offline mode and video support; with --check, test a model on the sample photo."""
+    if check:
+        _report_check(model, checkpoint, arch, input_size, device, precision, json_output)
+        return
+    if (model, checkpoint, arch, input_size) != (None, None, None, None) or (device, precision) != ("auto", "auto"):
+        raise UsageError("--model, --checkpoint, --arch, --input-size, --device and --precision go with --check")
+    _show_installation(json_output)
+
+
+def _report_check(model: str | None, checkpoint: str | None, arch: Path | None, input_size: int | None, device: str,
+                precision: str, json_output: bool) -> None:
+    """Print one line per fact and a verdict for the chosen weights; exit 1 when a fact fails."""
+    from rich.markup import escape
+
+    from anydepth_cli.weights.choice import choose_weights
+
+    choice = choose_weights(model, checkpoint, arch)  # a bad choice is reported before torch is imported
+    from anydepth_cli.evaluation.sanity import check_model, override_hint
+    from anydepth_cli.pipelines.runtime import open_predictor
+
+    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size=2, input_size=input_size)
+    report = check_model(predictor, choice.config.activation)
+    weights = checkpoint or f"hf://{choice.repo_id}/{choice.filename}"
+    hint = override_hint(choice.config, arch, weights) if report.inverted else None
+    if json_output:
+        out.print_json(json.dumps({
+            "model": label, "output": report.output_kind, "activation": choice.config.activation,
+            "passed": report.passed, "verdict": report.verdict, "inverted": report.inverted, "hint": hint,
+            "facts": [{"name": f.name, "passed": f.passed, "figure": f.figure} for f in report.facts],
+        }))
+    else:
+        out.print(f"checking {escape(label)}: declared {report.output_kind}, activation {choice.config.activation}, "
+                  f"on the sample photo", highlight=False, soft_wrap=True)
+        width = max(len(fact.name) for fact in report.facts)
+        for fact in report.facts:
+            mark = "[green]pass[/]" if fact.passed else "[bold red]FAIL[/]"
+            out.print(f"{mark}  {fact.name:<{width}}  {escape(fact.figure)}", highlight=False, soft_wrap=True)
+        out.print(f"verdict: {escape(report.verdict)}", highlight=False, soft_wrap=True)
+        if hint:
+            out.print(f"hint: {escape(hint)}", highlight=False, soft_wrap=True)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _show_installation(json_output: bool) -> None:
+    """Print the installation report as a table, or as JSON."""
     from rich.table import Table
 
     facts = collect()
