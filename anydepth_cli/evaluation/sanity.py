@@ -181,9 +181,6 @@ def override_hint(config: NetworkConfig, arch: Path | None, weights: str) -> str
     kind = other_kind(config.output)
     setting = f'"output": "{kind}"'
     if arch is not None:
-        data = json.loads(Path(arch).read_text())
-        where = ('inside its "config" object (a top-level "output" beside "config" is not read)'
-                 if isinstance(data.get("config"), dict) else "at its top level")
-        return f"if the model outputs {kind}, set {setting} in {arch} {where} and run again with the same options"
+        return f"if the model outputs {kind}, add {setting} to {arch} and run again with the same options"
     return (f"if the model outputs {kind}, save this as arch.json: {json.dumps({**config.to_dict(), 'output': kind})} "
             f"and run with --checkpoint {weights} --arch arch.json")
