@@ -33,6 +33,14 @@ def predict_command(photos: Path, out: Path, *extra: str) -> list[str]:
             "--tile", "off", "--batch-size", "1", *extra, *tiny_model_args()]
 
 
+def single_run(photos: Path, out: Path) -> dict[str, str]:
+    """Write the photo tree into `photos`, predict it unsharded into `out`, return the outputs' digests."""
+    photo_tree(photos)
+    done = subprocess.run(predict_command(photos, out), env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return file_digests(out)
+
+
 def test_shares_are_disjoint_complete_and_independent_of_order():
     items = [f"f{i:02d}" for i in range(23)]
     shares = [Shard(k, 4, "--shard").select(items, key=str) for k in range(4)]
@@ -63,16 +71,13 @@ def test_bad_shards_are_usage_errors(option, environ):
 @pytest.mark.slow
 def test_two_shards_write_exactly_what_one_run_writes(tmp_path):
     photos = tmp_path / "photos"
-    photo_tree(photos)
-    single = subprocess.run(predict_command(photos, tmp_path / "single"), env=cli_env(), capture_output=True,
-                            text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
+    expected = single_run(photos, tmp_path / "single")
     runs = [subprocess.Popen(predict_command(photos, tmp_path / "sharded", "--shard", f"{k}/2"), env=cli_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
     for run in runs:
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
-    assert file_digests(tmp_path / "sharded") == file_digests(tmp_path / "single")
+    assert file_digests(tmp_path / "sharded") == expected
     records = [json.loads((tmp_path / "sharded" / f"anydepth-shard-{k}-of-2.json").read_text()) for k in range(2)]
     assert not set(records[0]["inputs"]) & set(records[1]["inputs"])
     assert sorted(records[0]["inputs"] + records[1]["inputs"]) == sorted(
@@ -83,15 +88,12 @@ def test_two_shards_write_exactly_what_one_run_writes(tmp_path):
 @pytest.mark.slow
 def test_torchrun_shards_by_itself(tmp_path):
     photos = tmp_path / "photos"
-    photo_tree(photos)
-    single = subprocess.run(predict_command(photos, tmp_path / "single"), env=cli_env(), capture_output=True,
-                            text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
+    expected = single_run(photos, tmp_path / "single")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     command = predict_command(photos, tmp_path / "launched")[2:]  # torchrun runs `-m anydepth_cli ...` itself
     done = subprocess.run(launcher + command, env=cli_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
-    assert file_digests(tmp_path / "launched") == file_digests(tmp_path / "single")
+    assert file_digests(tmp_path / "launched") == expected
     assert sorted(p.name for p in (tmp_path / "launched").glob("anydepth-shard-*")) == [
         "anydepth-shard-0-of-2.json", "anydepth-shard-1-of-2.json"]
