@@ -12,6 +12,7 @@ from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli import train as train_cmd
 from anydepth_cli.cli.console import fail
 from anydepth_cli.errors import AnyDepthError
 
@@ -28,6 +29,7 @@ app.add_typer(models_cmd.app, name="models")
 app.command("bench")(bench_cmd.bench)
 app.command("eval")(evaluate_cmd.evaluate)
 app.command("score")(evaluate_cmd.score)
+app.command("train", no_args_is_help=True)(train_cmd.train)
 app.command("doctor")(doctor_cmd.doctor)
 
 
