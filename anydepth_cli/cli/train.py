@@ -17,7 +17,14 @@ OPTIM = "Optimisation"
 RUN = "Running"
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 def train(
+    ctx: typer.Context,
     data: Annotated[Optional[list[Path]], typer.Argument(help="Training data: folders (image/ + depth/ [+ mask/], or NAME.jpg beside NAME_depth.png) or manifests of `image,depth[,mask]` lines, several at once. Optional with --resume.", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: arch.json, model.pth, last.pth, metrics.csv, loss.png. \\[default: anydepth-run, or the --resume folder]", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this registry model. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
@@ -41,18 +48,20 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the head's initialisation, the data order and the augmentation.", rich_help_panel=OPTIM)] = 0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pth.", show_default=False, rich_help_panel=RUN)] = None,
     save_every: Annotated[int, typer.Option(help="Write model.pth and last.pth every N steps.", rich_help_panel=RUN)] = 500,
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (auto: bf16 autocast on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16 or fp64 (auto: bf16 autocast on GPUs, fp32 on the CPU; fp64: a reference mode for checks).", rich_help_panel=RUN)] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (under torchrun each process takes its local GPU).", rich_help_panel=RUN)] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Data-loading processes per training process. \\[default: up to 4]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a depth head on a frozen encoder: SDT (or DPT) from a registry model, your checkpoint, or a backbone.
+
+    `--resume RUN` continues with the run's own data and settings; options given again override them.
 
     The loss is scale-and-shift invariant in the target space plus multi-scale gradient matching. Under
     `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
 
     Exit status: 0 trained, 1 stopped (non-finite loss, out of memory) with the last good checkpoint kept, 2 usage error.
     """
-    from anydepth_cli.training.loop import TrainOptions
+    from anydepth_cli.training.loop import RESUMED, TrainOptions
 
     if resume is not None and output is not None and output.resolve() != resume.resolve():
         raise UsageError("--resume continues a run in its own folder: drop -o or give the same folder")
@@ -63,9 +72,9 @@ def train(
         input_size=input_size, precision=precision, device=device,
         workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,
         resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad,
+        explicit=frozenset(name for name in RESUMED if _given(ctx, name)),
     )
     options.check()
-    # torch comes in only here, so mistakes in the options are reported at once
     from anydepth_cli.cli.progress import TrainProgress, print_train_summary
     from anydepth_cli.io.writers import prepare_output_dir
     from anydepth_cli.training.distributed import world_from_env

@@ -8,6 +8,7 @@ batch B/2 give the weights of 1 process of batch B.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import nullcontext
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 from anydepth_cli.errors import TrainingError, UsageError
 from anydepth_cli.evaluation.datasets import Pair, run_eval
 from anydepth_cli.evaluation.presets import get_preset
+from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
@@ -38,6 +40,11 @@ from anydepth_cli.weights.choice import choose_weights, weights_path
 TARGETS = ("depth", "disparity")
 TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu"}
 """The final activation trained for each target: AnyDepth's ReLU + 0.001 for depth, Depth Anything's ReLU for disparity."""
+PRECISIONS = (*INFERENCE_PRECISIONS, "fp64")
+"""fp64 is a reference mode: it shows that runs which differ only in float rounding agree."""
+RESUMED = ("data", "target", "val", "val_every", "steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay",
+           "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad")
+"""The options a run stores; `--resume` reuses them unless they are given again."""
 WARMUP_FRACTION = 0.05
 FRESH_OUTPUT_BIAS = 1.0
 """A fresh head's last bias, so that its first outputs sit above the final ReLU and every pixel gets a gradient."""
@@ -74,6 +81,8 @@ class TrainOptions:
     depth_scale: float = 1000.0
     save_every: int = 500
     clip_grad: float = 1.0
+    explicit: frozenset[str] = frozenset()
+    """The fields given on the command line; when resuming, the others are the run's own (RESUMED)."""
 
     def check(self) -> None:
         """UsageError for any option out of range or in conflict with another."""
@@ -90,6 +99,8 @@ class TrainOptions:
             problems.append("--lr must be positive")
         if self.weight_decay < 0 or self.workers < 0 or (self.warmup is not None and self.warmup < 0):
             problems.append("--weight-decay, --workers and --warmup cannot be negative")
+        if self.precision not in PRECISIONS:
+            problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
         if not self.clip_grad > 0:
             problems.append("--clip-grad must be positive")
         if self.keep is not None and not 0.0 < self.keep <= 1.0:
@@ -139,6 +150,21 @@ def _start_network(options: TrainOptions, config: NetworkConfig, world: World) -
     if not world.main:
         path = weights_path(choice)
     return load_network(config, path)
+
+
+def settings(options: TrainOptions) -> dict[str, Any]:
+    """The RESUMED options as plain values (paths as strings), for last.pth."""
+    values = {name: getattr(options, name) for name in RESUMED}
+    return {name: [str(p) for p in value] if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+def _resumed_options(options: TrainOptions, stored: dict[str, Any]) -> tuple[TrainOptions, list[str]]:
+    """`options` with the run's stored settings for every RESUMED option not given again, and the names of those
+    given again with another value."""
+    restored = {name: tuple(Path(p) for p in value) if isinstance(value, list) else value for name, value in stored.items()}
+    changed = [name for name, value in restored.items() if name in options.explicit and getattr(options, name) != value]
+    kept = {name: value for name, value in restored.items() if name in RESUMED and name not in options.explicit}
+    return replace(options, **kept), changed
 
 
 def _resumed_config(state: dict[str, Any], options: TrainOptions) -> NetworkConfig:
@@ -192,7 +218,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _validate(network: DepthNetwork, pairs: list[Pair], size: int, device: torch.device, dtype: torch.dtype,
               options: TrainOptions) -> tuple[float, float]:
-    """Mean AbsRel and δ1 of the network on the validation pairs, aligned in its own space (as `anydepth eval`)."""
+    """Mean AbsRel and δ1 of the network on the validation pairs, aligned in its own space (as `anydepth eval`).
+
+    An fp64 network is validated through an fp32 copy.
+    """
+    if dtype == torch.float64:
+        network, dtype = copy.deepcopy(network).float(), torch.float32
     predictor = DepthPredictor(network, size, device, dtype, options.batch_size)
     result = run_eval(pairs, {"model": predictor}, get_preset("default"), depth_scale=options.depth_scale,
                       batch_size=options.batch_size)
@@ -220,6 +251,9 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
     state = None
     if options.resume:
         state = run.load_last(folder)
+        options, changed = _resumed_options(options, state["settings"])
+        if changed:
+            reporter.note(f"resuming with another {', '.join(changed)}: the result will differ from an uninterrupted run")
         config = _resumed_config(state, options)
         network = load_network(config, folder / run.MODEL)
         network.head.load_state_dict(state["head"])
@@ -235,10 +269,9 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
     if world.main and options.input_size and crop != options.input_size:
         reporter.note(f"--input-size {options.input_size} rounded to {crop}, a multiple of the patch size {config.patch_size}")
 
-    sources = options.data or tuple(Path(p) for p in (state or {}).get("data", ()))
-    if not sources:
+    if not options.data:
         raise UsageError("no training data: pass one or more folders or manifests")
-    pairs = load_sources(sources)
+    pairs = load_sources(options.data)
     val_pairs = load_sources(options.val)
     report = None
     if world.main:
@@ -255,11 +288,13 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
         raise UsageError(f"{count} sample(s) cannot fill one step of {options.batch_size * options.grad_accum * world.size} "
                          "images: lower --batch-size or --grad-accum, or add data")
     limits = [options.steps, options.epochs and max(1, options.epochs * per_epoch // options.grad_accum)]
-    total = min((s for s in limits if s), default=int(state["total_steps"]) if state else 0)
+    total = min(s for s in limits if s)
     warmup = round(WARMUP_FRACTION * total) if options.warmup is None else options.warmup
 
-    dtype = select_dtype(options.precision, device)
-    autocast = nullcontext if dtype == torch.float32 else lambda: torch.autocast(device.type, dtype=dtype)
+    dtype = torch.float64 if options.precision == "fp64" else select_dtype(options.precision, device)
+    exact = torch.float64 if dtype == torch.float64 else torch.float32  # of the weights, inputs and loss
+    network.to(exact)
+    autocast = nullcontext if dtype == exact else lambda: torch.autocast(device.type, dtype=dtype)
     head: nn.Module = network.head
     parameters = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(head, options.weight_decay), lr=options.lr)
@@ -274,13 +309,11 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
         _set_rng_state(state["rng"])
         start = int(state["step"])
         rows = run.read_metrics(folder, start) if world.main else []
-        changed = [k for k in ("total_steps", "global_batch", "seed") if state.get(k) != {"total_steps": total,
-                   "global_batch": options.batch_size * options.grad_accum * world.size, "seed": options.seed}[k]]
-        if changed:
-            reporter.note(f"resuming with a different {', '.join(changed)}: the result will differ from an uninterrupted run")
+        if state["world_size"] != world.size:
+            reporter.note(f"resuming on {world.size} process(es) instead of {state['world_size']}: the global batch "
+                          "changes with them")
     if world.distributed:
-        head = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None,
-                                                   broadcast_buffers=False)
+        head = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
     if world.main:
         run.write_arch(folder, config)
         if report.dropped:
@@ -306,8 +339,7 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
             run.save_last(folder, {
                 "step": step, "arch": config.to_dict(), "head": network.head.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": _rng_state(), "total_steps": total, "global_batch": images_per_step, "seed": options.seed,
-                "data": [str(source) for source in sources],
+                "rng": _rng_state(), "settings": settings(options), "world_size": world.size,
             })
             run.write_metrics(folder, rows)
             run.plot_losses(folder, rows)
@@ -319,12 +351,12 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
     try:
         while step < total:
             tick = time.perf_counter()
-            sums = torch.zeros(3, device=device)
+            sums = torch.zeros(3, device=device, dtype=exact)
             for micro in range(options.grad_accum):
                 batch = next(stream)
                 failures.update(e for e in batch["error"] if e)
-                image = batch["image"].to(device, non_blocking=True)
-                target = batch["target"].to(device, non_blocking=True)
+                image = batch["image"].to(device, exact, non_blocking=True)
+                target = batch["target"].to(device, exact, non_blocking=True)
                 valid = batch["valid"].to(device, non_blocking=True)
                 last = micro == options.grad_accum - 1
                 with nullcontext() if last or head is network.head else head.no_sync():
@@ -332,7 +364,7 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
                         with torch.no_grad():
                             features, grid = network.encoder(image)
                         raw = head(features, grid)
-                    pred = network.activate(raw.float())
+                    pred = network.activate(raw.to(exact))
                     pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
                     terms = depth_loss(pred, target, valid)
                     scaler.scale(terms.total / options.grad_accum).backward()

@@ -79,7 +79,8 @@ def gradient_matching(residual: torch.Tensor, valid: torch.Tensor, scales: int =
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> LossTerms:
     """The loss of (B, H, W) predictions against targets in the same space over `valid` (see the module docstring)."""
-    pred, target = pred.float(), target.float()
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    pred, target = pred.to(dtype), target.to(dtype)
     usable = valid.flatten(1).sum(1) >= 2
     valid = valid & usable[:, None, None]
     normalised = normalise_target(target, valid)
