@@ -29,3 +29,9 @@ class InputError(AnyDepthError):
 
 class OutputError(AnyDepthError):
     """An output location that cannot be written."""
+
+
+class TrainingError(AnyDepthError):
+    """A training run that has to stop (non-finite loss, out of memory); its last checkpoint is kept."""
+
+    exit_code = 1

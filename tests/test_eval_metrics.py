@@ -9,7 +9,7 @@ import pytest
 
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.presets import DEFAULT, KITTI, NYU, get_preset, kitti_crop, nyu_crop
-from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, align_and_convert, depth_metrics, evaluate_sample
+from anydepth_cli.evaluation.metrics import KindCheck, aggregate, align_and_convert, depth_metrics, evaluate_sample
 
 
 def test_depth_metrics_match_hand_computed_values() -> None:

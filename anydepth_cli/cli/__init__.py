@@ -15,6 +15,7 @@ from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli import train as train_cmd
 from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import fail
 from anydepth_cli.errors import AnyDepthError
@@ -33,6 +34,7 @@ app.add_typer(models_cmd.app, name="models")
 app.command("bench", cls=Command)(bench_cmd.bench)
 app.command("eval", cls=Command)(evaluate_cmd.evaluate)
 app.command("score", cls=Command)(evaluate_cmd.score)
+app.command("train", cls=Command, no_args_is_help=True)(train_cmd.train)
 app.command("doctor", cls=Command)(doctor_cmd.doctor)
 
 

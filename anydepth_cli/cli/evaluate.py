@@ -16,7 +16,7 @@ from anydepth_cli.errors import UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from anydepth_cli.evaluation.datasets import EvalResult, Pair
+    from anydepth_cli.evaluation.datasets import EvalResult
     from anydepth_cli.evaluation.quality import ScoreRow
 
 DEFAULT_EVAL_OUTPUT = Path("anydepth-eval")
@@ -228,14 +228,6 @@ class ScoreTally:
             yield row
 
 
-def _write_keep_list(paths: list[str], target: Path) -> None:
-    """One path per line into `target`, atomically."""
-    from anydepth_cli.io.writers import atomic_write
-
-    text = "".join(f"{p}\n" for p in paths)
-    atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
-
-
 def score(
     directory: Annotated[Path, typer.Argument(help="Folder of depth maps (.png, .npy, .pfm, .exr), searched recursively.", show_default=False)],
     depth_scale: Annotated[float, typer.Option(help="Divisor from PNG values to depth (0 = invalid).", rich_help_panel=DATA)] = 1000.0,
@@ -265,7 +257,7 @@ def score(
     if not total:
         raise UsageError(f"no depth files (.png, .npy, .pfm, .exr) under {directory}")
     from anydepth_cli.cli.progress import counting_progress
-    from anydepth_cli.io.writers import prepare_output_dir
+    from anydepth_cli.io.writers import prepare_output_dir, write_lines
 
     prepare_output_dir(output)
     processes = min(workers or os.cpu_count() or 1, total)
@@ -288,7 +280,7 @@ def score(
         table.add_row("low valid", f"{tally.low_valid} file(s) under 20 % valid pixels (never kept)")
     if keep is not None:
         kept = select_keep(csv_path, keep)
-        _write_keep_list(kept, keep_path)
+        write_lines(keep_path, kept)
         table.add_row("kept", f"{len(kept)} of {tally.rows} → {escape(str(keep_path))}")
     table.add_row("histograms", escape(str(png_path)))
     table.add_row("failed", str(tally.errors))

@@ -12,10 +12,14 @@ from rich.text import Text
 
 from anydepth_cli.cli.console import err
 
+from anydepth_cli.training.report import Reporter
+
 if TYPE_CHECKING:
     from anydepth_cli.io.images import InputItem
     from anydepth_cli.pipelines.photos import Summary
     from anydepth_cli.pipelines.video import VideoSummary
+    from anydepth_cli.training.data import DataReport
+    from anydepth_cli.training.report import TrainSummary
 
 
 class RateColumn(ProgressColumn):
@@ -117,3 +121,83 @@ def print_video_summary(summary: VideoSummary) -> None:
     speed = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     table.add_row("time", f"{summary.seconds:.1f} s ({speed:.2f} frames/s)")
     err.print(table)
+
+
+class TrainProgress(Reporter):
+    """The training run on stderr: a bar over the data check, then one over the steps (loss, lr, img/s, ETA)."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task = None
+
+    def _bar(self, *columns: ProgressColumn) -> Progress:
+        self.stop()
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 *columns, TimeRemainingColumn(), console=err, transient=False)
+        self.progress.start()
+        return self.progress
+
+    def note(self, message: str) -> None:
+        (self.progress.console if self.progress else err).print(f"[dim]{escape(message)}[/]", highlight=False)
+
+    def scanning(self, total: int) -> None:
+        self.task = self._bar(RateColumn("samples")).add_task("checking data", total=total)
+
+    def scanned(self) -> None:
+        self.progress.advance(self.task)
+
+    def data(self, report: DataReport) -> None:
+        self.stop()
+        parts = [f"{len(report.samples)} of {report.found} sample(s) to train on"]
+        if report.no_valid:
+            parts.append(f"{len(report.no_valid)} without a valid pixel")
+        if report.unreadable:
+            parts.append(f"{len(report.unreadable)} unreadable")
+        if report.dropped:
+            parts.append(f"{len(report.dropped)} dropped by --keep")
+        err.print(f"[dim]{escape(', '.join(parts))}[/]", highlight=False)
+
+    def start(self, total: int, done: int, images_per_step: int) -> None:
+        bar = self._bar(TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+                        TextColumn("{task.fields[speed]:.1f} img/s", style="progress.data.speed"))
+        self.task = bar.add_task("steps", total=total, completed=done, loss=float("nan"), lr=0.0, speed=0.0)
+
+    def step(self, step: int, loss: float, lr: float, images_per_second: float) -> None:
+        self.progress.update(self.task, completed=step, loss=loss, lr=lr, speed=images_per_second)
+
+    def validated(self, step: int, abs_rel: float, delta1: float) -> None:
+        self.progress.console.print(f"step {step}: val AbsRel {abs_rel:.4f}, δ1 {delta1:.4f}", highlight=False)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_train_summary(summary: TrainSummary) -> None:
+    """Steps, time and speed, the final loss, the best validation, where the files are; then unreadable samples."""
+    from anydepth_cli.training import run
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    resumed = f" (resumed at {summary.start_step})" if summary.start_step else ""
+    table.add_row("trained", f"{summary.start_step + summary.steps} of {summary.total_steps} step(s){resumed}")
+    speed = summary.images / summary.seconds if summary.seconds > 0 else 0.0
+    table.add_row("time", f"{summary.seconds:.1f} s ({speed:.1f} img/s)")
+    table.add_row("final loss", f"{summary.final_loss:.4f}")
+    if summary.best_val is not None:
+        step, abs_rel, delta1 = summary.best_val
+        table.add_row("best val", f"AbsRel {abs_rel:.4f}, δ1 {delta1:.4f} at step {step}")
+    folder = summary.output
+    table.add_row("model", escape(f"{folder / run.MODEL} with --arch {folder / run.ARCH}"))
+    table.add_row("resume", escape(f"{folder / run.LAST} (--resume {folder})"))
+    table.add_row("curves", escape(f"{folder / run.METRICS}, {folder / run.PLOT}"))
+    if summary.data.dropped:
+        table.add_row("dropped", escape(f"{len(summary.data.dropped)} by --keep, listed in {folder / run.DROPPED}"))
+    skipped = len(summary.data.no_valid) + len(summary.data.unreadable) + len(summary.read_failures)
+    table.add_row("skipped", f"{len(summary.data.no_valid)} without a valid pixel, "
+                  f"{len(summary.data.unreadable) + len(summary.read_failures)} unreadable" if skipped else "0")
+    err.print(table)
+    for path, reason in summary.data.unreadable:
+        err.print(f"[red]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+    for reason in summary.read_failures:
+        err.print(f"[red]skipped[/] {escape(reason)}", highlight=False)

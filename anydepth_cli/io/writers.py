@@ -67,6 +67,16 @@ def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = False)
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    """`text` (UTF-8) into `path`, atomically."""
+    atomic_write(Path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """One entry per line into `path`, atomically."""
+    write_text(path, "".join(f"{line}\n" for line in lines))
+
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
 

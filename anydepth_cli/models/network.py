@@ -36,10 +36,14 @@ class DepthNetwork(nn.Module):
         features, grid = self.encoder(x)
         return self.head(features, grid)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.raw(x))
+    def activate(self, raw: torch.Tensor) -> torch.Tensor:
+        """The final activation the config declares, applied to a head output."""
+        out = F.relu(raw)
         floor = self.config.output_floor
         return out + floor if floor else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.raw(x))
 
 
 def build_network(config: NetworkConfig, device: torch.device | str | None = None) -> DepthNetwork:

@@ -22,6 +22,19 @@ class DySample(nn.Module):
         self.scope = nn.Conv2d(channels, offsets, 1, bias=False)
         self.register_buffer("init_pos", torch.zeros(1, offsets, 1, 1))
         self._grid_cache: dict[tuple, torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference initialisation: near-zero offsets, neutral scope, and `init_pos` at the centres of the
+        2×2 sub-pixels (x offsets for every group, then y offsets)."""
+        nn.init.normal_(self.offset.weight, std=0.001)
+        nn.init.zeros_(self.offset.bias)
+        nn.init.zeros_(self.scope.weight)
+        step = (torch.arange(SCALE, dtype=torch.float32) - (SCALE - 1) / 2) / SCALE
+        y, x = torch.meshgrid(step, step, indexing="ij")
+        positions = torch.stack([x.flatten().repeat(GROUPS), y.flatten().repeat(GROUPS)])
+        with torch.no_grad():
+            self.init_pos.copy_(positions.reshape(1, -1, 1, 1))
 
     def _pixel_centres(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """(1, 2, 1, h, w): x then y pixel-centre coordinates."""

@@ -18,6 +18,12 @@ PREFIX_LAYOUTS: tuple[tuple[str, str], ...] = (
     ("model.backbone.pretrained.", "model.head."),
     ("0.encoder.backbone.", "0.decoder."),
 )
+LAYOUT_PREFIXES: dict[str, tuple[str, str]] = {
+    "dav2": PREFIX_LAYOUTS[0],
+    "da3": PREFIX_LAYOUTS[2],
+    "anydepth-train": PREFIX_LAYOUTS[3],
+}
+"""The (encoder, head) prefixes of each `NetworkConfig.layout`."""
 WRAPPER_KEYS = ("model", "state_dict")
 OPTIONAL_KEYS = ("encoder.mask_token",)
 
@@ -75,11 +81,8 @@ def to_network_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def load_network(config: NetworkConfig, path: Path, device: torch.device | str = "cpu") -> DepthNetwork:
-    """Network of `config` with the weights of `path`; any missing, unexpected or misshapen key is an error."""
-    state = to_network_keys(read_state_dict(path))
-    network = build_network(config, device="meta")
-    expected = network.state_dict()
+def _mismatches(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps `state` from loading strictly into a module with state dict `expected`."""
     missing = [k for k in expected if k not in state and k not in OPTIONAL_KEYS]
     unexpected = [k for k in state if k not in expected]
     wrong = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
@@ -91,6 +94,15 @@ def load_network(config: NetworkConfig, path: Path, device: torch.device | str =
         problems.append(f"unexpected {_names(unexpected)}")
     if wrong:
         problems.append(f"wrong shape {_names(wrong)}")
+    return problems
+
+
+def load_network(config: NetworkConfig, path: Path, device: torch.device | str = "cpu") -> DepthNetwork:
+    """Network of `config` with the weights of `path`; any missing, unexpected or misshapen key is an error."""
+    state = to_network_keys(read_state_dict(path))
+    network = build_network(config, device="meta")
+    expected = network.state_dict()
+    problems = _mismatches(expected, state)
     if problems:
         raise CheckpointError(f"{Path(path).name} does not match the architecture: " + "; ".join(problems))
     for key in OPTIONAL_KEYS:
@@ -98,6 +110,34 @@ def load_network(config: NetworkConfig, path: Path, device: torch.device | str =
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     network.load_state_dict(state, strict=True, assign=True)
     return network.to(device).eval()
+
+
+def load_encoder_weights(network: DepthNetwork, path: Path) -> None:
+    """Load a plain backbone state dict (`blocks.*`, `patch_embed.*`, …, as DINOv2/DINOv3 publish them) into
+    `network.encoder`, strictly; a checkpoint whose keys carry one encoder prefix of PREFIX_LAYOUTS is accepted too."""
+    state = read_state_dict(path)
+    prefix = next((enc for enc, _ in PREFIX_LAYOUTS if all(k.startswith(enc) for k in state)), "")
+    state = {"encoder." + k[len(prefix):]: v for k, v in state.items()}
+    expected = {k: v for k, v in network.state_dict().items() if k.startswith("encoder.")}
+    problems = _mismatches(expected, state)
+    if problems:
+        raise CheckpointError(f"{Path(path).name} does not match the encoder: " + "; ".join(problems))
+    for key in OPTIONAL_KEYS:
+        state.setdefault(key, expected[key])
+    with torch.no_grad():
+        for key, value in state.items():
+            expected[key].copy_(value)
+
+
+def state_in_layout(network: DepthNetwork, layout: str) -> dict[str, torch.Tensor]:
+    """The network's state dict with the keys of `layout` (a key of LAYOUT_PREFIXES), on the CPU."""
+    encoder_prefix, head_prefix = LAYOUT_PREFIXES[layout]
+    renames = {"encoder.": encoder_prefix, "head.": head_prefix}
+    out = {}
+    for key, value in network.state_dict().items():
+        stage, rest = key.split(".", 1)
+        out[renames[stage + "."] + rest] = value.detach().cpu()
+    return out
 
 
 def _names(keys: list[str], limit: int = 6) -> str:

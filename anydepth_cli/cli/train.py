@@ -1,0 +1,86 @@
+"""`anydepth train`: fine-tune a head on a frozen encoder, on one device or under torchrun / srun."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from anydepth_cli.errors import UsageError
+
+DEFAULT_OUTPUT = Path("anydepth-run")
+DATA = "Data"
+MODEL = "Model"
+OPTIM = "Optimisation"
+RUN = "Running"
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[list[Path]], typer.Argument(help="Training data: folders (image/ + depth/ [+ mask/], or NAME.jpg beside NAME_depth.png) or manifests of `image,depth[,mask]` lines, several at once. Optional with --resume.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: arch.json, model.pth, last.pth, metrics.csv, loss.png. \\[default: anydepth-run, or the --resume folder]", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this registry model. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture to train (with --checkpoint or --encoder-weights).", rich_help_panel=MODEL)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Start from these weights (.pth/.safetensors in any layout we load, or hf://ORG/REPO/FILE).", rich_help_panel=MODEL)] = None,
+    encoder_weights: Annotated[Optional[Path], typer.Option(help="A plain DINOv2/DINOv3 backbone state dict: the encoder of a freshly initialised head.", rich_help_panel=MODEL)] = None,
+    target: Annotated[Optional[str], typer.Option(help="What the head learns: depth (ReLU + 0.001 output, as the AnyDepth code) or disparity (ReLU). \\[default: depth, or the resumed run's]", show_default=False, rich_help_panel=MODEL)] = None,
+    val: Annotated[Optional[list[Path]], typer.Option(help="Validation data (same formats; repeat for several): AbsRel and δ1 as `anydepth eval` computes them.", rich_help_panel=DATA)] = None,
+    val_every: Annotated[int, typer.Option(help="Validate (and save) every N steps, and at the end.", rich_help_panel=DATA)] = 1000,
+    keep: Annotated[Optional[float], typer.Option(help="Train only on the samples `anydepth score --keep FRACTION` keeps (DDS and GCS of the ground truth).", metavar="FRACTION", rich_help_panel=DATA)] = None,
+    depth_scale: Annotated[float, typer.Option(help="Divisor from 16-bit PNG depth values to depth.", rich_help_panel=DATA)] = 1000.0,
+    input_size: Annotated[Optional[int], typer.Option(help="Side of the square training crops (a multiple of the patch size). \\[default: 518, 512 for DINOv3]", show_default=False, rich_help_panel=DATA)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps to train (the smaller of --steps and --epochs when both are given).", show_default=False, rich_help_panel=OPTIM)] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the data to train.", show_default=False, rich_help_panel=OPTIM)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per process per micro-batch (the global batch is this × --grad-accum × processes).", rich_help_panel=OPTIM)] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.", rich_help_panel=OPTIM)] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the head (AdamW).", rich_help_panel=OPTIM)] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases and norms).", rich_help_panel=OPTIM)] = 0.01,
+    warmup: Annotated[Optional[int], typer.Option(help="Steps of linear warmup before the cosine decay. \\[default: 5 % of the steps]", show_default=False, rich_help_panel=OPTIM)] = None,
+    clip_grad: Annotated[float, typer.Option(help="Gradient-norm clipping.", rich_help_panel=OPTIM)] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the head's initialisation, the data order and the augmentation.", rich_help_panel=OPTIM)] = 0,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pth.", show_default=False, rich_help_panel=RUN)] = None,
+    save_every: Annotated[int, typer.Option(help="Write model.pth and last.pth every N steps.", rich_help_panel=RUN)] = 500,
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16 or fp64 (auto: bf16 autocast on GPUs, fp32 on the CPU; fp64: a reference mode for checks).", rich_help_panel=RUN)] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (under torchrun each process takes its local GPU).", rich_help_panel=RUN)] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes per training process. \\[default: up to 4]", show_default=False, rich_help_panel=RUN)] = None,
+) -> None:
+    """Train a depth head on a frozen encoder: SDT (or DPT) from a registry model, your checkpoint, or a backbone.
+
+    `--resume RUN` continues with the run's own data and settings; options given again override them.
+
+    The loss is scale-and-shift invariant in the target space plus multi-scale gradient matching. Under `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
+
+    Exit status: 0 trained, 1 stopped (non-finite loss, out of memory) with the last good checkpoint kept, 2 usage error.
+    """
+    from anydepth_cli.training.loop import RESUMED, TrainOptions
+
+    if resume is not None and output is not None and output.resolve() != resume.resolve():
+        raise UsageError("--resume continues a run in its own folder: drop -o or give the same folder")
+    options = TrainOptions(
+        data=tuple(data or ()), output=resume or output or DEFAULT_OUTPUT, model=model, arch=arch, checkpoint=checkpoint,
+        encoder_weights=encoder_weights, target=target, val=tuple(val or ()), val_every=val_every, steps=steps,
+        epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        input_size=input_size, precision=precision, device=device,
+        workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,
+        resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad,
+        explicit=frozenset(name for name in RESUMED if _given(ctx, name)),
+    )
+    options.check()
+    from anydepth_cli.cli.progress import TrainProgress, print_train_summary
+    from anydepth_cli.io.writers import prepare_output_dir
+    from anydepth_cli.training.distributed import world_from_env
+    from anydepth_cli.training.loop import train as run_training
+
+    if world_from_env().main:
+        prepare_output_dir(options.output)
+    summary = run_training(options, TrainProgress())
+    if world_from_env().main:
+        print_train_summary(summary)

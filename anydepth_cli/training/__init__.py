@@ -1,0 +1,1 @@
+"""`anydepth train`: data, loss, the training loop and multi-process set-up."""
