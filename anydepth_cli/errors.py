@@ -29,3 +29,14 @@ class InputError(AnyDepthError):
 
 class OutputError(AnyDepthError):
     """An output location that cannot be written."""
+
+
+class MissingExtraError(UsageError):
+    """An optional dependency that is not installed; the message says which extra installs it."""
+
+    def __init__(self, module: str, extra: str = "onnx") -> None:
+        super().__init__(f"{module} is not installed: pip install \"anydepth-cli[{extra}]\"")
+
+
+class ExportError(AnyDepthError):
+    """A network that cannot be exported, or whose export does not reproduce it."""

@@ -61,6 +61,7 @@ def test_stages_import_only_earlier_stages():
         "models": set(), "weights": {"models"}, "inference": {"models"}, "geometry": {"models"}, "io": set(),
         "evaluation": {"models", "inference", "io"}, "bench": {"models", "inference", "io"},
         "pipelines": {"weights", "models", "inference", "geometry", "io"},
+        "export": {"weights", "models", "inference", "io"},
     }
     for module, imports in import_graph().items():
         stage = module.split(".")[1] if "." in module else ""

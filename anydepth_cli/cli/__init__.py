@@ -10,6 +10,7 @@ from anydepth_cli import __version__
 from anydepth_cli.cli import bench as bench_cmd
 from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
+from anydepth_cli.cli import export as export_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
 from anydepth_cli.cli.console import fail
@@ -28,6 +29,7 @@ app.add_typer(models_cmd.app, name="models")
 app.command("bench")(bench_cmd.bench)
 app.command("eval")(evaluate_cmd.evaluate)
 app.command("score")(evaluate_cmd.score)
+app.command("export")(export_cmd.export)
 app.command("doctor")(doctor_cmd.doctor)
 
 

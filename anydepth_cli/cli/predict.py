@@ -29,6 +29,11 @@ class Raw(str, Enum):
     png16 = "png16"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class Tile(str, Enum):
     auto = "auto"
     on = "on"
@@ -74,6 +79,8 @@ def predict(
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
+    backend: Annotated[Backend, typer.Option(help="Runtime: torch, or onnxruntime for a model made by `anydepth export` (give it with --onnx).", rich_help_panel=MODEL)] = Backend.torch,
+    onnx: Annotated[Optional[Path], typer.Option(help="ONNX model for --backend onnxruntime; it holds the weights, so no --model or --checkpoint.", rich_help_panel=MODEL)] = None,
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
@@ -141,7 +148,8 @@ def predict(
         cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=parse_depth_at(depth_at),
                                   edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
     outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
-    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size)
+    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
+                                      backend.value, onnx)
     label += f" (outputs {describe_kind(predictor.output_kind)})"
     tile_batch = batch_size if predictor.device.type != "cpu" else min(batch_size, CPU_TILE_BATCH)
     tiling = TilingOptions(tile.value, default_tile_config(predictor.input_size, tile_batch, tile_size, overlap))
