@@ -39,4 +39,5 @@ def export(
     err.print(f"wrote {summary.path}{data} ({summary.size_bytes / 2**20:.1f} MB, {format.value}): {card.model}, "
               f"outputs {card.output} ({card.activation}), patch {card.patch_size}, input size {card.input_size}; "
               f"ONNX Runtime matches PyTorch to {summary.max_difference:.1e} at "
-              f"{summary.check_shape[0]}×{summary.check_shape[1]}; {summary.seconds:.0f} s", highlight=False, soft_wrap=True)
+              f"{summary.check_shape[0]}×{summary.check_shape[1]}; {summary.seconds:.0f} s",
+              highlight=False, soft_wrap=True, markup=False)

@@ -12,9 +12,10 @@ TRAINED_GRID = 37
 CUBIC_A = -0.75
 
 
-def bicubic_matrix(positions: torch.Tensor, inverse_scale: torch.Tensor) -> torch.Tensor:
-    """(n, 37) weights that resample the trained grid to output `positions` (0 … n − 1) as PyTorch's bicubic
-    interpolation does with scale factor 1 / `inverse_scale`: half-pixel centres, A = −0.75, edge taps clamped."""
+def cubic_taps(size: int | torch.SymInt, inverse_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices and weights, each (size, 4), with which PyTorch's bicubic interpolation by a scale factor of
+    1 / `inverse_scale` resamples the trained grid along one axis: half-pixel centres, A = −0.75, edge taps clamped."""
+    positions = torch.arange(size, device=inverse_scale.device, dtype=torch.float32)
     source = (positions + 0.5) * inverse_scale - 0.5
     start = torch.floor(source)
     t = (source - start)[:, None]
@@ -24,9 +25,8 @@ def bicubic_matrix(positions: torch.Tensor, inverse_scale: torch.Tensor) -> torc
     near_weights = ((a + 2) * near - (a + 3)) * near * near + 1
     far_weights = ((a * far - 5 * a) * far + 8 * a) * far - 4 * a
     weights = torch.stack([far_weights[:, 0], near_weights[:, 0], near_weights[:, 1], far_weights[:, 1]], dim=1)
-    taps = (start[:, None] + torch.arange(-1, 3, device=positions.device)).clamp(0, TRAINED_GRID - 1)
-    source_index = torch.arange(TRAINED_GRID, device=positions.device, dtype=positions.dtype)
-    return (weights[:, :, None] * (taps[:, :, None] == source_index).to(weights.dtype)).sum(dim=1)
+    offsets = torch.arange(-1, 3, device=inverse_scale.device)
+    return (start.long()[:, None] + offsets).clamp(0, TRAINED_GRID - 1), weights
 
 
 class DinoV2Encoder(ViTEncoder):
@@ -46,15 +46,19 @@ class DinoV2Encoder(ViTEncoder):
         if cached is not None:
             return cached
         # The trained numbers come from a scale factor of (n + 0.1) / 37, not from an output size; on the trained
-        # grid itself the table is used as stored (a scale of 1). Sizes are read from tensors, not Python ints, so
-        # an exported graph keeps this for every grid; float64 on the CPU keeps it exact under autocast.
-        rows, cols = (torch.arange(n, dtype=torch.float64) for n in (h, w))
+        # grid itself the table is used as stored (a scale of 1). The sides are read from tensors, not Python ints,
+        # so an exported graph keeps this for every grid. 370 / (10 n + 1) is 37 / (n + 0.1) rounded once.
+        rows = torch.arange(h, device=table.device, dtype=torch.float32)
+        cols = torch.arange(w, device=table.device, dtype=torch.float32)
         height, width = rows[-1] + 1, cols[-1] + 1
-        stretch = 0.1 * ((height != TRAINED_GRID) | (width != TRAINED_GRID)).double()
-        grid = table[0, 1:].cpu().double().reshape(TRAINED_GRID, TRAINED_GRID, -1)
-        patches = torch.einsum("hi,ijc,wj->hwc", bicubic_matrix(rows, TRAINED_GRID / (height + stretch)), grid,
-                               bicubic_matrix(cols, TRAINED_GRID / (width + stretch)))
-        result = torch.cat([table[:, :1], patches.reshape(1, h * w, -1).to(table.device, table.dtype)], dim=1)
+        stretch = ((height != TRAINED_GRID) | (width != TRAINED_GRID)).float()
+        grid = table[0, 1:].float().reshape(TRAINED_GRID, TRAINED_GRID, -1)
+        # Along the width, then the height, as PyTorch does; gathers and sums, which no autocast lowers.
+        taps, weights = cubic_taps(w, 10 * TRAINED_GRID / (10 * width + stretch))
+        grid = (grid[:, taps] * weights[None, :, :, None]).sum(dim=2)
+        taps, weights = cubic_taps(h, 10 * TRAINED_GRID / (10 * height + stretch))
+        patches = (grid[taps] * weights[:, :, None, None]).sum(dim=1)
+        result = torch.cat([table[:, :1], patches.reshape(1, h * w, -1).to(table.dtype)], dim=1)
         if caching:
             self._pos_cache = {key: result}
         return result
