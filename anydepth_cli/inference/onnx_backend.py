@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -13,7 +14,7 @@ from anydepth_cli.inference.predictor import BatchedPredictor, check_predictor_s
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> ModuleType:
     """The onnxruntime module, or a one-line error saying how to install it."""
     try:
         import onnxruntime
