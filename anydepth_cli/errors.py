@@ -35,3 +35,14 @@ class TrainingError(AnyDepthError):
     """A training run that has to stop (non-finite loss, out of memory); its last checkpoint is kept."""
 
     exit_code = 1
+
+
+class MissingExtraError(UsageError):
+    """An optional dependency that is not installed; the message says which extra installs it."""
+
+    def __init__(self, module: str, extra: str = "onnx") -> None:
+        super().__init__(f"{module} is not installed: pip install \"anydepth-cli[{extra}]\"")
+
+
+class ExportError(AnyDepthError):
+    """A network that cannot be exported, or whose export does not reproduce it."""

@@ -27,7 +27,8 @@ def test_bash_completion_offers_commands_and_options():
     assert "--side-by-side" in result.stdout.split()
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], ["bench", "--help"]])
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["predict", "--help"], ["bench", "--help"],
+                                  ["export", "--help"]])
 def test_version_and_help_do_not_import_torch(args):
     code = (f"import sys; sys.argv = ['anydepth', *{args!r}]\n"
             "from anydepth_cli.cli import main\n"

@@ -13,6 +13,7 @@ from anydepth_cli import __version__
 from anydepth_cli.cli import bench as bench_cmd
 from anydepth_cli.cli import doctor as doctor_cmd
 from anydepth_cli.cli import evaluate as evaluate_cmd
+from anydepth_cli.cli import export as export_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
 from anydepth_cli.cli import train as train_cmd
@@ -35,6 +36,7 @@ app.command("bench", cls=Command)(bench_cmd.bench)
 app.command("eval", cls=Command)(evaluate_cmd.evaluate)
 app.command("score", cls=Command)(evaluate_cmd.score)
 app.command("train", cls=Command, no_args_is_help=True)(train_cmd.train)
+app.command("export", cls=Command)(export_cmd.export)
 app.command("doctor", cls=Command)(doctor_cmd.doctor)
 
 

@@ -29,6 +29,11 @@ class Raw(str, Enum):
     png16 = "png16"
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class Tile(str, Enum):
     auto = "auto"
     on = "on"
@@ -74,6 +79,8 @@ def predict(
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
+    backend: Annotated[Backend, typer.Option(help="Runtime: torch, or onnxruntime for a model made by `anydepth export` (give it with --onnx).", rich_help_panel=MODEL)] = Backend.torch,
+    onnx: Annotated[Optional[Path], typer.Option(help="ONNX model for --backend onnxruntime; it holds the weights, so no --model or --checkpoint.", rich_help_panel=MODEL)] = None,
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
@@ -142,7 +149,7 @@ def predict(
     known_depth = parse_depth_at(depth_at)
     # Before the heavy imports (torch): weights that cannot be had are reported at once.
     predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
-                                      share.local_rank if share else None)
+                                      share.local_rank if share else None, backend.value, onnx)
     from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
     from anydepth_cli.pipelines.video import VideoOptions, run_video
 

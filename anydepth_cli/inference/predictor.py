@@ -58,18 +58,56 @@ def select_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
-class DepthPredictor:
-    """A loaded network with its input size, device, precision and batch size."""
+class BatchedPredictor:
+    """A MapPredictor over any runtime: groups images by network size, prepares the batches and resizes the outputs;
+    a subclass runs its network on one prepared batch (`run`)."""
+
+    input_size: int
+    output_kind: str
+    patch_size: int
+    batch_size: int
+    device: torch.device
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """The network's output (B, 1, h, w) for one normalised batch (B, 3, H, W) on `device`."""
+        raise NotImplementedError
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size."""
+        multiple = self.patch_size
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            groups[network_size(*image.shape[:2], self.input_size, multiple)].append(index)
+        results: list[np.ndarray | None] = [None] * len(images)
+        for size, indices in groups.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start: start + self.batch_size]
+                batch = prepare_batch([images[i] for i in chunk], size).to(self.device, non_blocking=True)
+                output = self.run(batch)
+                for i, index in enumerate(chunk):
+                    height, width = images[index].shape[:2]
+                    results[index] = resize_output(output[i: i + 1], (height, width))[0].cpu().numpy()
+        return results
+
+
+def check_predictor_settings(input_size: int, patch_size: int, batch_size: int) -> None:
+    """Refuse an input size below one patch and a batch size below 1."""
+    if input_size < patch_size:
+        raise UsageError(f"--input-size must be at least {patch_size}")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+
+
+class DepthPredictor(BatchedPredictor):
+    """A loaded PyTorch network with its input size, device, precision and batch size."""
 
     def __init__(self, network: DepthNetwork, input_size: int = 518, device: torch.device | None = None,
                  dtype: torch.dtype = torch.float32, batch_size: int = 4) -> None:
-        if input_size < network.config.patch_size:
-            raise UsageError(f"--input-size must be at least {network.config.patch_size}")
-        if batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+        check_predictor_settings(input_size, network.config.patch_size, batch_size)
         self.device = device or torch.device("cpu")
         self.network = network.to(self.device).eval()
         self.input_size = input_size
+        self.patch_size = network.config.patch_size
         self.dtype = dtype
         self.batch_size = batch_size
         self.output_kind = network.config.output
@@ -79,20 +117,7 @@ class DepthPredictor:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size."""
-        multiple = self.network.config.patch_size
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for index, image in enumerate(images):
-            groups[network_size(*image.shape[:2], self.input_size, multiple)].append(index)
-        results: list[np.ndarray | None] = [None] * len(images)
-        for size, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start: start + self.batch_size]
-                batch = prepare_batch([images[i] for i in chunk], size).to(self.device, non_blocking=True)
-                with torch.inference_mode(), self._autocast():
-                    output = self.network(batch)
-                for i, index in enumerate(chunk):
-                    height, width = images[index].shape[:2]
-                    results[index] = resize_output(output[i: i + 1], (height, width))[0].cpu().numpy()
-        return results
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """The network's output for one batch, under inference mode and the predictor's autocast."""
+        with torch.inference_mode(), self._autocast():
+            return self.network(batch)

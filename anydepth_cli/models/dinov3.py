@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anydepth_cli.models.tracing import is_exporting
 from anydepth_cli.models.vit import RotaryFn, ViTEncoder
 
 STORAGE_TOKENS = 4
@@ -25,7 +26,8 @@ class RopeEmbed(nn.Module):
         """sin and cos tables of shape (h·w, head_dim) for an h×w grid."""
         periods = self.periods
         key = (h, w, periods.device, periods._version)
-        cached = self._cache.get(key)
+        exporting = is_exporting()
+        cached = None if exporting else self._cache.get(key)
         if cached is not None:
             return cached
         rows = (torch.arange(h, device=periods.device, dtype=torch.float32) + 0.5) / h
@@ -35,7 +37,8 @@ class RopeEmbed(nn.Module):
         angles = 2 * math.pi * coords[:, :, None] / periods.float()[None, None, :]
         angles = angles.flatten(1).tile(2)
         result = (torch.sin(angles), torch.cos(angles))
-        self._cache = {key: result}
+        if not exporting:
+            self._cache = {key: result}
         return result
 
 

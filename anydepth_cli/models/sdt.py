@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anydepth_cli.models.readout import apply_readout, readout_projects
+from anydepth_cli.models.tracing import is_exporting
 
 GROUPS = 4
 SCALE = 2
@@ -38,13 +39,15 @@ class DySample(nn.Module):
 
     def _pixel_centres(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """(1, 2, 1, h, w): x then y pixel-centre coordinates."""
+        exporting = is_exporting()
         key = (h, w, like.device, like.dtype)
-        grid = self._grid_cache.get(key)
+        grid = None if exporting else self._grid_cache.get(key)
         if grid is None:
             ys = torch.arange(h, device=like.device, dtype=like.dtype) + 0.5
             xs = torch.arange(w, device=like.device, dtype=like.dtype) + 0.5
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0).view(1, 2, 1, h, w)
-            self._grid_cache[key] = grid
+            if not exporting:
+                self._grid_cache[key] = grid
         return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,37 @@
-"""From command-line choices to a ready predictor (weights, device, precision) and its tile geometry."""
+"""From command-line choices to a ready predictor (weights or an exported model, backend, device, precision)
+and its tile geometry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from anydepth_cli.errors import UsageError
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
 if TYPE_CHECKING:
-    from anydepth_cli.inference.predictor import DepthPredictor
+    from anydepth_cli.inference.predictor import BatchedPredictor
     from anydepth_cli.inference.tiling import TileConfig
+
+BACKENDS = ("torch", "onnxruntime")
 
 
 def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",
                    precision: str = "auto", batch_size: int = 4, input_size: int | None = None,
-                   local_rank: int | None = None) -> tuple[DepthPredictor, str]:
-    """A predictor for the chosen weights (downloaded if needed) and a label naming them; `local_rank` picks a
-    launched process's own GPU.
+                   local_rank: int | None = None, backend: str = "torch",
+                   onnx: Path | None = None) -> tuple[BatchedPredictor, str]:
+    """A predictor for the chosen weights (downloaded if needed), or for an exported ONNX model with
+    `backend="onnxruntime"`, and a label naming them; `local_rank` picks a launched process's own GPU.
 
     The weights are found first, before torch is imported, so that weights which cannot be had
     (the Hub unreachable, nothing cached) are reported within a second.
     """
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        return open_onnx_predictor(onnx, model, checkpoint, arch, device, precision, batch_size, input_size)
+    if onnx is not None:
+        raise UsageError("--onnx runs with --backend onnxruntime")
     choice = choose_weights(model, checkpoint, arch)
     weights = weights_path(choice)
     from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
@@ -34,7 +45,24 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     return predictor, choice.label
 
 
-def tile_config(predictor: DepthPredictor, tile_size: int | None = None, overlap: int | None = None) -> TileConfig:
+def open_onnx_predictor(onnx: Path | None, model: str | None, checkpoint: str | None, arch: Path | None,
+                        device: str, precision: str, batch_size: int,
+                        input_size: int | None) -> tuple[BatchedPredictor, str]:
+    """The ONNX Runtime predictor of `--onnx FILE` (which holds the weights) and a label naming its model and provider."""
+    if onnx is None:
+        raise UsageError("--backend onnxruntime needs --onnx FILE (made by `anydepth export`)")
+    given = [name for name, value in (("--model", model), ("--checkpoint", checkpoint), ("--arch", arch)) if value]
+    if given:
+        raise UsageError(f"--onnx holds the weights: drop {', '.join(given)}")
+    if precision not in ("auto", "fp32"):
+        raise UsageError("--backend onnxruntime runs the exported float32 model: use --precision auto or fp32")
+    from anydepth_cli.inference.onnx_backend import OnnxPredictor
+
+    predictor = OnnxPredictor(onnx, input_size, device, batch_size)
+    return predictor, f"{predictor.card.model} via ONNX Runtime ({Path(onnx).name}, {predictor.provider})"
+
+
+def tile_config(predictor: BatchedPredictor, tile_size: int | None = None, overlap: int | None = None) -> TileConfig:
     """Tile geometry for `predictor`: the defaults of `default_tile_config`, tiles batched like images on GPUs
     and at most CPU_TILE_BATCH to a batch on the CPU (where each tile's activations are large)."""
     from anydepth_cli.inference.tiling import CPU_TILE_BATCH, default_tile_config

@@ -1,0 +1,43 @@
+"""`anydepth export`: a model to ONNX, for ONNX Runtime (`anydepth predict --backend onnxruntime`) and other runtimes."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from anydepth_cli.cli.console import err
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+
+
+def export(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write. \\[default: NAME.onnx in the current folder]", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). \\[default: anydepth-dav2-vitb]", show_default=False)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.")] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).")] = None,
+    format: Annotated[Format, typer.Option("--format", help="Export format.")] = Format.onnx,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, recorded in the model card as the default for `predict`. \\[default: 518, 512 for DINOv3]", show_default=False)] = None,
+) -> None:
+    """Export a model to ONNX (opset 18): input `image` (B×3×H×W, normalised, H and W multiples of the patch size), output the model's depth or disparity after its final activation, before resizing; batch, height and width are dynamic.
+
+    The model card (output kind, activation, patch size, mean/std, input size, architecture, version) is stored in the ONNX metadata; the file is written only after onnx.checker passes and ONNX Runtime reproduces PyTorch.
+
+    Run it with `anydepth predict PHOTO --backend onnxruntime --onnx FILE`.
+    """
+    from anydepth_cli.export.onnx import export_model
+
+    with err.status("preparing the export") as status:
+        summary = export_model(model, checkpoint, arch, output, input_size,
+                               lambda stage: status.update(stage))
+    card = summary.card
+    data = f" + {summary.external_data.name}" if summary.external_data else ""
+    err.print(f"wrote {summary.path}{data} ({summary.size_bytes / 2**20:.1f} MB, {format.value}): {card.model}, "
+              f"outputs {card.output} ({card.activation}), patch {card.patch_size}, input size {card.input_size}; "
+              f"ONNX Runtime matches PyTorch to {summary.max_difference:.1e} at "
+              f"{summary.check_shape[0]}×{summary.check_shape[1]}; {summary.seconds:.0f} s",
+              highlight=False, soft_wrap=True, markup=False)

@@ -1,0 +1,1 @@
+"""Exporting networks for other runtimes."""

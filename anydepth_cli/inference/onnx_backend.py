@@ -1,0 +1,70 @@
+"""The ONNX Runtime predictor: an exported network run by ONNX Runtime behind the same batching as PyTorch's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from anydepth_cli.errors import MissingExtraError, UsageError
+from anydepth_cli.inference.model_card import ModelCard
+from anydepth_cli.inference.predictor import BatchedPredictor, check_predictor_settings
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def import_onnxruntime() -> ModuleType:
+    """The onnxruntime module, or a one-line error saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingExtraError("onnxruntime") from None
+    return onnxruntime
+
+
+def select_provider(device: str, available: list[str]) -> str:
+    """The execution provider for `--device`: `auto` takes CUDA where this onnxruntime build has it, else the CPU."""
+    if device == "auto":
+        return PROVIDERS["cuda"] if PROVIDERS["cuda"] in available else PROVIDERS["cpu"]
+    if device not in PROVIDERS:
+        raise UsageError(f"--backend onnxruntime runs on --device auto, cpu or cuda, not {device}")
+    if PROVIDERS[device] not in available:
+        raise UsageError(f"this onnxruntime build has no {PROVIDERS[device]} (it has {', '.join(available)}); "
+                         "install onnxruntime-gpu or use --device cpu")
+    return PROVIDERS[device]
+
+
+class OnnxPredictor(BatchedPredictor):
+    """An `anydepth export`ed model in an ONNX Runtime session; output kind, patch and input size come from its card.
+
+    Batches are prepared and outputs resized on the CPU, as tensors, by the shared code; the session runs on the
+    provider `--device` selects, with as many threads as PyTorch uses.
+    """
+
+    def __init__(self, path: Path, input_size: int | None = None, device: str = "auto", batch_size: int = 4) -> None:
+        ort = import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.provider = select_provider(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=[self.provider])
+        except Exception as exc:  # onnxruntime raises its own unrelated types for unreadable or invalid models
+            lines = str(exc).strip().splitlines()
+            raise UsageError(f"ONNX Runtime cannot open {path.name}: {lines[-1] if lines else type(exc).__name__}") from None
+        self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, path.name)
+        self.input_size = input_size or self.card.input_size
+        check_predictor_settings(self.input_size, self.card.patch_size, batch_size)
+        self.patch_size = self.card.patch_size
+        self.output_kind = self.card.output
+        self.batch_size = batch_size
+        self.device = torch.device("cpu")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        """The session's output for one batch."""
+        (output,) = self.session.run(None, {self.input_name: batch.numpy()})
+        return torch.from_numpy(output)

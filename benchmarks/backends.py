@@ -1,0 +1,103 @@
+"""PyTorch's fast path against ONNX Runtime on the same network, same machine, same run (a benchmark).
+
+    python benchmarks/backends.py                              # anydepth-dav2-vitb, 518x518, CPU, 5 repeats
+    python benchmarks/backends.py --model dav2-dpt-vits --repeats 10
+    python benchmarks/backends.py --device cuda                # PyTorch bf16 autocast against ONNX Runtime's CUDA provider
+
+Builds the registry model's architecture with random weights (no download), applies the inference fast path
+(`prepare_for_inference`, as `anydepth predict` does), exports it with `anydepth_cli.export.onnx` into a temporary
+folder, and times one network call on a normalised batch with each backend's `run`, the only code in which the
+two predictors differ. Calls alternate between the backends (after one untimed warm-up each), so other load on a
+shared machine affects both alike; the median and the fastest of each are kept. Both use as many threads as PyTorch
+does. Prints the timings, their ratio (ONNX Runtime / PyTorch) and the largest difference between the outputs as
+JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from anydepth_cli.export.onnx import export_network
+from anydepth_cli.inference.model_card import ModelCard
+from anydepth_cli.inference.onnx_backend import OnnxPredictor
+from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.models.fuse import prepare_for_inference
+from anydepth_cli.models.network import build_network
+from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
+
+
+def seconds(call: Callable[[], torch.Tensor], device: torch.device) -> float:
+    """Wall time of one call, waiting for the GPU where there is one."""
+    start = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the comparison and return the report it prints."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry model whose architecture is measured")
+    parser.add_argument("--size", type=int, default=518, help="square input side in pixels")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per backend")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+
+    spec = get_model(args.model)
+    patch = spec.config.patch_size
+    if args.size % patch:
+        raise SystemExit(f"--size must be a multiple of {patch}")
+    device = select_device(args.device)
+    torch.manual_seed(0)
+    network = prepare_for_inference(build_network(spec.config))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{spec.name}.onnx"
+        started = time.perf_counter()
+        export_network(network, path, ModelCard.of(spec.name, spec.config, args.size))
+        export_seconds = time.perf_counter() - started
+        onnx_bytes = path.stat().st_size
+        backends = {
+            "torch": DepthPredictor(network, args.size, device, select_dtype("auto", device), args.batch_size),
+            "onnxruntime": OnnxPredictor(path, args.size, device.type, args.batch_size),
+        }
+        batch = torch.randn(args.batch_size, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+        inputs = {"torch": batch.to(device), "onnxruntime": batch}
+        outputs = {name: predictor.run(inputs[name]).float().cpu() for name, predictor in backends.items()}
+        times: dict[str, list[float]] = {name: [] for name in backends}
+        for _ in range(args.repeats):
+            for name, predictor in backends.items():
+                times[name].append(seconds(lambda: predictor.run(inputs[name]), device))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    report = {
+        "model": spec.name, "input": [args.batch_size, 3, args.size, args.size], "device": device.type,
+        "torch_dtype": str(backends["torch"].dtype).removeprefix("torch."),
+        "onnxruntime_provider": backends["onnxruntime"].provider, "threads": torch.get_num_threads(),
+        "repeats": args.repeats, "export_seconds": round(export_seconds, 1), "onnx_megabytes": round(onnx_bytes / 2**20, 1),
+        "median_seconds": {name: round(value, 4) for name, value in median.items()},
+        "fastest_seconds": {name: round(min(values), 4) for name, values in times.items()},
+        "all_seconds": {name: [round(v, 4) for v in values] for name, values in times.items()},
+        "ratio_onnxruntime_over_torch": round(median["onnxruntime"] / median["torch"], 3),
+        "faster": min(median, key=median.get),
+        "max_output_difference": float((outputs["onnxruntime"] - outputs["torch"]).abs().max()),
+        "output_range": [float(outputs["torch"].min()), float(outputs["torch"].max())],
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                    "onnxruntime": __import__("onnxruntime").__version__},
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
