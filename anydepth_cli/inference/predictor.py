@@ -32,7 +32,6 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MEMORY_SHARE = 0.8
 """The share of the free memory one batch may plan to use (the rest: decoding threads, writers)."""
 
-_GB = 1e9
 
 
 class MapPredictor(Protocol):
@@ -142,6 +141,11 @@ def _address_space_headroom() -> int | None:
     return max(0, limit - size)
 
 
+def _amount(count: int) -> str:
+    """Bytes as `1.2 GB` or `340 MB`."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.0f} MB"
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception is an allocation failure (torch's on any device, or Python's)."""
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
@@ -220,7 +224,7 @@ class DepthPredictor:
             fit = int(free * MEMORY_SHARE // need)
             if fit < 1:
                 raise InputError(f"not enough memory: a {size[1]}x{size[0]} network input needs about "
-                                 f"{need / _GB:.1f} GB, {free / _GB:.1f} GB is free")
+                                 f"{_amount(need)}, {_amount(free)} is free")
             step = min(step, fit)
         results: list[np.ndarray] = []
         while len(results) < len(images):
@@ -233,7 +237,7 @@ class DepthPredictor:
                 self._release()
                 if step == 1:
                     raise InputError(f"out of memory running a {size[1]}x{size[0]} network input "
-                                     f"(about {need / _GB:.1f} GB estimated)") from None
+                                     f"(about {_amount(need)} estimated)") from None
                 step //= 2
                 self._batch_limit = step
         return results

@@ -31,7 +31,7 @@ class DySample(nn.Module):
             ys = torch.arange(h, device=like.device, dtype=like.dtype) + 0.5
             xs = torch.arange(w, device=like.device, dtype=like.dtype) + 0.5
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0).view(1, 2, 1, h, w)
-            self._grid_cache[key] = grid
+            self._grid_cache = {key: grid}  # the latest size only: many sizes must not grow it
         return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
