@@ -193,7 +193,8 @@ def test_should_tile_when_shorter_side_far_exceeds_input():
     assert should_tile(3000, 4000, 518)
     assert should_tile(6000, 8000, 518)
     assert not should_tile(480, 640, 518)
-    assert not should_tile(1036, 8000, 518)
+    assert not should_tile(1036, 4144, 518)
+    assert should_tile(1036, 8000, 518)  # longer than 4:1: the capped single pass sees it at 1/2.8
     assert should_tile(1037, 1037, 518)
 
 

@@ -8,8 +8,10 @@ from types import ModuleType
 import torch
 
 from anydepth_cli.errors import MissingExtraError, UsageError
+from anydepth_cli.inference.memory import activation_bytes_per_token
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.predictor import BatchedPredictor, check_predictor_settings
+from anydepth_cli.models.config import NetworkConfig
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -60,6 +62,7 @@ class OnnxPredictor(BatchedPredictor):
         check_predictor_settings(self.input_size, self.card.patch_size, batch_size)
         self.patch_size = self.card.patch_size
         self.output_kind = self.card.output
+        self.bytes_per_token = activation_bytes_per_token(NetworkConfig.from_dict(self.card.architecture))
         self.batch_size = batch_size
         self.device = torch.device("cpu")
         self.input_name = self.session.get_inputs()[0].name

@@ -1,7 +1,18 @@
-"""The predictor: RGB images in, maps of the model's own quantity (depth or disparity) at each image's size out."""
+"""The predictor: RGB images in, maps of the model's own quantity (depth or disparity) at each image's size out.
+
+Memory. Every network input holds at most `token_cap` patches (`capped_network_size`). Before
+each network call the predictor estimates what a batch needs (`BatchedPredictor.memory_needed`:
+`memory.activation_bytes_per_token` of the architecture, which errs high, plus the image's own float copy and
+output map) and runs no more images together than fit in `MEMORY_SHARE` of what the machine
+has free (`memory.available_memory`: the GPU's free memory, or on the CPU the least of free RAM, the
+cgroup's headroom and the address-space limit's). If the network still runs out of memory the
+batch is halved and retried, and later batches stay within the reduced size. An image that
+cannot fit even alone is an `InputError` (one line, the run goes on).
+"""
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Protocol, Sequence
@@ -9,12 +20,16 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from anydepth_cli.errors import UsageError
-from anydepth_cli.inference.preprocess import network_size, prepare_batch, resize_output
+from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.inference.memory import activation_bytes_per_token, amount, available_memory, is_out_of_memory
+from anydepth_cli.inference.preprocess import capped_network_size, prepare_batch, resize_output
 from anydepth_cli.models.network import DepthNetwork
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+MEMORY_SHARE = 0.8
+"""The share of the free memory one batch may plan to use (the rest: decoding threads, writers)."""
 
 
 class MapPredictor(Protocol):
@@ -59,35 +74,82 @@ def select_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 class BatchedPredictor:
-    """A MapPredictor over any runtime: groups images by network size, prepares the batches and resizes the outputs;
-    a subclass runs its network on one prepared batch (`run`)."""
+    """A MapPredictor over any runtime: groups images by network size, prepares the batches in sizes that fit in
+    memory and resizes the outputs; a subclass runs its network on one prepared batch (`run`)."""
 
     input_size: int
     output_kind: str
     patch_size: int
     batch_size: int
     device: torch.device
+    bytes_per_token: int
+    """Estimated peak activation bytes per patch token (`memory.activation_bytes_per_token`)."""
+    _batch_limit: int | None = None
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """The network's output (B, 1, h, w) for one normalised batch (B, 3, H, W) on `device`."""
         raise NotImplementedError
 
+    def network_input(self, height: int, width: int) -> tuple[int, int]:
+        """The network input size (height, width) of an image of this size (see `capped_network_size`)."""
+        return capped_network_size(height, width, self.input_size, self.patch_size)
+
+    def memory_needed(self, size: tuple[int, int], image_pixels: int) -> int:
+        """Estimated peak bytes of one image of `image_pixels` pixels run at network input `size`:
+        activations, plus its float32 copy and output map at the image's own size."""
+        tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
+        return tokens * self.bytes_per_token + 16 * image_pixels
+
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size."""
-        multiple = self.patch_size
+        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size.
+
+        Raises InputError when one image alone needs more memory than the machine has.
+        """
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):
-            groups[network_size(*image.shape[:2], self.input_size, multiple)].append(index)
+            groups[self.network_input(*image.shape[:2])].append(index)
         results: list[np.ndarray | None] = [None] * len(images)
         for size, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start: start + self.batch_size]
-                batch = prepare_batch([images[i] for i in chunk], size).to(self.device, non_blocking=True)
-                output = self.run(batch)
-                for i, index in enumerate(chunk):
-                    height, width = images[index].shape[:2]
-                    results[index] = resize_output(output[i: i + 1], (height, width))[0].cpu().numpy()
+            maps = self._predict_group([images[i] for i in indices], size)
+            for index, values in zip(indices, maps):
+                results[index] = values
         return results
+
+    def _predict_group(self, images: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+        """Maps for images of one network input size, in batches that fit in memory."""
+        need = self.memory_needed(size, max(image.shape[0] * image.shape[1] for image in images))
+        free = available_memory(self.device)
+        step = self.batch_size if self._batch_limit is None else min(self.batch_size, self._batch_limit)
+        if free is not None:
+            fit = int(free * MEMORY_SHARE // need)
+            if fit < 1:
+                raise InputError(f"not enough memory: a {size[1]}x{size[0]} network input needs about "
+                                 f"{amount(need)}, {amount(free)} is free")
+            step = min(step, fit)
+        results: list[np.ndarray] = []
+        while len(results) < len(images):
+            chunk = images[len(results): len(results) + step]
+            try:
+                batch = prepare_batch(chunk, size).to(self.device, non_blocking=True)
+                output = self.run(batch)
+                results.extend(resize_output(output[i: i + 1], image.shape[:2])[0].cpu().numpy()
+                               for i, image in enumerate(chunk))
+            except (MemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._release()
+                if step == 1:
+                    raise InputError(f"out of memory running a {size[1]}x{size[0]} network input "
+                                     f"(about {amount(need)} estimated)") from None
+                step //= 2
+                self._batch_limit = step
+        return results
+
+    def _release(self) -> None:
+        """Give back what a failed allocation left behind."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def check_predictor_settings(input_size: int, patch_size: int, batch_size: int) -> None:
@@ -111,6 +173,8 @@ class DepthPredictor(BatchedPredictor):
         self.dtype = dtype
         self.batch_size = batch_size
         self.output_kind = network.config.output
+        self.bytes_per_token = activation_bytes_per_token(network.config)
+        self._batch_limit: int | None = None
 
     def _autocast(self):
         if self.dtype == torch.float32:

@@ -13,6 +13,11 @@ import torch.nn.functional as F
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
+TOKEN_CAP_FACTOR = 4
+"""The network input never holds more patches than this many times a square input's
+(37 × 37 at 518 px for patch 14, 32 × 32 at 512 px for patch 16): photos up to 4:1 keep the
+reference preprocessing, longer or thinner ones are scaled down to fit (`capped_network_size`)."""
+
 
 def network_size(height: int, width: int, input_size: int, multiple: int) -> tuple[int, int]:
     """Network input size keeping the aspect ratio: shorter side about `input_size`, sides multiples of `multiple`."""
@@ -26,6 +31,32 @@ def network_size(height: int, width: int, input_size: int, multiple: int) -> tup
         return max(rounded, multiple)
 
     return side(height), side(width)
+
+
+def token_cap(input_size: int, multiple: int) -> int:
+    """The most patches a network input may hold: `TOKEN_CAP_FACTOR` times a square input's."""
+    return TOKEN_CAP_FACTOR * math.ceil(input_size / multiple) ** 2
+
+
+def capped_network_size(height: int, width: int, input_size: int, multiple: int) -> tuple[int, int]:
+    """The network input size of an image: `network_size` (the reference preprocessing) when that
+    holds at most `token_cap` patches, else the largest size within the cap with the image's
+    aspect ratio, each side a whole number (at least one) of patches.
+
+    A side shorter than one patch at that scale is stretched to one patch rather than padded:
+    padding would add a border the network reads as a depth edge.
+    """
+    size = network_size(height, width, input_size, multiple)
+    cap = token_cap(input_size, multiple)
+    if (size[0] // multiple) * (size[1] // multiple) <= cap:
+        return size
+    per_pixel = math.sqrt(cap / (height * width))
+    short, long = sorted((height, width))
+    short_patches = max(1, math.floor(short * per_pixel))
+    long_patches = max(1, min(math.floor(long * per_pixel), cap // short_patches))
+    if height <= width:
+        return short_patches * multiple, long_patches * multiple
+    return long_patches * multiple, short_patches * multiple
 
 
 def to_float_rgb(image: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ import numpy as np
 from anydepth_cli.errors import UsageError
 from anydepth_cli.inference.align import robust_fit_scale_shift
 from anydepth_cli.inference.predictor import MapPredictor
+from anydepth_cli.inference.preprocess import TOKEN_CAP_FACTOR
 
 MIN_TILE_SIZE = 16
 """The smallest accepted tile side, in pixels."""
@@ -113,9 +114,12 @@ def default_tile_config(input_size: int, batch_size: int = CPU_TILE_BATCH, tile_
 
 
 def should_tile(height: int, width: int, input_size: int, factor: float = AUTO_TILE_FACTOR) -> bool:
-    """Whether `--tile auto` tiles an image: when its shorter side exceeds `factor` times the
-    network's input size, i.e. when a single pass would lose more than `factor`× in resolution."""
-    return min(height, width) > factor * input_size
+    """Whether `--tile auto` tiles an image: when a single pass would lose more than `factor`× in
+    resolution, i.e. when its shorter side exceeds `factor` times the network's input size, or,
+    for an image longer than the token cap allows (`capped_network_size`), when it has more than
+    `factor`² times the capped input's pixels."""
+    return (min(height, width) > factor * input_size
+            or height * width > factor**2 * TOKEN_CAP_FACTOR * input_size**2)
 
 
 def _axis_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,7 +79,7 @@ def discover_inputs(paths: Sequence[Path]) -> Discovery:
         else:
             candidates = [InputItem(path, Path(path.name))]
         for item in candidates:
-            resolved = item.path.resolve()
+            resolved = _identity(item.path)
             if resolved not in seen:
                 seen.add(resolved)
                 items.append(item)
@@ -90,6 +91,14 @@ def discover_inputs(paths: Sequence[Path]) -> Discovery:
             f"image suffixes: {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     return Discovery(items=_disambiguate(items), skipped=skipped)
+
+
+def _identity(path: Path) -> Path:
+    """The resolved path, or the absolute path for a symlink loop, so each file is taken once."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -151,11 +160,16 @@ def read_image(path: Path, max_pixels: int | None) -> np.ndarray:
     the path) for empty, unreadable, corrupt, truncated, non-image and too-large files.
     """
     try:
-        handle = open(path, "rb")
+        # Non-blocking, so that opening a FIFO does not wait for a writer; only regular files are read.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        handle = os.fdopen(os.open(path, flags), "rb")
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}") from exc
     with handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise InputError("not a regular file")
+        if status.st_size == 0:
             raise InputError("empty file")
         with _open_checked(handle, max_pixels) as image:
             try:

@@ -47,7 +47,7 @@ class DySample(nn.Module):
             xs = torch.arange(w, device=like.device, dtype=like.dtype) + 0.5
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0).view(1, 2, 1, h, w)
             if not exporting:
-                self._grid_cache[key] = grid
+                self._grid_cache = {key: grid}  # the latest size only: many sizes must not grow it
         return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
-from anydepth_cli.errors import AnyDepthError
+from anydepth_cli.errors import AnyDepthError, InputError
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
 from anydepth_cli.io.images import InputItem, prefetch_images
@@ -126,12 +126,15 @@ def run_images(
             todo.append(item)
     pending: list[tuple[InputItem, np.ndarray]] = []
 
+    def fail(item: InputItem, exc: AnyDepthError) -> None:
+        summary.failed.append((item.path, str(exc)))
+        reporter.image_done(item, str(exc))
+
     def finish(item: InputItem, image: np.ndarray, values: np.ndarray, confidence: np.ndarray | None) -> None:
         try:
             note = write_outputs(item, image, values, predictor.output_kind, confidence, outputs)
         except AnyDepthError as exc:
-            summary.failed.append((item.path, str(exc)))
-            reporter.image_done(item, str(exc))
+            fail(item, exc)
             return
         summary.written += 1
         if note:
@@ -139,21 +142,36 @@ def run_images(
         reporter.image_done(item, None)
 
     def flush() -> None:
-        if pending:
-            maps = predictor.predict_batch([image for _, image in pending])
-            for (item, image), values in zip(pending, maps):
-                finish(item, image, values, None)
-            pending.clear()
+        batch = pending[:]
+        pending.clear()
+        if not batch:
+            return
+        try:
+            maps = predictor.predict_batch([image for _, image in batch])
+        except InputError as exc:
+            if len(batch) == 1:
+                fail(batch[0][0], exc)
+                return
+            # An image did not fit in memory even alone: run them one by one so only it fails.
+            for entry in batch:
+                pending.append(entry)
+                flush()
+            return
+        for (item, image), values in zip(batch, maps):
+            finish(item, image, values, None)
 
     reader = prefetch_images(todo, max_pixels, ahead=max(8, 2 * batch_size))
     try:
         for item, image in reader:
             if isinstance(image, AnyDepthError):
-                summary.failed.append((item.path, str(image)))
-                reporter.image_done(item, str(image))
+                fail(item, image)
             elif tiling.applies(image, predictor.input_size):
                 progress = _bind(reporter.tiles, item)
-                result = predict_tiled(image, predictor, tiling.config, progress, confidence=outputs.confidence)
+                try:
+                    result = predict_tiled(image, predictor, tiling.config, progress, confidence=outputs.confidence)
+                except InputError as exc:
+                    fail(item, exc)
+                    continue
                 summary.tiled += 1
                 finish(item, image, result.values, result.confidence)
             else:

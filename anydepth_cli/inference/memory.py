@@ -1,0 +1,104 @@
+"""How much memory a batch may take: what the machine has free, what an architecture needs per patch token,
+and whether an exception was an allocation failure."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from anydepth_cli.models.config import NetworkConfig
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation on `device` can take now (None when unknown): the GPU's free memory
+    plus what torch holds cached, or for the CPU (and MPS, which shares it) the least of the
+    kernel's available memory, the cgroup's headroom and the address-space limit's headroom."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    known = [value for value in (_meminfo_available(), _cgroup_headroom(), _address_space_headroom())
+             if value is not None]
+    return min(known) if known else None
+
+
+def _read_number(path: str, key: str | None = None) -> int | None:
+    """An integer file (or the value after `key` in a `key value [kB]` file); None if absent or unlimited."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    if key is not None:
+        line = next((line for line in text.splitlines() if line.startswith(key)), None)
+        if line is None:
+            return None
+        fields = line[len(key):].split()
+        return int(fields[0]) * (1024 if fields[1:] == ["kB"] else 1)
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _meminfo_available() -> int | None:
+    return _read_number("/proc/meminfo", "MemAvailable:")
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of this process's cgroup (v2, else v1)."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            groups = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in groups:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            folder = "/sys/fs/cgroup" + path.rstrip("/")
+            limit, used = _read_number(folder + "/memory.max"), _read_number(folder + "/memory.current")
+        elif "memory" in controllers.split(","):
+            folder = "/sys/fs/cgroup/memory" + path.rstrip("/")
+            limit = _read_number(folder + "/memory.limit_in_bytes")
+            used = _read_number(folder + "/memory.usage_in_bytes")
+        else:
+            continue
+        if limit is not None and used is not None and limit < 1 << 60:
+            return max(0, limit - used)
+    return None
+
+
+def _address_space_headroom() -> int | None:
+    """RLIMIT_AS minus the address space in use."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    size = _read_number(f"/proc/{os.getpid()}/status", "VmSize:")
+    if limit == resource.RLIM_INFINITY or size is None:
+        return None
+    return max(0, limit - size)
+
+
+def amount(count: int) -> str:
+    """Bytes as `1.2 GB` or `340 MB`."""
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.0f} MB"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an allocation failure (torch's on any device, or Python's)."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    message = str(exc)
+    return isinstance(exc, RuntimeError) and ("not enough memory" in message or "can't allocate memory" in message
+                                              or "out of memory" in message)
+
+
+def activation_bytes_per_token(config: NetworkConfig) -> int:
+    """An upper estimate of the fp32 activation memory one patch token needs at its peak (the head,
+    which works at the input's full resolution, dominates): on the registry models and the test
+    fixtures it is 1.0–1.6× what they use on the CPU."""
+    if config.head == "sdt":
+        head = 6 * config.fusion
+    else:
+        head = 2 * config.features
+    return 4 * (head * config.patch_size**2 + 32 * config.embed)
