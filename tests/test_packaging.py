@@ -44,3 +44,17 @@ def test_doctor_json_reports_the_installation():
     facts = json.loads(result.stdout)
     assert facts["torch"].startswith("2.") and facts["cpu_threads"] >= 1
     assert set(facts) >= {"cuda_devices", "mps", "hub_cache", "offline", "cached_models", "mp4_writer"}
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_package_and_the_sanity_check_mask(tmp_path):
+    import zipfile
+
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("anydepth_cli-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "anydepth_cli/evaluation/samples/grace_hopper_foreground.png" in names
+    assert "anydepth_cli/training/loop.py" in names and "anydepth_cli/export/onnx.py" in names
+    assert not [name for name in names if name.startswith(("tests/", "assets/", "tools/"))]

@@ -1,4 +1,4 @@
-"""Write assets/grace_hopper_foreground.png, the coarse hand-drawn person mask `anydepth doctor --check` uses.
+"""Write anydepth_cli/evaluation/samples/grace_hopper_foreground.png, the coarse hand-drawn person mask `anydepth doctor --check` uses.
 
     python tools/make_sample_mask.py
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MASK = Path(__file__).resolve().parents[1] / "anydepth_cli" / "evaluation" / "samples" / "grace_hopper_foreground.png"
 PERSON = [
     (255, 22), (300, 28), (340, 50), (355, 85), (368, 130), (372, 175), (362, 220), (350, 260),
     (335, 300), (340, 330), (400, 350), (460, 380), (500, 410), (511, 440), (511, 599), (15, 599),
@@ -40,7 +41,7 @@ def person_mask(size: tuple[int, int]) -> Image.Image:
 
 def main() -> None:
     photo = Image.open(ASSETS / "grace_hopper.jpg")
-    person_mask(photo.size).save(ASSETS / "grace_hopper_foreground.png", optimize=True)
+    person_mask(photo.size).save(MASK, optimize=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Facts any real depth model satisfies on the bundled sample photo, checked against what the model declares.
 
-On `assets/grace_hopper.jpg` with its hand-drawn mask `assets/grace_hopper_foreground.png`
+On the public-domain photo of Grace Hopper that ships with matplotlib (also `assets/grace_hopper.jpg`), with
+its hand-drawn mask `samples/grace_hopper_foreground.png` beside this module
 (white: the person, black: clearly backdrop, grey: ignored) the map must be finite, not
 constant, at or above the declared activation's floor, nearer on the person than on the
 backdrop under the declared output kind, and the horizontally flipped photo must give the
@@ -23,7 +24,7 @@ from anydepth_cli.models.config import ACTIVATIONS, NetworkConfig
 
 FACT_NAMES = ("finite", "not constant", "activation range", "foreground nearer", "flip consistent")
 """The facts checked, in the order they are reported."""
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+MASK = Path(__file__).resolve().parent / "samples" / "grace_hopper_foreground.png"
 FOREGROUND_LEVEL, BACKGROUND_LEVEL = 255, 0
 """Mask values of the person and of the backdrop; anything else is ignored."""
 MIN_MARGIN = 0.05
@@ -43,7 +44,14 @@ class Sample:
     mask: Path
 
 
-SAMPLE = Sample(ASSETS / "grace_hopper.jpg", ASSETS / "grace_hopper_foreground.png")
+def sample_photo() -> Path:
+    """matplotlib's copy of the sample photo (a dependency, so every install has it)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+SAMPLE = Sample(sample_photo(), MASK)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ def read_sample(sample: Sample = SAMPLE) -> SampleImage:
     """The sample's photo and its regions; a missing or mismatched file is a usage error naming it."""
     for path in (sample.photo, sample.mask):
         if not path.is_file():
-            raise UsageError(f"sample file not found: {path} (the check needs the assets/ folder of a source checkout)")
+            raise UsageError(f"sample file not found: {path} (reinstall anydepth-cli and matplotlib)")
     try:
         image = read_image(sample.photo, None)
         with Image.open(sample.mask) as mask_file:
