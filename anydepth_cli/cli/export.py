@@ -23,7 +23,9 @@ def export(
     format: Annotated[Format, typer.Option("--format", help="Export format.")] = Format.onnx,
     input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, recorded in the model card as the default for `predict`. \\[default: 518, 512 for DINOv3]", show_default=False)] = None,
 ) -> None:
-    """Export a model to ONNX (opset 18): input `image` (B×3×H×W, normalised, H and W multiples of the patch size), output the model's depth or disparity after its final activation, before resizing; batch, height and width are dynamic.
+    """Export a model to ONNX for ONNX Runtime, with its card in the metadata.
+
+    Opset 18: input `image` (B×3×H×W, normalised, H and W multiples of the patch size), output the model's depth or disparity after its final activation, before resizing; batch, height and width are dynamic.
 
     The model card (output kind, activation, patch size, mean/std, input size, architecture, version) is stored in the ONNX metadata; the file is written only after onnx.checker passes and ONNX Runtime reproduces PyTorch.
 
