@@ -63,7 +63,7 @@ def test_stages_import_only_earlier_stages():
         "models": set(), "weights": {"models"}, "inference": {"models"}, "geometry": {"models"}, "io": set(),
         "evaluation": {"models", "inference", "io"}, "bench": {"models", "inference", "io"},
         "pipelines": {"weights", "models", "inference", "geometry", "io"},
-        "training": {"weights", "models", "inference", "evaluation", "io"},
+        "training": {"weights", "models", "inference", "evaluation", "io", "pipelines"},
         "export": {"weights", "models", "inference", "io"},
     }
     for module, imports in import_graph().items():

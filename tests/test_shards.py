@@ -52,7 +52,8 @@ def test_shares_are_disjoint_complete_and_independent_of_order():
 @pytest.mark.parametrize("option,environ,expected", [
     ("1/3", {}, (1, 3, "--shard", None)),
     (None, {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, (1, 2, "torchrun", 1)),
-    ("auto", {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "0"}, (3, 4, "srun", 0)),
+    ("auto", {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "0"}, (3, 4, "srun", 0)),
+    (None, {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_LOCALID": "0"}, None),  # an sbatch script, no srun
     (None, {"RANK": "0", "WORLD_SIZE": "1"}, None),
     (None, {}, None),
     ("off", {"RANK": "1", "WORLD_SIZE": "2"}, None),

@@ -1,7 +1,7 @@
 """Sharded runs: one deterministic share of the inputs per process, from `--shard K/N` or the launcher.
 
 Under `torchrun` (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`) or Slurm's `srun` (`SLURM_PROCID`,
-`SLURM_NTASKS`, `SLURM_LOCALID`) every process takes its share without being told; each picks
+`SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`) every process takes its share without being told; each picks
 its local GPU. Inputs are sorted by relative path and dealt round-robin, so the shares are
 disjoint, together hold every input, and do not depend on the order the files were found in.
 """
@@ -20,8 +20,11 @@ from anydepth_cli.io.writers import atomic_write
 
 T = TypeVar("T")
 
-LAUNCHERS = (("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"), ("srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
-"""(name, rank, world size, local rank) variables of each launcher, in order of precedence."""
+LAUNCHERS = (("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+             ("srun", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"))
+"""(name, rank, world size, local rank) variables of each launcher, in order of precedence. Slurm's world is
+the job step's task count: a batch script also sees SLURM_PROCID=0 and the job's SLURM_NTASKS, but it is
+one process, not the first of many."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Shard:
 
 
 def from_launcher(environ: Mapping[str, str]) -> Shard | None:
-    """The shard torchrun or srun gave this process, or None when neither launched it."""
+    """The share torchrun or srun gave this process (rank, world size, local rank), or None when neither launched
+    it; sharded runs and data-parallel training both read their place from here."""
     for name, rank, world, local in LAUNCHERS:
         if rank in environ and world in environ:
             try:
@@ -68,7 +72,7 @@ def resolve_shard(option: str | None, environ: Mapping[str, str] = os.environ) -
         shard = from_launcher(environ)
         if shard is None and option == "auto":
             raise UsageError("--shard auto needs a launcher: RANK/WORLD_SIZE (torchrun) or "
-                             "SLURM_PROCID/SLURM_NTASKS (srun); or give --shard K/N")
+                             "SLURM_PROCID/SLURM_STEP_NUM_TASKS (srun); or give --shard K/N")
         return shard if shard is not None and shard.count > 1 else None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", option)
     if match is None:

@@ -1,8 +1,9 @@
 """Multi-process training under torchrun or Slurm's srun: process-group set-up and the few collectives used.
 
-torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Under `srun` the rank, world size
-and local rank come from SLURM_PROCID, SLURM_STEP_NUM_TASKS (the tasks of this job step) and SLURM_LOCALID;
-MASTER_ADDR and MASTER_PORT must be exported by the job script (on one node they default to 127.0.0.1:29500).
+The rank, world size and local rank come from the launcher's environment as sharded predict runs read it
+(`pipelines.shards.from_launcher`: torchrun's RANK/WORLD_SIZE/LOCAL_RANK, or srun's SLURM_PROCID,
+SLURM_STEP_NUM_TASKS and SLURM_LOCALID). torchrun also sets MASTER_ADDR and MASTER_PORT; under srun the job
+script must export them (on one node they default to 127.0.0.1:29500).
 No process is launched here: one process per GPU (or CPU slot) is the launcher's business.
 """
 
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from anydepth_cli.errors import UsageError
+from anydepth_cli.pipelines.shards import from_launcher
 
 T = TypeVar("T")
 TIMEOUT = timedelta(hours=1)
@@ -41,24 +43,13 @@ class World:
         return self.size > 1
 
 
-def _int_env(name: str) -> int:
-    value = os.environ[name]
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def world_from_env() -> World:
-    """The rank, world size and local rank the launcher set (torchrun first, then srun); one process if neither."""
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
-        return World(_int_env("RANK"), _int_env("WORLD_SIZE"), _int_env("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0)
-    if "SLURM_STEP_NUM_TASKS" in os.environ and "SLURM_PROCID" in os.environ:
-        size = _int_env("SLURM_STEP_NUM_TASKS")
-        if size > 1:
-            local = _int_env("SLURM_LOCALID") if "SLURM_LOCALID" in os.environ else 0
-            return World(_int_env("SLURM_PROCID"), size, local)
-    return World()
+    """The rank, world size and local rank the launcher set (see `pipelines.shards.from_launcher`); one process
+    if none did."""
+    launched = from_launcher(os.environ)
+    if launched is None:
+        return World()
+    return World(launched.index, launched.count, launched.local_rank or 0)
 
 
 def init(world: World, device: torch.device) -> None:
