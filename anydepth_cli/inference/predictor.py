@@ -174,7 +174,6 @@ class DepthPredictor(BatchedPredictor):
         self.batch_size = batch_size
         self.output_kind = network.config.output
         self.bytes_per_token = activation_bytes_per_token(network.config)
-        self._batch_limit: int | None = None
 
     def _autocast(self):
         if self.dtype == torch.float32:
