@@ -14,16 +14,9 @@ from PIL import Image
 
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.presets import DEFAULT, NYU
-from anydepth_cli.evaluation.datasets import (
-    Alignment,
-    Pair,
-    discover_pairs,
-    read_depth,
-    read_manifest,
-    read_mask,
-    read_rgb,
-    run_eval,
-)
+from anydepth_cli.datasets.files import read_mask, read_rgb
+from anydepth_cli.datasets.generic import Pair, discover_pairs, read_depth, read_manifest
+from anydepth_cli.evaluation.runner import Alignment, run_eval
 from anydepth_cli.evaluation.report import write_eval_report
 
 SIZES = [(48, 64), (48, 64), (40, 56), (48, 64), (36, 60)]

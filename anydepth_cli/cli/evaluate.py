@@ -16,7 +16,7 @@ from anydepth_cli.errors import UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from anydepth_cli.evaluation.datasets import EvalResult
+    from anydepth_cli.evaluation.runner import EvalResult
     from anydepth_cli.evaluation.quality import ScoreRow
 
 DEFAULT_EVAL_OUTPUT = Path("anydepth-eval")
@@ -137,7 +137,8 @@ def evaluate(
     """
     from rich.markup import escape
 
-    from anydepth_cli.evaluation.datasets import check_alignment_mode, load_pairs, run_eval
+    from anydepth_cli.datasets.generic import load_pairs
+    from anydepth_cli.evaluation.runner import check_alignment_mode, run_eval
     from anydepth_cli.evaluation.presets import get_preset
     from anydepth_cli.evaluation.report import write_eval_report
 
@@ -181,7 +182,7 @@ def depth_files(root: Path, skip: Path | None = None) -> Iterator[Path]:
 
     The folder `skip` (the output folder when it lies inside `root`) is not entered.
     """
-    from anydepth_cli.evaluation.datasets import DEPTH_SUFFIXES
+    from anydepth_cli.datasets.generic import DEPTH_SUFFIXES
 
     skipped = skip.resolve() if skip is not None else None
     for folder, subfolders, files in os.walk(root):

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from anydepth_cli.errors import InputError, UsageError
-from anydepth_cli.evaluation.datasets import read_depth
+from anydepth_cli.datasets.generic import read_depth
 from anydepth_cli.io.writers import atomic_write
 
 BINS = 20

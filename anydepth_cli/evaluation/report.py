@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from anydepth_cli.evaluation.datasets import EvalResult
+from anydepth_cli.evaluation.runner import EvalResult
 from anydepth_cli.evaluation.metrics import HIGHER_IS_BETTER, METRICS
 from anydepth_cli.io.writers import atomic_write
 

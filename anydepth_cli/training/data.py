@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 
 from anydepth_cli.errors import InputError
-from anydepth_cli.evaluation.datasets import Pair, load_pairs, read_depth, read_mask, read_rgb
+from anydepth_cli.datasets.files import read_mask, read_rgb
+from anydepth_cli.datasets.generic import Pair, load_pairs, read_depth
 from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.inference.preprocess import MEAN, STD, to_float_rgb
 from anydepth_cli.training.distributed import World

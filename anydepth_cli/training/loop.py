@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anydepth_cli.errors import TrainingError, UsageError
-from anydepth_cli.evaluation.datasets import Pair, run_eval
+from anydepth_cli.datasets.generic import Pair
+from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype

@@ -1,0 +1,162 @@
+"""The eval loop: every model on every sample, aligned in the chosen space and scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from anydepth_cli.datasets.files import read_mask, read_rgb
+from anydepth_cli.datasets.generic import Pair, read_depth
+from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, evaluate_sample
+from anydepth_cli.evaluation.presets import Preset
+
+if TYPE_CHECKING:  # the protocol's module imports torch, which scoring workers do not need
+    from anydepth_cli.inference.predictor import MapPredictor
+
+ALIGNMENT_MODES: tuple[str, ...] = ("model", *KINDS, "auto")
+"""How to choose the space each model is aligned in: its declared kind, a kind for every model, or
+the kind its predictions fit better."""
+
+
+def check_alignment_mode(mode: str) -> str:
+    """`mode` if it is one of ALIGNMENT_MODES; UsageError otherwise."""
+    if mode not in ALIGNMENT_MODES:
+        raise UsageError(f"--output-kind must be one of {', '.join(ALIGNMENT_MODES)}, not {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The space one model was aligned in (`kind`), the kind it declares, and why that space.
+
+    `source` is `declared`, `override` (a kind given for every model) or `detected` (the kind its
+    predictions fit better, from `check`); `check` is set when both kinds were tried.
+    """
+
+    kind: str
+    declared: str
+    source: str
+    check: KindCheck | None = None
+
+    @property
+    def label(self) -> str:
+        """E.g. `depth (declared)`."""
+        return f"{self.kind} ({self.source})"
+
+    @property
+    def agrees(self) -> bool:
+        """Whether the space aligned in is the declared kind."""
+        return self.kind == self.declared
+
+
+@dataclass
+class EvalResult:
+    """Per-image rows for every model, per-model aggregates and alignments, and the samples that could not be scored.
+
+    Each row holds `image`, `depth`, `model`, the metrics, `scale`, `shift`, `n_valid`,
+    `aligned_as` (depth or disparity) and `kind_source` (as `Alignment.source`);
+    `aggregates[model]` is `metrics.aggregate` over that model's rows; `alignments[model]` says
+    which space it was aligned in; `failures` holds `(image path, reason)` for samples skipped
+    for every model.
+    """
+
+    preset: str
+    models: list[str]
+    rows: list[dict[str, object]] = field(default_factory=list)
+    aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
+    alignments: dict[str, Alignment] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _load(pair: Pair, preset: Preset, depth_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """RGB, GT depth and mask of a sample; InputError if unreadable or it has fewer than two valid pixels."""
+    rgb = read_rgb(pair.image)
+    gt = read_depth(pair.depth, depth_scale)
+    mask = read_mask(pair.mask) if pair.mask is not None else None
+    if int(preset.valid_mask(gt, mask).sum()) < 2:
+        raise InputError(f"{pair.depth}: fewer than two valid ground-truth pixels under preset {preset.name!r}")
+    return rgb, gt, mask
+
+
+def _choose(declared: str, mode: str, rows: Mapping[str, list[dict[str, object]]]) -> Alignment:
+    """The alignment of a model declaring `declared` under `mode`, given its rows per kind tried."""
+    if mode == "model":
+        return Alignment(declared, declared, "declared")
+    if mode != "auto":
+        return Alignment(mode, declared, "override")
+    check = KindCheck(aggregate(rows["depth"])["abs_rel"], aggregate(rows["disparity"])["abs_rel"])
+    if check.detected is None:
+        return Alignment(declared, declared, "declared", check)
+    return Alignment(check.detected, declared, "detected", check)
+
+
+def run_eval(
+    pairs: Sequence[Pair],
+    predictors: Mapping[str, MapPredictor],
+    preset: Preset,
+    progress: Callable[[], None] | None = None,
+    *,
+    depth_scale: float | None = None,
+    batch_size: int = 1,
+    output_kind: str = "model",
+) -> EvalResult:
+    """Evaluate every predictor on every pair under `preset`.
+
+    Images are read `batch_size` at a time and passed to each model's `predict_batch`; a
+    prediction whose size differs from the ground truth is resized to it (bilinear).
+    `output_kind` (one of ALIGNMENT_MODES) picks the space each model is aligned in: `model`,
+    the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
+    and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
+    divisor. A sample that cannot be read or has no valid pixels is recorded in `failures` and
+    skipped. `progress` is called once per pair.
+    """
+    if not predictors:
+        raise UsageError("no model to evaluate")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    mode = check_alignment_mode(output_kind)
+    declared = {name: predictor.output_kind for name, predictor in predictors.items()}
+    for name, kind in declared.items():
+        if kind not in KINDS:
+            raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")
+    tried = {name: KINDS if mode == "auto" else (kind if mode == "model" else mode,)
+             for name, kind in declared.items()}
+    rows: dict[str, dict[str, list[dict[str, object]]]] = {
+        name: {kind: [] for kind in kinds} for name, kinds in tried.items()
+    }
+    scale = preset.depth_scale if depth_scale is None else depth_scale
+    result = EvalResult(preset=preset.name, models=list(predictors))
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        loaded: list[tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        for pair in chunk:
+            try:
+                loaded.append((pair, *_load(pair, preset, scale)))
+            except InputError as exc:
+                result.failures.append((str(pair.image), str(exc)))
+        if loaded:
+            for name, predictor in predictors.items():
+                predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded])
+                for (pair, _, gt, mask), pred in zip(loaded, predictions):
+                    if pred.shape != gt.shape:
+                        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    for kind, kind_rows in rows[name].items():
+                        row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
+                        row.update(evaluate_sample(pred, gt, mask, preset, kind))
+                        kind_rows.append(row)
+        if progress is not None:
+            for _ in chunk:
+                progress()
+    for name in result.models:
+        alignment = _choose(declared[name], mode, rows[name])
+        chosen = rows[name][alignment.kind]
+        for row in chosen:
+            row.update(aligned_as=alignment.kind, kind_source=alignment.source)
+        result.rows.extend(chosen)
+        result.alignments[name] = alignment
+        result.aggregates[name] = aggregate(chosen)
+    return result
