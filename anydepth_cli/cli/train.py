@@ -32,6 +32,7 @@ def train(
     checkpoint: Annotated[Optional[str], typer.Option(help="Start from these weights (.pth/.safetensors in any layout we load, or hf://ORG/REPO/FILE).", rich_help_panel=MODEL)] = None,
     encoder_weights: Annotated[Optional[Path], typer.Option(help="A plain DINOv2/DINOv3 backbone state dict: the encoder of a freshly initialised head.", rich_help_panel=MODEL)] = None,
     target: Annotated[Optional[str], typer.Option(help="What the head learns: depth (ReLU + 0.001 output, as the AnyDepth code) or disparity (ReLU). \\[default: depth, or the resumed run's]", show_default=False, rich_help_panel=MODEL)] = None,
+    batchnorm: Annotated[Optional[str], typer.Option(help="The head's BatchNorms: train (batch statistics of the global batch, synchronised across processes, running averages updated) or frozen (stored statistics). \\[default: train for a fresh head, frozen for a checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     val: Annotated[Optional[list[Path]], typer.Option(help="Validation data (same formats; repeat for several): AbsRel and δ1 as `anydepth eval` computes them.", rich_help_panel=DATA)] = None,
     val_every: Annotated[int, typer.Option(help="Validate (and save) every N steps, and at the end.", rich_help_panel=DATA)] = 1000,
     keep: Annotated[Optional[float], typer.Option(help="Train only on the samples `anydepth score --keep FRACTION` keeps (DDS and GCS of the ground truth).", metavar="FRACTION", rich_help_panel=DATA)] = None,
@@ -56,9 +57,9 @@ def train(
 
     `--resume RUN` continues with the run's own data and settings; options given again override them.
 
-    The loss is scale-and-shift invariant in the target space plus multi-scale gradient matching. Under `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
+    The loss regresses the output onto the target normalised per image to [0, 1] (2nd to 98th percentile, in the target space), plus multi-scale gradient matching: the output's sign and scale are fixed, the ground truth's scale and shift do not matter. Under `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
 
-    Exit status: 0 trained, 1 stopped (non-finite loss, out of memory) with the last good checkpoint kept, 2 usage error.
+    Exit status: 0 trained, 1 stopped (a dead start, with nothing written; a non-finite loss or out of memory, with the last good checkpoint kept), 2 usage error.
     """
     from anydepth_cli.training.loop import RESUMED, TrainOptions
 
@@ -70,7 +71,7 @@ def train(
         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         input_size=input_size, precision=precision, device=device,
         workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,
-        resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad,
+        resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad, batchnorm=batchnorm,
         explicit=frozenset(name for name in RESUMED if _given(ctx, name)),
     )
     options.check()
