@@ -32,7 +32,7 @@ from anydepth_cli.training.batchnorm import GlobalBatchNorm2d, global_batchnorm
 from anydepth_cli.training.data import epoch_batches
 from anydepth_cli.training.distributed import World
 from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
-from anydepth_cli.training.loss import depth_loss, masked_quantiles
+from anydepth_cli.training.loss import depth_loss, masked_quantiles, relu_raising_below
 from anydepth_cli.training.report import Reporter
 from anydepth_cli.weights.checkpoint import load_network
 from conftest import TINY, cli_env, run_cli, tiny_model_args
@@ -261,10 +261,11 @@ def test_the_readme_toy_model_learns_depth_the_right_way_round(data, tmp_path):
         assert np.ptp(np.percentile(raw, [2, 98])) >= 0.5 * raw.mean()  # the depth is not a ripple on a constant
 
 
-SWEEP = [  # (encoder family, target, peak lr, seed): 60 steps each
-    ("tiny_dinov3_sdt", "depth", 1e-3, 1),
-    ("tiny_dinov3_sdt", "disparity", 3e-4, 0),
-    ("tiny_dav2_sdt", "disparity", 3e-4, 2),
+SWEEP = [  # (fixture network, fresh head or its checkpoint, target, peak lr, seed): 60 steps each
+    ("tiny_dinov3_sdt", "fresh", "depth", 1e-3, 1),
+    ("tiny_dinov3_sdt", "fresh", "disparity", 3e-4, 0),
+    ("tiny_dav2_sdt", "fresh", "disparity", 3e-4, 2),
+    ("tiny_dinov3_sdt", "checkpoint", "depth", 1e-3, 0),  # re-anchoring outputs of 0…5 at a high lr, without dying
 ]
 
 
@@ -272,7 +273,7 @@ SWEEP = [  # (encoder family, target, peak lr, seed): 60 steps each
 def encoders(data) -> dict[str, Path]:
     folder = data["encoder"].parent
     return {name: save_fixture_encoder(folder / f"{name}-encoder.pth", fixtures_dir(), name)
-            for name in {family for family, *_ in SWEEP}}
+            for name in {fixture for fixture, *_ in SWEEP}}
 
 
 @pytest.fixture
@@ -285,24 +286,37 @@ def one_thread():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fixture, target, lr, seed", SWEEP)
-def test_a_fresh_head_learns_its_target_the_right_way_round(fixture, target, lr, seed, data, encoders, tmp_path,
-                                                            one_thread):
+@pytest.mark.parametrize("fixture, start, target, lr, seed", SWEEP)
+def test_a_head_learns_its_target_the_right_way_round(fixture, start, target, lr, seed, data, encoders, tmp_path,
+                                                      one_thread):
     arch = fixtures_dir() / f"{fixture}.json"
-    untrained, _, _ = held_out(fresh_network(training_config(NetworkConfig.from_file(arch), target), encoders[fixture],
-                                             seed), data["val"])
-    options = TrainOptions(data=(data["train"],), output=tmp_path, arch=arch, encoder_weights=encoders[fixture],
-                           target=target, steps=60, lr=lr, seed=seed, input_size=56, workers=0, save_every=10 ** 9)
+    config = training_config(NetworkConfig.from_file(arch), target)
+    if start == "fresh":
+        origin = {"encoder_weights": encoders[fixture]}
+        untrained, _, _ = held_out(fresh_network(config, encoders[fixture], seed), data["val"])
+    else:
+        origin = {"checkpoint": str(fixtures_dir() / f"{fixture}.pth")}
+        untrained, _, _ = held_out(load_network(config, fixtures_dir() / f"{fixture}.pth"), data["val"])
+    options = TrainOptions(data=(data["train"],), output=tmp_path, arch=arch, target=target, steps=60, lr=lr,
+                           seed=seed, input_size=56, workers=0, save_every=10 ** 9, **origin)
     train(options, Reporter())
     trained = load_network(NetworkConfig.from_file(tmp_path / "arch.json"), tmp_path / "model.pth")
     abs_rel, scales, spread = held_out(trained, data["val"])
     abs_rel_bf16, _, _ = held_out(trained, data["val"], "bf16")
-    print(f"{fixture} {target} lr {lr} seed {seed}: held-out AbsRel {untrained:.4f} → {abs_rel:.4f} "
+    print(f"{fixture} {start} {target} lr {lr} seed {seed}: held-out AbsRel {untrained:.4f} → {abs_rel:.4f} "
           f"(bf16 {abs_rel_bf16:.4f}), scales {min(scales):.3g}…{max(scales):.3g}, spread/mean {spread:.2f}")
     assert abs_rel <= 0.75 * untrained
     assert min(scales) > 0  # the output runs the way arch.json declares on every held-out image
     assert spread >= 0.5
     assert abs(abs_rel_bf16 - abs_rel) <= 0.02 * abs_rel
+
+
+def test_the_trained_relu_passes_only_the_gradient_that_raises_a_clipped_output():
+    raw = torch.tensor([-2.0, -1.0, 0.5, 2.0], requires_grad=True)
+    out = relu_raising_below(raw, 0.001)
+    assert torch.equal(out, torch.relu(raw.detach()) + 0.001)
+    out.backward(torch.tensor([-1.0, 1.0, 1.0, -1.0]))  # descending -1 raises the output, +1 lowers it
+    assert raw.grad.tolist() == [-1.0, 0.0, 1.0, -1.0]
 
 
 # ------------------------------------------------------------------------------------ resume and kill

@@ -38,7 +38,7 @@ from anydepth_cli.training.batchnorm import MODES as BATCHNORM_MODES
 from anydepth_cli.training.batchnorm import prepare_head, set_training_mode
 from anydepth_cli.training.data import DataReport, TrainSet, batch_keys, batches_per_epoch, load_sources, scan
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss
+from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss, relu_raising_below
 from anydepth_cli.training.report import Reporter, TrainSummary
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
@@ -361,8 +361,9 @@ def _dead_start(fraction: float, target: str, declared: str | None) -> TrainingE
     else:
         advice = "start a fresh head with --encoder-weights, or use the --target the checkpoint was trained for"
     return TrainingError(f"dead start: {fraction:.1%} of the head's outputs sit at the activation floor (below its "
-                         f"final ReLU) on the first batch, so no gradient reaches the head; stopped before the first "
-                         f"step, nothing written. {advice[0].upper()}{advice[1:]}")
+                         f"final ReLU) on the first batch, where no gradient of the ReLU reaches them: the starting "
+                         f"weights do not fit this data and target. Stopped before the first step, nothing written. "
+                         f"{advice[0].upper()}{advice[1:]}")
 
 
 class _Run:
@@ -379,22 +380,26 @@ class _Run:
         self.dtype = torch.float64 if self.options.precision == "fp64" else select_dtype(self.options.precision, device)
         self.exact = torch.float64 if self.dtype == torch.float64 else torch.float32  # weights, inputs and loss
         self.network = self._prepare(start.network)
+        self._optimisation(warmup)
+        self.rows: list[dict[str, float]] = []
+        if start.state is not None:
+            self._restore(start.state)
+        self.head: nn.Module = self.network.head
+        if world.distributed:
+            self.head = nn.parallel.DistributedDataParallel(
+                self.head, device_ids=[device.index] if device.type == "cuda" else None)
+        self.images_per_step = self.options.batch_size * self.options.grad_accum * world.size
+        self.failures: set[str] = set()
+        self.loss = math.nan
+
+    def _optimisation(self, warmup: int) -> None:
+        """AdamW on the head, its warmup-then-cosine schedule, and the fp16 gradient scaler."""
         head = self.network.head
         self.parameters = [p for p in head.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(_param_groups(head, self.options.weight_decay), lr=self.options.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lambda step: _lr_factor(step, self.total, warmup))
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        self.rows: list[dict[str, float]] = []
-        if start.state is not None:
-            self._restore(start.state)
-        self.head: nn.Module = head
-        if world.distributed:
-            self.head = nn.parallel.DistributedDataParallel(
-                head, device_ids=[device.index] if device.type == "cuda" else None)
-        self.images_per_step = self.options.batch_size * self.options.grad_accum * world.size
-        self.failures: set[str] = set()
-        self.loss = math.nan
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
     def _prepare(self, network: DepthNetwork) -> DepthNetwork:
         """The network on this process's device in the exact dtype, the encoder frozen, the head's BatchNorms
@@ -434,7 +439,7 @@ class _Run:
                 with torch.no_grad():
                     features, grid = self.network.encoder(image)
                 raw = self.head(features, grid)
-            pred = self.network.activate(raw.to(self.exact))
+            pred = relu_raising_below(raw.to(self.exact), self.config.output_floor)
             pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             terms = depth_loss(pred, target, valid)
             self.scaler.scale(terms.total / self.options.grad_accum).backward()

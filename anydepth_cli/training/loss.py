@@ -7,10 +7,10 @@ Per image, over its valid pixels (the target t is in the target space: depth, or
    t̂ = (t − q₂(t)) / (q₉₈(t) − q₂(t)) (percentiles interpolated linearly between the sorted values, as
    `torch.quantile` does; the tails fall just outside [0, 1]). Any positive scale and any shift of the ground
    truth give the same t̂, so the loss does not depend on its units, scale or offset.
-2. The prediction p is the network's output after its final activation, compared with t̂ as it is, with no
-   alignment: r = p − t̂. A prediction that runs the wrong way round, or whose spread is not that of t̂, keeps a
-   large loss, so training fixes the output's sign (large = far for depth, large = near for disparity) and
-   anchors its scale to the range [0, 1].
+2. The prediction p is the network's output after its final activation (ReLU, plus 0.001 for depth), compared
+   with t̂ as it is, with no alignment: r = p − t̂. A prediction that runs the wrong way round, or whose spread
+   is not that of t̂, keeps a large loss, so training fixes the output's sign (large = far for depth, large =
+   near for disparity) and anchors its scale to the range [0, 1].
 3. L_reg = mean |r|.
 4. L_grad = Σ_{k=0..3} (Σ |∂x r_k| + Σ |∂y r_k|) / (valid pixels of r_k), with r_k = r sampled every 2^k pixels
    and a difference counted only where both its pixels are valid (multi-scale gradient matching).
@@ -19,6 +19,11 @@ Per image, over its valid pixels (the target t is in the target space: depth, or
 An image with fewer than two valid pixels, or whose target has no spread (q₉₈ = q₂), counts 0. The batch loss is
 the mean of the per-image losses, so it does not depend on how a batch is split across processes or accumulation
 steps.
+
+The gradient of the final ReLU is that of `relu_raising_below`: where the ReLU clips, the gradient still passes
+when it would raise the output, so a pixel pushed below the floor is pulled back toward a target above it and a
+head cannot die during training (as one re-anchoring a checkpoint's output range at a high learning rate would).
+The loss's value is unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +38,26 @@ TARGET_QUANTILES = (0.02, 0.98)
 """The target percentiles mapped to 0 and 1."""
 TARGET_MIDDLE = 0.5
 """The middle of the normalised target's range (where a fresh head's output starts)."""
+
+
+class _ReluRaisingBelow(torch.autograd.Function):
+    """ReLU whose gradient also passes where the input is ≤ 0, when descending it would raise the input."""
+
+    @staticmethod
+    def forward(ctx, raw: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - autograd's signature
+        ctx.save_for_backward(raw)
+        return raw.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (raw,) = ctx.saved_tensors
+        return torch.where((raw > 0) | (grad < 0), grad, 0.0)
+
+
+def relu_raising_below(raw: torch.Tensor, floor: float) -> torch.Tensor:
+    """The final activation relu(raw) + floor as training differentiates it (see the module docstring)."""
+    out = _ReluRaisingBelow.apply(raw)
+    return out + floor if floor else out
 
 
 @dataclass(frozen=True)
