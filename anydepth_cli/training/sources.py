@@ -11,7 +11,7 @@ import math
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -23,11 +23,22 @@ from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.io.writers import write_lines
 from anydepth_cli.training import distributed, run
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.report import Reporter
 
 def load_sources(sources: Sequence[Path]) -> list[Pair]:
     """The pairs of every source (a folder or a manifest, as `anydepth eval` reads them), in the order given."""
     return [pair for source in sources for pair in load_pairs(source)]
+
+
+class DataReporter(Protocol):
+    """What the data check tells its user (`training.report.Reporter` does)."""
+
+    def note(self, message: str) -> None: ...
+
+    def scanning(self, total: int) -> None: ...
+
+    def scanned(self) -> None: ...
+
+    def data(self, report: DataReport) -> None: ...
 
 
 @dataclass
@@ -237,7 +248,7 @@ def weigh(sources: list[Source], mix: str | None) -> DataReport:
     return report
 
 
-def _read(data: Sequence[Path | str], reporter: Reporter, roots: Sequence[Path | str], mix: str | None,
+def _read(data: Sequence[Path | str], reporter: DataReporter, roots: Sequence[Path | str], mix: str | None,
           keep: float | None, depth_scale: float, max_depth: str | None, workers: int) -> DataReport:
     sources = open_sources(data, reporter.note, roots, depth_scale, max_depth)
     reporter.scanning(sum(len(source.samples) for source in sources))
@@ -260,7 +271,7 @@ def _from_main(world: World, read: Callable[[], DataReport]) -> DataReport:
     return outcome
 
 
-def training_data(data: Sequence[Path | str], world: World, reporter: Reporter, *, roots: Sequence[Path | str] = (),
+def training_data(data: Sequence[Path | str], world: World, reporter: DataReporter, *, roots: Sequence[Path | str] = (),
                   mix: str | None = None, keep: float | None = None, depth_scale: float = 1000.0,
                   max_depth: str | None = None, workers: int = 1) -> DataReport:
     """The checked training data of the data arguments (read on rank 0), reported; UsageError when there is
