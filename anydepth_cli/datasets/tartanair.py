@@ -3,8 +3,8 @@
 Format, from `tartanair_tools` (`data_type.md`): `ENV/Easy|Hard/PNNN/image_left/NNNNNN_left.png` (640×480 RGB)
 with `depth_left/NNNNNN_left_depth.npy`, float32 planar depth in metres (likewise `_right`). The sky sphere has
 "a large depth value (e.g. 10000)" instead of infinity: depths of 10000 m and more are the sky, the threshold
-users of the set arrived at from its statistics (Depth-Anything-V2 issue #144; Metric3D's TartanAir loader
-masks the same). The `amusement` environment caps its sky with a nearer dome that this rule does not catch:
+users of the set arrived at from its statistics (Depth-Anything-V2 issue #144; aim-uofa/Depth3D's TartanAir
+loader masks the same). The `amusement` environment caps its sky with a nearer dome that this rule does not catch:
 leave it out of a list, or set a cap with `--max-depth tartanair=METRES`. No default cap.
 """
 

@@ -1,10 +1,10 @@
 """Training batches: augmented crops of the checked samples, in an order drawn from the seed.
 
 Every random choice of a sample (crop scale and position, flip, colour jitter) is drawn from a generator
-seeded by (seed, epoch, sample index), and the order of an epoch from one seeded by (seed, epoch): a permutation
-of all samples, or with a --mix a draw of a dataset per position by its probability and of that dataset's samples
-in permutation order. Each process takes every world-size-th position, so the batches do not depend on the number
-of processes, data workers or where a run was resumed.
+seeded by (seed, epoch, position in the epoch), and the order of an epoch from one seeded by (seed, epoch):
+a permutation of all samples, or with a --mix a draw of a dataset per position by its probability and of that
+dataset's samples in permutation order. Each process takes every world-size-th position, so the batches do not
+depend on the number of processes, data workers or where a run was resumed.
 """
 
 from __future__ import annotations

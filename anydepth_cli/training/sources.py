@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from anydepth_cli.datasets.generic import Pair, load_pairs
-from anydepth_cli.datasets.sources import DATASETS, GroundTruth, default_max_depth, parse_source, source_pairs
+from anydepth_cli.datasets.sources import (DATASETS, GroundTruth, SourceSpec, default_max_depth, parse_source,
+                                          source_pairs)
 from anydepth_cli.errors import AnyDepthError, InputError, UsageError
 from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.io.writers import write_lines
@@ -150,26 +151,34 @@ def _check_names(names: set[str], given: dict[str, float], option: str, every: b
         raise UsageError(f"{option} gives no weight to {', '.join(missing)}: give every dataset trained on a weight")
 
 
-def open_sources(data: Sequence[Path | str], note: Callable[[str], None], roots: Sequence[Path | str] = (),
-                 depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
-    """The sources of the data arguments, those of one dataset next to each other; `note` is told which
-    prefixes of list files were replaced (or should be)."""
-    folders = parse_roots(roots)
-    caps = parse_values(max_depth, "--max-depth", finite=False)
-    specs = [parse_source(str(item)) for item in data]
-    _check_names({spec.dataset for spec in specs}, caps, "--max-depth", every=False)
-    sources = []
-    for spec in specs:
-        listed = source_pairs(spec, folders.get(spec.dataset, folders.get(None)))
-        if listed.note:
-            note(listed.note)
-        cap = caps.get(spec.dataset, default_max_depth(spec.dataset))
-        truth = GroundTruth(spec.dataset, depth_scale, None if cap is None or math.isinf(cap) else cap)
-        sources.append(Source(spec.text, spec.dataset, truth, listed.pairs))
+def _open(spec: SourceSpec, root: Path | None, cap: float | None, depth_scale: float,
+          note: Callable[[str], None]) -> Source:
+    """The source of one data argument, its depth capped at `cap` metres (None or inf: no cap)."""
+    listed = source_pairs(spec, root)
+    if listed.note:
+        note(listed.note)
+    truth = GroundTruth(spec.dataset, depth_scale, None if cap is None or math.isinf(cap) else cap)
+    return Source(spec.text, spec.dataset, truth, listed.pairs)
+
+
+def _grouped(sources: list[Source]) -> list[Source]:
+    """`sources` with those of one dataset next to each other, datasets in the order they first appear."""
     first: dict[str, int] = {}
     for index, source in enumerate(sources):
         first.setdefault(source.name, index)
     return sorted(sources, key=lambda source: first[source.name])
+
+
+def open_sources(data: Sequence[Path | str], note: Callable[[str], None], roots: Sequence[Path | str] = (),
+                 depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
+    """The sources of the data arguments, grouped by dataset; `note` is told which prefixes of list files were
+    replaced (or should be)."""
+    folders = parse_roots(roots)
+    caps = parse_values(max_depth, "--max-depth", finite=False)
+    specs = [parse_source(str(item)) for item in data]
+    _check_names({spec.dataset for spec in specs}, caps, "--max-depth", every=False)
+    return _grouped([_open(spec, folders.get(spec.dataset, folders.get(None)),
+                           caps.get(spec.dataset, default_max_depth(spec.dataset)), depth_scale, note) for spec in specs])
 
 
 def _image_size(path: Path) -> tuple[int, int]:
