@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +141,19 @@ def test_hypersim_distances_become_planar_depth_and_millimetre_pngs_read_as_metr
     np.testing.assert_allclose(depth[valid], 2.0, rtol=2e-3)  # ...and at the same planar depth (float16 storage)
     depth, valid = hypersim.decode(png16(np.array([[0, 1500, 65535]])), "depth_plane_cam_00_fr0000.png")
     assert valid.tolist() == [[False, True, True]] and depth[0, 1:].tolist() == pytest.approx([1.5, 65.535])
+
+
+def test_without_the_datasets_extra_hdf5_and_exr_are_one_usage_error_naming_it(monkeypatch):
+    from anydepth_cli.datasets import files
+    from anydepth_cli.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)
+    monkeypatch.setattr(files, "_opencv_reads_exr", lambda: False)
+    with pytest.raises(MissingExtraError, match=r'h5py .*anydepth-cli\[datasets\]'):
+        hypersim.decode(b"", "frame.0000.depth_meters.hdf5")
+    with pytest.raises(MissingExtraError, match=r'OpenEXR .*anydepth-cli\[datasets\]'):
+        irs.decode(b"", "d_1.exr")
 
 
 # ------------------------------------------------------------------------- the sets in their layouts
