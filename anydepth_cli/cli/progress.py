@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from anydepth_cli.io.images import InputItem
     from anydepth_cli.pipelines.photos import Summary
     from anydepth_cli.pipelines.video import VideoSummary
-    from anydepth_cli.training.data import DataReport
+    from anydepth_cli.training.sources import DataReport, Source
     from anydepth_cli.training.report import TrainSummary
 
 
@@ -123,6 +123,22 @@ def print_video_summary(summary: VideoSummary) -> None:
     err.print(table)
 
 
+SHOWN_SKIPPED = 10
+"""Unreadable samples the training summary names; the run folder lists them all."""
+
+
+def _counts(data: DataReport | Source, kept: str = "") -> str:
+    """'K of N sample(s)`kept`' with what was left out and why."""
+    parts = [f"{len(data.samples)} of {data.found} sample(s){kept}"]
+    if data.no_valid:
+        parts.append(f"{len(data.no_valid)} without a valid pixel")
+    if data.unreadable:
+        parts.append(f"{len(data.unreadable)} unreadable")
+    if data.dropped:
+        parts.append(f"{len(data.dropped)} dropped by --keep")
+    return ", ".join(parts)
+
+
 class TrainProgress(Reporter):
     """The training run on stderr: a bar over the data check, then one over the steps (loss, lr, img/s, ETA)."""
 
@@ -148,14 +164,15 @@ class TrainProgress(Reporter):
 
     def data(self, report: DataReport) -> None:
         self.stop()
-        parts = [f"{len(report.samples)} of {report.found} sample(s) to train on"]
-        if report.no_valid:
-            parts.append(f"{len(report.no_valid)} without a valid pixel")
-        if report.unreadable:
-            parts.append(f"{len(report.unreadable)} unreadable")
-        if report.dropped:
-            parts.append(f"{len(report.dropped)} dropped by --keep")
-        err.print(f"[dim]{escape(', '.join(parts))}[/]", highlight=False)
+        lines = [_counts(report, " to train on")]
+        if len(report.sources) > 1:
+            lines += [f"  {source.label}: {_counts(source)}" for source in report.sources]
+        probabilities = report.probabilities()
+        if len(probabilities) > 1:
+            how = "--mix" if report.weights is not None else "in proportion to their sizes"
+            lines.append(f"datasets drawn {how}: " + ", ".join(f"{name} {p:.1%}" for name, p in probabilities.items()))
+        for line in lines:
+            err.print(f"[dim]{escape(line)}[/]", highlight=False)
 
     def start(self, total: int, done: int, images_per_step: int) -> None:
         bar = self._bar(TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
@@ -193,11 +210,14 @@ def print_train_summary(summary: TrainSummary) -> None:
     table.add_row("curves", escape(f"{folder / run.METRICS}, {folder / run.PLOT}"))
     if summary.data.dropped:
         table.add_row("dropped", escape(f"{len(summary.data.dropped)} by --keep, listed in {folder / run.DROPPED}"))
-    skipped = len(summary.data.no_valid) + len(summary.data.unreadable) + len(summary.read_failures)
+    unreadable = summary.data.unreadable
+    skipped = len(summary.data.no_valid) + len(unreadable) + len(summary.read_failures)
     table.add_row("skipped", f"{len(summary.data.no_valid)} without a valid pixel, "
-                  f"{len(summary.data.unreadable) + len(summary.read_failures)} unreadable" if skipped else "0")
+                  f"{len(unreadable) + len(summary.read_failures)} unreadable" if skipped else "0")
     err.print(table)
-    for path, reason in summary.data.unreadable:
+    for path, reason in unreadable[:SHOWN_SKIPPED]:
         err.print(f"[red]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+    if len(unreadable) > SHOWN_SKIPPED:
+        err.print(escape(f"… and {len(unreadable) - SHOWN_SKIPPED} more, all listed in {folder / run.SKIPPED}"))
     for reason in summary.read_failures:
         err.print(f"[red]skipped[/] {escape(reason)}", highlight=False)

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from anydepth_cli.errors import TrainingError, UsageError
 from anydepth_cli.datasets.generic import Pair
@@ -31,10 +30,11 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
 from anydepth_cli.training import distributed, run
-from anydepth_cli.training.data import TrainSet, batch_keys, batches_per_epoch, load_sources, scan
+from anydepth_cli.training.data import batches_per_epoch, make_loader
 from anydepth_cli.training.distributed import World
 from anydepth_cli.training.loss import depth_loss
 from anydepth_cli.training.report import Reporter, TrainSummary
+from anydepth_cli.training.sources import load_sources, parse_values, training_data, write_data_lists
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
@@ -44,7 +44,8 @@ TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu"}
 PRECISIONS = (*INFERENCE_PRECISIONS, "fp64")
 """fp64 is a reference mode: it shows that runs which differ only in float rounding agree."""
 RESUMED = ("data", "target", "val", "val_every", "steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay",
-           "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad")
+           "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad", "data_root", "mix",
+           "max_depth")
 """The options a run stores; `--resume` reuses them unless they are given again."""
 WARMUP_FRACTION = 0.05
 FRESH_OUTPUT_BIAS = 1.0
@@ -82,6 +83,12 @@ class TrainOptions:
     depth_scale: float = 1000.0
     save_every: int = 500
     clip_grad: float = 1.0
+    data_root: tuple[Path, ...] = ()
+    """`DIR`, or `NAME=DIR` for one dataset: what relative and foreign paths of list files resolve against."""
+    mix: str | None = None
+    """`NAME=WEIGHT,...`: the probability of drawing each dataset (None: in proportion to their sizes)."""
+    max_depth: str | None = None
+    """`NAME=METRES,...`: depth caps replacing the datasets' defaults (inf: none)."""
     explicit: frozenset[str] = frozenset()
     """The fields given on the command line; when resuming, the others are the run's own (RESUMED)."""
 
@@ -108,6 +115,11 @@ class TrainOptions:
             problems.append(f"--keep must be a fraction in (0, 1], got {self.keep}")
         if not self.depth_scale > 0:
             problems.append("--depth-scale must be positive")
+        for option, text, finite in (("--mix", self.mix, True), ("--max-depth", self.max_depth, False)):
+            try:
+                parse_values(text, option, finite)
+            except UsageError as exc:
+                problems.append(str(exc))
         if self.model is not None and self.arch is not None:
             problems.append("pass either --model or --arch, not both")
         if self.encoder_weights is not None and self.checkpoint is not None:
@@ -270,20 +282,10 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
     if world.main and options.input_size and crop != options.input_size:
         reporter.note(f"--input-size {options.input_size} rounded to {crop}, a multiple of the patch size {config.patch_size}")
 
-    if not options.data:
-        raise UsageError("no training data: pass one or more folders or manifests")
-    pairs = load_sources(options.data)
+    report = training_data(options.data, world, reporter, roots=options.data_root, mix=options.mix, keep=options.keep,
+                           depth_scale=options.depth_scale, max_depth=options.max_depth, workers=max(1, options.workers))
     val_pairs = load_sources(options.val)
-    report = None
-    if world.main:
-        reporter.scanning(len(pairs))
-        report = scan(pairs, options.depth_scale, options.keep, max(1, options.workers), reporter.scanned)
-    report = distributed.broadcast(world, report)
-    reporter.data(report)
     count = len(report.samples)
-    if count == 0:
-        raise UsageError(f"no usable training samples among {report.found} ({len(report.no_valid)} without a valid "
-                         f"pixel, {len(report.unreadable)} unreadable, {len(report.dropped)} dropped by --keep)")
     per_epoch = batches_per_epoch(count, options.batch_size, world)
     if per_epoch < options.grad_accum:
         raise UsageError(f"{count} sample(s) cannot fill one step of {options.batch_size * options.grad_accum * world.size} "
@@ -317,16 +319,10 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
         head = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
     if world.main:
         run.write_arch(folder, config)
-        if report.dropped:
-            from anydepth_cli.io.writers import write_lines
+        write_data_lists(folder, report)
 
-            write_lines(folder / run.DROPPED, report.dropped)
-
-    dataset = TrainSet(report.samples, crop, options.target, options.seed, options.depth_scale)
-    loader = DataLoader(dataset, batch_sampler=batch_keys(count, options.batch_size, world, options.seed,
-                                                          start * options.grad_accum),
-                        num_workers=options.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=options.workers > 0)
+    loader = make_loader(report, crop, config.output, options.seed, options.batch_size, world,
+                         start * options.grad_accum, options.workers, device.type == "cuda")
     stream = iter(loader)
     images_per_step = options.batch_size * options.grad_accum * world.size
     failures: set[str] = set()
