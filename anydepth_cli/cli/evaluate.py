@@ -183,7 +183,7 @@ def evaluate(
     if tile != "off":
         given.append("--tile")
     if given:
-        raise UsageError(f"{', '.join(given)} only go with --benchmark")
+        raise UsageError(f"{', '.join(given)}: only with --benchmark")
     if data is None:
         raise UsageError("give DATA (a folder or manifest of image/depth pairs) or --benchmark NAME --data-root DIR")
     _evaluate_folder(data, preset or "default", depth_scale, _model_choices(model or [], checkpoint, arch), running,
@@ -311,6 +311,7 @@ def _benchmark_table(results: list[SetResult], models: list[str]) -> None:
         cells = [row[1 + 2 * index + k] for row in rows for k in (0, 1)]
         standard = result.benchmark.STANDARD_COUNT
         images = str(result.scored) if result.scored == standard else f"[yellow]{result.scored} of {standard}[/]"
+        images += f" ({result.tiled} tiled)" if result.tiled else ""
         speed = (result.scored + len(result.failures)) / result.seconds if result.seconds > 0 else 0.0
         table.add_row(result.benchmark.TITLE, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
                       *(cell.replace("**", "[bold]", 1).replace("**", "[/]", 1) for cell in cells))

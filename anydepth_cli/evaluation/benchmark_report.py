@@ -59,12 +59,12 @@ def _markdown(results: Sequence[SetResult], models: Sequence[str], kinds: dict[s
         "|---|" + "---:|" * (len(header) - 1),
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        "| Set | Images | Skipped | Time |",
-        "|---|---|---:|---:|",
+        "| Set | Images | Skipped | Tiled predictions | Time |",
+        "|---|---|---:|---:|---:|",
     ]
     for r in results:
         speed = f"{r.seconds:.1f} s ({(r.scored + len(r.failures)) / r.seconds:.2f} img/s)" if r.seconds > 0 else "–"
-        lines.append(f"| {r.benchmark.TITLE} | {count_note(r)} | {len(r.failures)} | {speed} |")
+        lines.append(f"| {r.benchmark.TITLE} | {count_note(r)} | {len(r.failures)} | {r.tiled} | {speed} |")
     lines += ["", "Aligned as: " + ", ".join(f"{model} → {kinds[model]}" for model in models) + "."]
     failures = [(r.benchmark.NAME, image, reason) for r in results for image, reason in r.failures]
     if failures:

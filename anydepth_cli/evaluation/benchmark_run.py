@@ -62,11 +62,13 @@ class RunOptions:
 
 @dataclass
 class SetResult:
-    """One set's per-image rows (every model), the samples that could not be scored, and the time it took."""
+    """One set's per-image rows (every model), the samples that could not be scored, the predictions made by
+    tiling and the time it took."""
 
     benchmark: ModuleType
     rows: list[dict[str, object]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    tiled: int = 0
     seconds: float = 0.0
 
     @property
@@ -188,6 +190,8 @@ class SetRun:
                 results[index] = predict_tiled(images[index], predictor, self.options.tiles[name], progress).values
             except InputError as exc:
                 results[index] = exc
+                continue
+            self.result.tiled += 1
         whole = [i for i, tile in enumerate(tiled) if not tile]
         for index, values in zip(whole, self._whole(predictor, [images[i] for i in whole])):
             results[index] = values
