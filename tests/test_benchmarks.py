@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,7 @@ class _Recorder:
         return [image[..., 0].astype(np.float32) + 1 for image in images]
 
 
-def test_large_images_go_one_at_a_time_and_tile_when_the_model_asks(roots, monkeypatch):
+def test_large_images_go_one_at_a_time_and_tile_when_the_model_asks(roots, monkeypatch, tmp_path):
     module = BENCHMARKS["eth3d"]
     files = locate(roots["tar"], module.LOCATION)
     samples = find_samples(module, files)
@@ -217,7 +218,7 @@ def test_large_images_go_one_at_a_time_and_tile_when_the_model_asks(roots, monke
 
     small, large = _Recorder(input_size=16), _Recorder(input_size=518)
     options = RunOptions({"small": "depth", "large": "depth"}, batch_size=4, tile_mode="auto",
-                         tiles={"small": TileConfig(32, 8, 4), "large": TileConfig(1036, 259, 4)})
+                         tiles={"small": TileConfig(32, 8, 4), "large": TileConfig(1036, 259, 4)}, save_dir=tmp_path)
     monkeypatch.setattr(benchmark_run, "BATCH_PIXELS", ETH3D_SIZE[0] * ETH3D_SIZE[1])
     result = SetRun(module, {"small": small, "large": large}, options).run(files, samples)
     assert len(result.rows) == 4 and not result.failures
@@ -225,6 +226,43 @@ def test_large_images_go_one_at_a_time_and_tile_when_the_model_asks(roots, monke
     whole = [call for call in small.calls if ETH3D_SIZE in call]
     assert whole == [[ETH3D_SIZE]] * 2, "one global pass per photo, alone"
     assert {shape for call in small.calls if call not in whole for shape in call} == {(32, 32)}, "then its tiles"
+    assert result.tiled == 2
+    for model in ("small", "large"):  # with several models, a folder per model
+        saved = np.load(tmp_path / model / "eth3d" / Path(samples[0].rgb).with_suffix(".npy"))
+        assert saved.shape == ETH3D_SIZE
+
+
+def test_reading_inference_and_scoring_overlap(roots, monkeypatch):
+    """The network call on the first photo waits for the second photo's reading to begin, and the first photo's
+    scoring for the second photo's network call: run one stage after the other, either wait would time out."""
+    module = BENCHMARKS["scannet"]
+    files = locate(roots["tar"], module.LOCATION)
+    samples = find_samples(module, files)
+    reading, predicting = ([threading.Event() for _ in samples] for _ in range(2))
+    overlapped = []
+    load = benchmark_run.load_sample
+
+    def watched_load(benchmark, files, sample):
+        reading[samples.index(sample)].set()
+        return load(benchmark, files, sample)
+
+    class Waiting(_Recorder):
+        def predict_batch(self, images):
+            predicting[len(self.calls)].set()
+            if not self.calls:
+                overlapped.append(("read during inference", reading[1].wait(10)))
+            return super().predict_batch(images)
+
+    class WaitingRun(SetRun):
+        def _score(self, item, maps):
+            if item.sample == samples[0]:
+                overlapped.append(("inference during scoring", predicting[1].wait(10)))
+            return super()._score(item, maps)
+
+    monkeypatch.setattr(benchmark_run, "load_sample", watched_load)
+    result = WaitingRun(module, {"m": Waiting(518)}, RunOptions({"m": "depth"}, batch_size=1)).run(files, samples)
+    assert len(result.rows) == 2
+    assert overlapped == [("read during inference", True), ("inference during scoring", True)]
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

@@ -1,5 +1,5 @@
 """One standard set through every model: samples read ahead in threads, predicted in batches (or tiles),
-scored in a background thread, so that reading, inference and scoring overlap.
+scored in background threads, so that reading, inference and scoring overlap.
 
 Memory stays bounded whatever the set: photos are read ahead only up to `READ_AHEAD_PIXELS`, a network call
 takes at most `BATCH_PIXELS` of full-resolution photos (one ETH3D image alone), and at most
@@ -8,9 +8,12 @@ takes at most `BATCH_PIXELS` of full-resolution photos (one ETH3D image alone), 
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -32,6 +35,8 @@ if TYPE_CHECKING:  # both import torch, which reading and scoring do not need
 READ_AHEAD_PIXELS = 48_000_000
 BATCH_PIXELS = 8_000_000
 SCORE_AHEAD_PIXELS = 48_000_000
+WORKERS = max(2, min(4, (os.cpu_count() or 2) // 2))
+"""Threads reading samples, and threads scoring them (numpy releases the GIL for the heavy work)."""
 TILE_MODES = ("off", "on", "auto")
 
 
@@ -86,7 +91,7 @@ def load_sample(benchmark: ModuleType, files: SetFiles, sample: Sample) -> Loade
 
 
 def read_ahead(samples: Sequence[Sample], load: Callable[[Sample], Loaded],
-               workers: int = 2) -> Iterator[tuple[Sample, Loaded | InputError]]:
+               workers: int = WORKERS) -> Iterator[tuple[Sample, Loaded | InputError]]:
     """`load` each sample in background threads and yield them in order, with InputErrors yielded, not raised.
 
     As many are queued as `READ_AHEAD_PIXELS` holds of the last one read (at least one, at most 16).
@@ -102,25 +107,30 @@ def read_ahead(samples: Sequence[Sample], load: Callable[[Sample], Loaded],
             return exc
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anydepth-bench-read") as pool:
+
+        def top_up() -> None:
+            while len(queue) < ahead and (sample := next(remaining, None)) is not None:
+                queue.append((sample, pool.submit(attempt, sample)))
+
         try:
-            while True:
-                while len(queue) < ahead and (sample := next(remaining, None)) is not None:
-                    queue.append((sample, pool.submit(attempt, sample)))
-                if not queue:
-                    return
+            top_up()
+            while queue:
                 sample, future = queue.popleft()
                 result = future.result()
                 if isinstance(result, Loaded):
                     ahead = min(16, max(1, READ_AHEAD_PIXELS // result.pixels))
+                top_up()  # before handing this one over, so the next ones are read while it is used
                 yield sample, result
         finally:
             for _, future in queue:
                 future.cancel()
 
 
-def prediction_path(save_dir: Path, benchmark: str, rgb: str) -> Path:
-    """Where a raw prediction is saved: `DIR/<benchmark>/<rgb path with .npy>`."""
-    return save_dir / benchmark / PurePosixPath(rgb).with_suffix(".npy")
+def prediction_path(save_dir: Path, benchmark: str, rgb: str, model: str | None = None) -> Path:
+    """Where a raw prediction is saved: `DIR/<benchmark>/<rgb path with .npy>`, or with a `model` (when several
+    are compared) `DIR/<model>/<benchmark>/…`, the model's label made a folder name."""
+    folder = save_dir if model is None else save_dir / (re.sub(r"[^\w.+-]+", "_", model).strip("._") or "model")
+    return folder / benchmark / PurePosixPath(rgb).with_suffix(".npy")
 
 
 class SetRun:
@@ -142,8 +152,9 @@ class SetRun:
         """Score every sample; unreadable ones are recorded in `failures` and skipped for every model."""
         start = time.perf_counter()
         batch: list[Loaded] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="anydepth-bench-score") as scorer:
-            for sample, loaded in read_ahead(samples, lambda s: load_sample(self.benchmark, files, s)):
+        reader = read_ahead(samples, lambda s: load_sample(self.benchmark, files, s))
+        with closing(reader), ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="anydepth-bench-score") as scorer:
+            for sample, loaded in reader:
                 if isinstance(loaded, InputError):
                     self._fail(sample, loaded)
                     continue
@@ -216,8 +227,8 @@ class SetRun:
             if values.shape != item.depth.shape:
                 values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
             if self.options.save_dir is not None:
-                folder = self.options.save_dir if len(maps) == 1 else self.options.save_dir / name
-                write_npy(prediction_path(folder, self.benchmark.NAME, item.sample.rgb), values)
+                model = name if len(self.predictors) > 1 else None
+                write_npy(prediction_path(self.options.save_dir, self.benchmark.NAME, item.sample.rgb, model), values)
             kind = self.options.kinds[name]
             row: dict[str, object] = {"benchmark": self.benchmark.NAME, "image": item.sample.rgb,
                                       "depth": item.sample.depth, "model": name}
