@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from anydepth_cli.datasets.archive import Sample, SetFiles
     from anydepth_cli.evaluation.benchmark_run import SetResult
+    from anydepth_cli.inference.predictor import BatchedPredictor
 
     from anydepth_cli.evaluation.runner import EvalResult
     from anydepth_cli.evaluation.quality import ScoreRow
@@ -33,6 +34,11 @@ MAX_LISTED_ERRORS = 20
 
 DATA = "Data"
 BENCHMARKS = "Benchmarks"
+
+Choice = tuple[Optional[str], Optional[str], Optional[Path]]
+"""A model to run: registry name, checkpoint, architecture file."""
+Running = tuple[str, str, int, Optional[int]]
+"""How the models run: device, precision, batch size, input size."""
 MODEL = "Model"
 OUTPUT = "Output"
 RUN = "Running"
@@ -58,7 +64,7 @@ def _check_depth_scale(depth_scale: float | None) -> None:
 # ----------------------------------------------------------------------------------------------- eval
 
 
-def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[tuple[str | None, str | None, Path | None]]:
+def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[Choice]:
     """`(model, checkpoint, arch)` for each model to run: every --model, then the local checkpoint.
 
     With neither, the default registry model. Every choice is resolved once here (no download) so a
@@ -66,7 +72,7 @@ def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None)
     """
     from anydepth_cli.weights.choice import choose_weights
 
-    choices: list[tuple[str | None, str | None, Path | None]] = [(name, None, None) for name in models]
+    choices: list[Choice] = [(name, None, None) for name in models]
     if checkpoint is not None or arch is not None:
         choices.append((None, checkpoint, arch))
     if not choices:
@@ -121,8 +127,8 @@ def _kind_check_table(result: EvalResult) -> None:
     out.print(table)
 
 
-def _open_predictors(choices: list[tuple[str | None, str | None, Path | None]], device: str, precision: str,
-                     batch_size: int, input_size: int | None) -> dict:
+def _open_predictors(choices: list[Choice], device: str, precision: str, batch_size: int,
+                     input_size: int | None) -> dict[str, BatchedPredictor]:
     """Load every chosen model, saying on stderr where each runs and what it declares."""
     from rich.markup import escape
 
@@ -190,7 +196,7 @@ def evaluate(
                      output, output_kind)
 
 
-def _evaluate_folder(data: Path, preset: str, depth_scale: float | None, choices: list, running: tuple,
+def _evaluate_folder(data: Path, preset: str, depth_scale: float | None, choices: list[Choice], running: Running,
                      output: Path, output_kind: str) -> None:
     """`anydepth eval DATA`: the user's own pairs under a preset."""
     from anydepth_cli.datasets.generic import load_pairs
@@ -256,8 +262,9 @@ def _benchmark_plan(names: str, data_root: Path | None, list_file: Path | None, 
     return plan
 
 
-def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], choices: list, running: tuple,
-                         output: Path, save_predictions: Path | None, tile: str, output_kind: str) -> None:
+def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], choices: list[Choice],
+                         running: Running, output: Path, save_predictions: Path | None, tile: str,
+                         output_kind: str) -> None:
     """`anydepth eval --benchmark`: every model on every planned set, then the paper's table."""
     from rich.markup import escape
 
