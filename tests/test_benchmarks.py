@@ -108,6 +108,8 @@ def test_choosing_and_locating_sets(tmp_path, roots):
             choose_benchmarks(bad)
     with pytest.raises(UsageError, match="has no nyuv2/nyu_labeled_extracted.tar"):
         locate(tmp_path, LOCATIONS["nyu"])
+    (tmp_path / LOCATIONS["nyu"] / "test").mkdir(parents=True)  # extracted into a folder named like the tar
+    assert locate(tmp_path, LOCATIONS["nyu"]).root == tmp_path / LOCATIONS["nyu"]
     packed = tmp_path / "eth3d" / "eth3d.tar"
     packed.parent.mkdir()
     with tarfile.open(packed, "w:gz") as gz:

@@ -134,11 +134,12 @@ class TarFiles:
 
 def locate(data_root: Path, location: str) -> SetFiles:
     """A set under `data_root` at its standard `location` (`FOLDER/NAME.tar`): that tar, or its contents
-    extracted into `FOLDER/NAME/` or into `FOLDER/` itself."""
+    extracted into `FOLDER/NAME/`, into `FOLDER/` itself, or into a folder named `FOLDER/NAME.tar/` (where
+    the reference evaluation looks for them)."""
     archive = data_root / location
     if archive.is_file():
         return TarFiles(archive)
-    for folder in (archive.with_suffix(""), archive.parent):
+    for folder in (archive.with_suffix(""), archive, archive.parent):
         if folder.is_dir():
             return FolderFiles(folder)
     raise UsageError(f"{data_root} has no {location} (nor its contents extracted into "
