@@ -42,6 +42,13 @@ def decode_png_depth(data: bytes, name: str) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def decode_png_metres(data: bytes, name: str, per_metre: float) -> tuple[np.ndarray, np.ndarray]:
+    """A depth PNG storing metres × `per_metre` (1000: millimetres): depth in metres (float32) and where it
+    was measured (nonzero values)."""
+    metres = (decode_png_depth(data, name).astype(np.float64) / per_metre).astype(np.float32)
+    return metres, metres > 0
+
+
 def decode_npy(data: bytes, name: str) -> np.ndarray:
     """A `.npy` array with its length-1 axes dropped; InputError unless it is 2-D and real."""
     try:
