@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anydepth_cli.io.video import FRAME_NAME, probe_video
+from anydepth_cli.io.video import probe_video
 from anydepth_cli.io.writers import read_png16
 from conftest import run_cli, save_photo, tiny_model_args
 from test_video import make_clip
@@ -31,7 +31,7 @@ def test_clip_gives_a_depth_video_of_the_same_frame_count_size_and_fps(tmp_path)
     side = probe_video(out / "clip_side.mp4")
     assert (side.frame_count, side.width, side.height) == (20, 192, 64)
     frames = sorted((out / "clip_depth16").iterdir())
-    assert [p.name for p in frames] == [FRAME_NAME.format(i) for i in range(20)]
+    assert [p.name for p in frames] == [f"clip_depth16.{i:06d}.png" for i in range(1, 21)]
     assert read_png16(frames[0]).shape == (64, 96)
     assert sorted(p.name for p in out.iterdir()) == ["clip_depth.mp4", "clip_depth16", "clip_side.mp4"]
 
@@ -65,7 +65,7 @@ def test_truncated_clip_writes_what_decodes_and_warns(tmp_path):
     assert "warning:" in result.stderr and f"decoded {written} of the 24 frames" in " ".join(result.stderr.split())
 
 
-@pytest.mark.parametrize("case", ["unreadable", "with-photo", "raw-npy", "stride-for-photo", "start-past-end"])
+@pytest.mark.parametrize("case", ["unreadable", "raw-npy-with-photo", "raw-npy", "stride-for-photo", "start-past-end"])
 def test_video_errors_are_one_line(tmp_path, case):
     clip = tmp_path / "clip.mp4"
     photo = save_photo(tmp_path / "p.jpg", 32, 32)
@@ -75,9 +75,9 @@ def test_video_errors_are_one_line(tmp_path, case):
         make_clip(clip, frames=3)
     args, code, text = {
         "unreadable": ([clip], 1, "cannot read video"),
-        "with-photo": ([clip, photo], 2, "processed on its own"),
+        "raw-npy-with-photo": ([clip, photo, "--raw", "npy"], 2, "--raw npy only applies to photos"),
         "raw-npy": ([clip, "--raw", "npy"], 2, "--raw npz"),
-        "stride-for-photo": ([photo, "--stride", "2"], 2, "--stride only apply to a video"),
+        "stride-for-photo": ([photo, "--stride", "2"], 2, "--stride only apply to videos"),
         "start-past-end": ([clip, "--start", "3"], 2, "past the end"),
     }[case]
     result = run_cli("predict", *args, "-o", tmp_path / "out", *FAST)

@@ -12,15 +12,8 @@ from anydepth_cli.errors import InputError, OutputError, UsageError
 from anydepth_cli.inference.align import Affine
 from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
 from anydepth_cli.inference.tiling import default_tile_config
-from anydepth_cli.io.video import (
-    FRAME_NAME,
-    FrameReader,
-    ImageSequenceSink,
-    NpzFramesSink,
-    is_video,
-    open_video_writer,
-    probe_video,
-)
+from anydepth_cli.io.encoders import open_video_writer
+from anydepth_cli.io.video import FRAME_NAME, FrameReader, ImageSequenceSink, NpzFramesSink, is_video, probe_video
 from anydepth_cli.pipelines.photos import TilingOptions
 from anydepth_cli.pipelines.video import VideoOptions, run_video
 
@@ -226,7 +219,7 @@ def test_codec_failure_falls_back_to_a_png_sequence(tmp_path):
     clip = tmp_path / "clip.mp4"
     truth, _ = make_clip(clip, frames=6)
     report = Recorder()
-    options = VideoOptions(tmp_path / "out", side_by_side=True, codecs=(("ZZZZ", ".mp4"),))
+    options = VideoOptions(tmp_path / "out", side_by_side=True, codec="mp4v", opencv_codecs=(("ZZZZ", ".mp4"),))
     summary = run_video(clip, OracleNetwork(truth), options, NO_TILING, report, batch_size=4)
     folder = tmp_path / "out" / "clip_depth_frames"
     assert summary.outputs["depth"] == folder
@@ -239,7 +232,7 @@ def test_codec_failure_falls_back_to_a_png_sequence(tmp_path):
 
 
 def test_second_codec_is_used_when_the_first_fails(tmp_path):
-    sink, note = open_video_writer(tmp_path / "v", 5.0, (32, 32), codecs=(("ZZZZ", ".mp4"), ("MJPG", ".avi")))
+    sink, note = open_video_writer(tmp_path / "v", 5.0, (32, 32), "mp4v", opencv_codecs=(("ZZZZ", ".mp4"), ("MJPG", ".avi")))
     sink.put(np.zeros((32, 32, 3), np.uint8))
     assert sink.close() == tmp_path / "v.avi" and "MJPG" in note
     assert len(read_all(tmp_path / "v.avi")[0]) == 1
