@@ -55,11 +55,11 @@ def pyav_missing(codec: str) -> str | None:
     """Why PyAV cannot write `codec` here (it is not installed, or lacks the encoder), or None when it can."""
     encoder = _PYAV[codec][0]
     try:
-        from av.codec import Codec
+        import av.codec
     except (ImportError, OSError):
-        return "PyAV is not installed (pip install av)"
+        return "PyAV is not installed"
     try:
-        Codec(encoder, "w")
+        av.codec.Codec(encoder, "w")
     except ValueError:  # UnknownCodecError
         return f"this PyAV has no {encoder} encoder"
     return None
@@ -76,9 +76,9 @@ def resolve_codec(codec: str) -> tuple[str, str | None]:
     if missing is None:
         return codec, None
     if codec == "h264":
-        return "mp4v", (f"H.264 needs PyAV with libx264 ({missing}); writing MPEG-4 Part 2 (mp4v) instead, "
-                        "which web browsers do not play")
-    raise UsageError(f"--codec {codec} needs PyAV with its {_PYAV[codec][0]} encoder: {missing}")
+        return "mp4v", (f"{missing}, so depth videos are MPEG-4 Part 2 (mp4v), not H.264: they play in desktop "
+                        "players but not in web browsers (pip install av brings H.264)")
+    raise UsageError(f"--codec {codec} needs PyAV with its {_PYAV[codec][0]} encoder, and {missing} (pip install av)")
 
 
 def _check_frame(frame: np.ndarray, size: tuple[int, int]) -> None:
