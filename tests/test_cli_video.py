@@ -144,7 +144,8 @@ def test_a_folder_of_two_clips_and_a_photo_then_a_resumed_run_over_a_killed_ones
     assert _exr(out / "still_depth.exr").shape == (60, 80)
 
     # A killed run's leftovers, an incomplete clip and a broken one: the rerun cleans, redoes b, names the broken.
-    debris = [out / ".a_depth.tmp-0123abcd.mp4", out / "day2" / ".b_depth.tmp-89abcdef", out / ".still_depth.tmp-00ff00ff.png"]
+    debris = [out / ".a_depth.tmp-0123abcd.mp4", out / "day2" / ".b_depth.tmp-89abcdef",
+              out / ".still_depth.tmp-00ff00ff.png"]
     debris[0].write_bytes(b"half a video")
     debris[1].mkdir()
     (debris[1] / "b_depth.000001.exr").write_bytes(b"half")

@@ -344,8 +344,9 @@ def test_exr_reads_back_in_opencv_when_it_has_openexr(tmp_path: Path) -> None:
     np.save(tmp_path / "values.npy", values)
     code = ("import cv2, numpy as np, sys; a = cv2.imread(sys.argv[1], cv2.IMREAD_UNCHANGED); "
             "assert a.dtype == np.float32 and a.ndim == 2, a; assert (a == np.load(sys.argv[2])).all(); print('ok')")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photo_depth.exr"), str(tmp_path / "values.npy")],
-                            capture_output=True, text=True, env={**os.environ, "OPENCV_IO_ENABLE_OPENEXR": "1"})
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photo_depth.exr"),
+                             str(tmp_path / "values.npy")], capture_output=True, text=True,
+                            env={**os.environ, "OPENCV_IO_ENABLE_OPENEXR": "1"})
     assert result.stdout.strip() == "ok", result.stderr
 
 

@@ -312,8 +312,8 @@ def decode(path: Path) -> tuple[str, list[np.ndarray], float]:
     return fourcc, frames, fps
 
 
-@pytest.mark.parametrize("codec,fourcc,suffix", [("h264", "h264", ".mp4"), ("mp4v", "FMP4", ".mp4"),  # FFmpeg tags MPEG-4 Part 2 FMP4
-                                                 ("ffv1", "ffv1", ".mkv")])
+@pytest.mark.parametrize("codec,fourcc,suffix", [("h264", "h264", ".mp4"), ("mp4v", "FMP4", ".mp4"),
+                                                 ("ffv1", "ffv1", ".mkv")])  # FFmpeg tags MPEG-4 Part 2 FMP4
 def test_every_codec_plays_back_in_an_independent_reader(tmp_path, codec, fourcc, suffix):
     clip = tmp_path / "clip.mp4"
     truth, _ = make_clip(clip, frames=10, size=(96, 64), fps=12.0)
@@ -350,7 +350,8 @@ def test_ffv1_is_lossless_for_grey_and_colour_frames(tmp_path):
     rng = np.random.default_rng(1)
     levels = [rng.integers(0, 256, (31, 45), dtype=np.uint8) for _ in range(4)]
     colour = [rng.integers(0, 256, (31, 45, 3), dtype=np.uint8) for _ in range(4)]
-    for name, frames, grey in (("grey", [np.repeat(f[..., None], 3, 2) for f in levels], True), ("colour", colour, False)):
+    grey_pictures = [np.repeat(level[..., None], 3, axis=2) for level in levels]
+    for name, frames, grey in (("grey", grey_pictures, True), ("colour", colour, False)):
         sink, _ = open_video_writer(tmp_path / name, 7.5, (45, 31), "ffv1", grey=grey)
         for frame in frames:
             sink.put(frame)
@@ -382,7 +383,8 @@ def test_raw_sequences_are_numbered_by_source_frame_from_one_and_hold_the_npz_ma
         raws[raw] = run_video(clip, OracleNetwork(truth), options, NO_TILING, Recorder(), batch_size=2).outputs["raw"]
     archive = np.load(raws["npz"])
     assert archive["frame_index"].tolist() == [2, 5, 8]
-    assert raws["exr"] == tmp_path / "exr" / "clip_disparity" and raws["png16"] == tmp_path / "png16" / "clip_disparity16"
+    assert raws["exr"] == tmp_path / "exr" / "clip_disparity"
+    assert raws["png16"] == tmp_path / "png16" / "clip_disparity16"
     assert [p.name for p in sorted(raws["exr"].iterdir())] == [f"clip_disparity.{n:06d}.exr" for n in (3, 6, 9)]
     assert [p.name for p in sorted(raws["png16"].iterdir())] == [f"clip_disparity16.{n:06d}.png" for n in (3, 6, 9)]
     import OpenEXR

@@ -80,7 +80,8 @@ def check_input_kind_options(photos: bool, videos: bool, used: dict[str, bool]) 
         return
     missing, options = ("videos", VIDEO_ONLY) if photos else ("photos", PHOTO_ONLY)
     wrong = [name for name in options if used.get(name)]
-    hints = {"--raw npy": " (a video takes --raw npz, png16 or exr)", "--raw npz": " (a photo takes --raw npy, png16 or exr)"}
+    hints = {"--raw npy": " (a video takes --raw npz, png16 or exr)",
+             "--raw npz": " (a photo takes --raw npy, png16 or exr)"}
     if wrong:
         raise UsageError(f"{', '.join(wrong)} only apply to {missing}" + "".join(hints.get(name, "") for name in wrong))
 

@@ -230,5 +230,6 @@ def open_video_writer(
         remove_path(temp)
         tried.append(fourcc)
     folder = base.with_name(base.name + "_frames")
-    note = f"no video codec could be opened (tried {', '.join(tried) or 'none'}); writing PNG frames to {folder} instead"
+    note = (f"no video codec could be opened (tried {', '.join(tried) or 'none'}); "
+            f"writing PNG frames to {folder} instead")
     return ImageSequenceSink(folder, write_color_png, queue_size), note

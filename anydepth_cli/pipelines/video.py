@@ -281,11 +281,14 @@ def run_video(
     return summary
 
 
+_Frames = list[tuple[int, np.ndarray]]
+
+
 def _predicted(frames: Iterable[tuple[int, np.ndarray]], predictor: MapPredictor, tiling: TilingOptions,
-               batch_size: int, summary: VideoSummary) -> Iterator[tuple[list[tuple[int, np.ndarray]], list[np.ndarray]]]:
+               batch_size: int, summary: VideoSummary) -> Iterator[tuple[_Frames, list[np.ndarray]]]:
     """The (index, frame) pairs with their maps, `batch_size` at a time, or one by one through tiled inference
     when `tiling` applies to the first frame (then `summary.tiled` is set)."""
-    batch: list[tuple[int, np.ndarray]] = []
+    batch: _Frames = []
     for position, (index, frame) in enumerate(frames):
         if position == 0:
             summary.tiled = tiling.applies(frame, predictor.input_size)
@@ -337,7 +340,8 @@ def run_videos(
     started = time.perf_counter()
     try:
         for item in items:
-            if skip_existing and all(path.exists() for path in options.paths(item.relative, predictor.output_kind).values()):
+            outputs = options.paths(item.relative, predictor.output_kind).values()
+            if skip_existing and all(path.exists() for path in outputs):
                 summary.skipped += 1
                 reporter.clip_skipped(item.relative)
                 continue
