@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -163,20 +161,18 @@ def test_a_folder_of_two_clips_and_a_photo_then_a_resumed_run_over_a_killed_ones
     assert _listing(out) == sorted(expected + [".mine"])
 
 
-def test_shards_share_out_whole_clips(tmp_path):
+def test_a_shard_takes_whole_clips_and_one_without_any_stops_at_once(tmp_path):
     shoot, out = tmp_path / "shoot", tmp_path / "out"
     shoot.mkdir()
     for name in ("a", "b", "c"):
         make_clip(shoot / f"{name}.mp4", frames=3)
-    command = [sys.executable, "-m", "anydepth_cli", "predict", str(shoot), "-o", str(out), *FAST]
-    runs = [subprocess.Popen([*command, "--shard", f"{k}/2"], env=cli_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True) for k in range(2)]
-    for run in runs:
-        assert run.wait(timeout=300) == 0, run.stderr.read()
-    shares = [json.loads((out / f"anydepth-shard-{k}-of-2.json").read_text())["inputs"] for k in range(2)]
-    assert shares == [["a.mp4", "c.mp4"], ["b.mp4"]]
-    for name in ("a", "b", "c"):
-        assert probe_video(out / f"{name}_depth.mp4").frame_count == 3
+    result = run_cli("predict", shoot, "-o", out, "--shard", "1/2", *FAST)  # clips sorted a, b, c: b is share 1
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "anydepth-shard-1-of-2.json").read_text())["inputs"] == ["b.mp4"]
+    assert probe_video(out / "b_depth.mp4").frame_count == 3 and not (out / "a_depth.mp4").exists()
+    idle = run_cli("predict", shoot / "a.mp4", "-o", tmp_path / "idle", "--shard", "1/2", *FAST)
+    assert idle.returncode == 0 and "nothing to do" in idle.stderr, idle.stderr
+    assert json.loads((tmp_path / "idle" / "anydepth-shard-1-of-2.json").read_text())["inputs"] == []
 
 
 def test_without_pyav_the_depth_video_is_mp4v_and_one_line_says_so(tmp_path):
