@@ -143,17 +143,12 @@ def test_hypersim_distances_become_planar_depth_and_millimetre_pngs_read_as_metr
     assert valid.tolist() == [[False, True, True]] and depth[0, 1:].tolist() == pytest.approx([1.5, 65.535])
 
 
-def test_without_the_datasets_extra_hdf5_and_exr_are_one_usage_error_naming_it(monkeypatch):
-    from anydepth_cli.datasets import files
+def test_without_the_datasets_extra_hdf5_is_one_usage_error_naming_it(monkeypatch):
     from anydepth_cli.errors import MissingExtraError
 
     monkeypatch.setitem(sys.modules, "h5py", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "OpenEXR", None)
-    monkeypatch.setattr(files, "_opencv_reads_exr", lambda: False)
     with pytest.raises(MissingExtraError, match=r'h5py .*anydepth-cli\[datasets\]'):
         hypersim.decode(b"", "frame.0000.depth_meters.hdf5")
-    with pytest.raises(MissingExtraError, match=r'OpenEXR .*anydepth-cli\[datasets\]'):
-        irs.decode(b"", "d_1.exr")
 
 
 # ------------------------------------------------------------------------- the sets in their layouts

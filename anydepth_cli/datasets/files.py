@@ -7,14 +7,13 @@ masks are each dataset family's business.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from anydepth_cli.errors import InputError, MissingExtraError
+from anydepth_cli.errors import InputError
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -85,13 +84,8 @@ def decode_pfm(data: bytes, name: str) -> np.ndarray:
     return values.reshape(height, width, channels)[::-1, :, 0].astype(np.float32)
 
 
-def _opencv_reads_exr() -> bool:
-    return any(line.split(":")[-1].strip().startswith("YES") for line in cv2.getBuildInformation().splitlines()
-               if line.strip().startswith("OpenEXR:"))
-
-
-def _decode_exr_openexr(data: bytes, name: str) -> np.ndarray:
-    """The channel to read of an EXR, through the OpenEXR package: R, else the only one, else Y."""
+def decode_exr(data: bytes, name: str) -> np.ndarray:
+    """The depth channel of an EXR as float32: R, else the only channel, else Y (read with the OpenEXR package)."""
     import OpenEXR
 
     try:
@@ -103,27 +97,6 @@ def _decode_exr_openexr(data: bytes, name: str) -> np.ndarray:
     if key not in names:
         raise InputError(f"EXR {name} has channels {', '.join(names)}: expected R, Y or a single one")
     return np.asarray(channels[key].pixels, dtype=np.float32)
-
-
-def decode_exr(data: bytes, name: str) -> np.ndarray:
-    """A single-channel EXR, or the red channel of a multi-channel one, as float32.
-
-    Read with the OpenEXR package (the `datasets` extra) when it is installed, else with OpenCV where it was
-    built with OpenEXR; MissingExtraError when neither can.
-    """
-    try:
-        return _decode_exr_openexr(data, name)
-    except ImportError:
-        if not _opencv_reads_exr():
-            raise MissingExtraError("OpenEXR (to read .exr depth)", "datasets") from None
-    # OpenCV decodes EXR only with this set; it reads the variable at the first EXR decode, not at import,
-    # so setting it here is enough. An explicit user setting is respected.
-    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-    try:
-        image = decode_image(data, name)
-    except InputError:
-        raise InputError(f"cannot read EXR depth {name}: the file is damaged or not an EXR") from None
-    return (image if image.ndim == 2 else image[..., 2]).astype(np.float32)
 
 
 def decode_rgb(data: bytes, name: str) -> np.ndarray:

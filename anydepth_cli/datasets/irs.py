@@ -4,7 +4,7 @@ Format, from the IRS repository (`dataloader/SIRSLoader.py`, `lists/*_TRAIN.list
 (the left photo, 960×540) with `d_N.exr`, the left disparity in pixels as an OpenEXR image. The camera has a
 focal length of 480 px (the loader's fx = fy) and a 0.1 m baseline, so depth = 480 × 0.1 / disparity metres
 (the conversion public IRS preprocessing scripts apply, with these two constants); a disparity of 0 or less
-has no depth. No cap. Reading EXR needs the `datasets` extra (OpenEXR) or an OpenCV built with it.
+has no depth. No cap.
 """
 
 from __future__ import annotations
