@@ -2,6 +2,7 @@
 
     python benchmarks/video_overlap.py                       # 100 frames 320x240, input size 140, limit 1.15
     python benchmarks/video_overlap.py --repeats 2 --raw npz --side-by-side
+    python benchmarks/video_overlap.py --codec mp4v            # the depth video's codec (default h264)
     python benchmarks/video_overlap.py --device cuda --input-size 518 --size 1280x720
 
 Writes a synthetic clip (shapes moving over a static textured background) and loads the
@@ -93,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--raw", choices=("npz", "png16"))
+    parser.add_argument("--raw", choices=("npz", "png16", "exr"))
+    parser.add_argument("--codec", choices=("h264", "mp4v", "ffv1"), default="h264")
     parser.add_argument("--side-by-side", action="store_true")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--max-ratio", type=float, default=1.15)
@@ -115,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         network, video = [], []
         for repeat in range(args.repeats):
             network.append(network_seconds(predictor, frames, args.batch_size))
-            options = VideoOptions(Path(temp) / f"out{repeat}", raw=args.raw, side_by_side=args.side_by_side)
+            options = VideoOptions(Path(temp) / f"out{repeat}", raw=args.raw, side_by_side=args.side_by_side,
+                                   codec=args.codec)
             summary = run_video(clip, predictor, options, tiling, _Quiet(), args.batch_size)
             if summary.frames != len(frames):
                 raise SystemExit(f"run_video wrote {summary.frames} of {len(frames)} frames")
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratio = min(video) / min(network)
     print(json.dumps({
         "frames": len(frames), "size": [width, height], "input_size": args.input_size, "batch_size": args.batch_size,
-        "device": device.type, "network_s": round(min(network), 3), "video_s": round(min(video), 3),
+        "device": device.type, "codec": args.codec, "network_s": round(min(network), 3), "video_s": round(min(video), 3),
         "ratio": round(ratio, 4), "max_ratio": args.max_ratio,
         "network_runs_s": [round(s, 3) for s in network], "video_runs_s": [round(s, 3) for s in video],
     }))

@@ -33,6 +33,7 @@ from anydepth_cli.inference.preprocess import capped_network_size, network_size,
 from anydepth_cli.inference.tiling import should_tile
 from anydepth_cli.io.images import read_image
 from anydepth_cli.io.video import probe_video
+from anydepth_cli.io.writers import is_temp_name
 from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.models.config import NetworkConfig
 from conftest import TINY, cli_env, save_photo, tiny_model_args
@@ -432,6 +433,7 @@ def test_kill_9_during_a_folder_run_leaves_no_partial_file_and_skip_existing_fin
                      and not p.name.startswith("."))
     assert len(outputs) == 30
     _final_outputs_are_whole(out)
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]  # the rerun removed what the killed run left
 
 
 @pytest.mark.slow
@@ -453,3 +455,31 @@ def test_kill_9_during_a_video_run_leaves_final_names_only_for_whole_outputs(tmp
     assert probe_video(out / "clip_depth.mp4").frame_count == 48
     assert probe_video(out / "clip_side.mp4").frame_count == 48
     assert np.load(out / "clip_depth.npz")["depth"].shape == (48, 96, 160)
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
+
+
+@pytest.mark.slow
+def test_a_rerun_removes_the_temp_files_a_killed_run_left(tmp_path):
+    clip, out = tmp_path / "in" / "clip.mp4", tmp_path / "out"
+    clip.parent.mkdir()
+    make_clip(clip, frames=24, size=(128, 80), fps=12.0)
+    args = cli("predict", clip.parent, "-o", out, "--raw", "exr", "--side-by-side", "--input-size", "70",
+               *tiny_model_args())
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=cli_env())
+
+    def temps() -> list[str]:
+        return sorted(p.name for p in out.rglob("*") if is_temp_name(p.name)) if out.exists() else []
+
+    deadline = time.monotonic() + 120
+    while len(temps()) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # mid-clip: the depth video, the side video and the EXR folder are all being written
+    proc.wait()
+    left = temps()
+    assert len(left) == 3, left
+    finished = run_limited(args)
+    assert finished.returncode == 0, finished.stderr
+    assert "cleaned 3 temporary file(s)" in " ".join(finished.stderr.split())
+    assert temps() == []
+    assert probe_video(out / "clip_depth.mp4").frame_count == 24 and len(list((out / "clip_depth").iterdir())) == 24

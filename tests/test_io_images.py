@@ -120,6 +120,22 @@ def test_discover_disambiguates_clashing_outputs(tmp_path: Path) -> None:
     assert [item.relative for item in found.items] == [Path("photo.png"), Path("photo-png.png")]
 
 
+def test_discover_takes_videos_in_folders_when_asked_beside_photos(tmp_path: Path) -> None:
+    _touch(tmp_path / "shoot" / "b.MOV")
+    _touch(tmp_path / "shoot" / "a.jpg")
+    _touch(tmp_path / "shoot" / "a.mp4")  # same output stem as a.jpg
+    _touch(tmp_path / "shoot" / "day2" / "c.mkv")
+    _touch(tmp_path / "shoot" / "notes.txt")
+    assert [item.relative for item in discover_inputs([tmp_path / "shoot"]).items] == [Path("a.jpg")]
+    found = discover_inputs([tmp_path / "shoot"], also=frozenset({".mp4", ".mov", ".mkv"}))
+    assert [item.relative for item in found.items] == [Path("a.jpg"), Path("a-mp4.mp4"), Path("b.MOV"),
+                                                        Path("day2/c.mkv")]
+    assert found.skipped == [tmp_path / "shoot" / "notes.txt"]
+    _touch(tmp_path / "docs" / "notes.txt")
+    with pytest.raises(UsageError, match=r"no images or videos in .*docs \(1 other file.*\.mp4"):
+        discover_inputs([tmp_path / "docs"], also=frozenset({".mp4"}))
+
+
 def test_discover_same_file_twice_is_taken_once(tmp_path: Path) -> None:
     image = _touch(tmp_path / "f" / "a.png")
     found = discover_inputs([tmp_path / "f", image])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,11 +20,15 @@ from anydepth_cli.io.writers import (
     PNG16_MIN_KEY,
     atomic_write,
     available_cmaps,
+    claim_output_dir,
     colorize,
+    is_temp_name,
     near_is_dark,
     read_png16,
     side_by_side,
+    temp_beside,
     write_color_png,
+    write_exr,
     write_npy,
     write_png16,
 )
@@ -288,3 +295,101 @@ def test_side_by_side() -> None:
     assert not both[:, :4].any() and (both[:, 4:] == 255).all()
     with pytest.raises(ValueError, match="heights differ"):
         side_by_side(rgb, color[:5])
+
+
+# --- OpenEXR -----------------------------------------------------------------------------
+
+
+def _exr_map() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (rng.standard_normal((13, 21)) * 1e3).astype(np.float32)  # odd sizes, negatives, a wide range
+
+
+def test_exr_is_single_channel_float32_and_exact_in_openexr(tmp_path: Path) -> None:
+    import OpenEXR
+
+    values = _exr_map()
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    write_exr(tmp_path / "photo_depth.exr", values, "depth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo_depth.exr"]
+    with OpenEXR.File(str(tmp_path / "photo_depth.exr")) as image:
+        names, kind = list(image.channels()), image.header()["anydepth_kind"]
+        back = image.channels()["Y"].pixels.copy()
+    assert names == ["Y"] and kind == "depth" and back.dtype == np.float32
+    np.testing.assert_array_equal(back, values)  # NaN and infinities where they were
+
+
+def test_exr_reads_back_exactly_in_ffmpegs_own_exr_decoder(tmp_path: Path) -> None:
+    import av  # FFmpeg's EXR decoder shares no code with the OpenEXR library that writes
+
+    values = _exr_map()
+    write_exr(tmp_path / "clip_disparity.000001.exr", values, "disparity")
+    with av.open(str(tmp_path / "clip_disparity.000001.exr")) as container:
+        frame = next(container.decode(video=0))
+    assert frame.format.name.startswith("grayf32")
+    np.testing.assert_array_equal(frame.to_ndarray(), values)
+
+
+def _opencv_has_openexr() -> bool:
+    import cv2
+
+    return any(line.split(":")[-1].strip() not in ("NO", "") for line in cv2.getBuildInformation().splitlines()
+               if line.strip().startswith("OpenEXR:"))
+
+
+@pytest.mark.skipif(not _opencv_has_openexr(), reason="this OpenCV build has no OpenEXR (OpenCV 5's wheels)")
+def test_exr_reads_back_in_opencv_when_it_has_openexr(tmp_path: Path) -> None:
+    values = _exr_map()
+    write_exr(tmp_path / "photo_depth.exr", values, "depth")
+    np.save(tmp_path / "values.npy", values)
+    code = ("import cv2, numpy as np, sys; a = cv2.imread(sys.argv[1], cv2.IMREAD_UNCHANGED); "
+            "assert a.dtype == np.float32 and a.ndim == 2, a; assert (a == np.load(sys.argv[2])).all(); print('ok')")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photo_depth.exr"),
+                             str(tmp_path / "values.npy")], capture_output=True, text=True,
+                            env={**os.environ, "OPENCV_IO_ENABLE_OPENEXR": "1"})
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+# --- temp files left by killed runs ------------------------------------------------------
+
+
+def _plant_debris(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Temp files and folders of the kinds our writers make, and hidden or final files that are not ours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ours = [temp_beside(folder / "photo_depth.png"), temp_beside(folder / "clip_depth.mp4"),
+            temp_beside(folder / "clip_depth.spool"), temp_beside(folder / "clip_depth16")]
+    for path in ours[:3]:
+        path.write_bytes(b"half")
+    ours[3].mkdir()
+    (ours[3] / "clip_depth16.000001.png").write_bytes(b"half")
+    theirs = [folder / ".keep", folder / ".notes.tmp-12345678x.txt", folder / "a.tmp-0123abcd.png",
+              folder / "photo_depth.png", folder / "clip_depth.partial.mp4"]
+    for path in theirs:
+        path.write_bytes(b"x")
+    assert all(is_temp_name(path.name) for path in ours) and not any(is_temp_name(path.name) for path in theirs)
+    return ours, theirs
+
+
+def test_claim_removes_only_our_temp_files_in_the_given_folders(tmp_path: Path) -> None:
+    ours, theirs = _plant_debris(tmp_path / "out")
+    elsewhere, _ = _plant_debris(tmp_path / "out" / "other")
+    with claim_output_dir(tmp_path / "out", [tmp_path / "out", tmp_path / "out" / "missing"]) as removed:
+        assert removed == 4
+    assert not any(path.exists() for path in ours)
+    assert all(path.exists() for path in theirs + elsewhere)
+
+
+def test_claim_leaves_temp_files_alone_while_another_run_holds_the_folder(tmp_path: Path) -> None:
+    ours, _ = _plant_debris(tmp_path)
+    other = os.open(tmp_path, os.O_RDONLY)  # another run, holding its shared lock while it writes
+    try:
+        fcntl.flock(other, fcntl.LOCK_SH)
+        with claim_output_dir(tmp_path, [tmp_path]) as removed:
+            assert removed is None
+            with claim_output_dir(tmp_path, [tmp_path]) as also:  # a third run at the same time
+                assert also is None
+    finally:
+        os.close(other)
+    assert all(path.exists() for path in ours)
+    with claim_output_dir(tmp_path, [tmp_path]) as removed:
+        assert removed == 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -12,15 +14,9 @@ from anydepth_cli.errors import InputError, OutputError, UsageError
 from anydepth_cli.inference.align import Affine
 from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
 from anydepth_cli.inference.tiling import default_tile_config
-from anydepth_cli.io.video import (
-    FRAME_NAME,
-    FrameReader,
-    ImageSequenceSink,
-    NpzFramesSink,
-    is_video,
-    open_video_writer,
-    probe_video,
-)
+from anydepth_cli.io.encoders import open_video_writer, resolve_codec
+from anydepth_cli.io.video import FRAME_NAME, FrameReader, ImageSequenceSink, NpzFramesSink, is_video, probe_video
+from anydepth_cli.io.writers import read_png16
 from anydepth_cli.pipelines.photos import TilingOptions
 from anydepth_cli.pipelines.video import VideoOptions, run_video
 
@@ -226,7 +222,7 @@ def test_codec_failure_falls_back_to_a_png_sequence(tmp_path):
     clip = tmp_path / "clip.mp4"
     truth, _ = make_clip(clip, frames=6)
     report = Recorder()
-    options = VideoOptions(tmp_path / "out", side_by_side=True, codecs=(("ZZZZ", ".mp4"),))
+    options = VideoOptions(tmp_path / "out", side_by_side=True, codec="mp4v", opencv_codecs=(("ZZZZ", ".mp4"),))
     summary = run_video(clip, OracleNetwork(truth), options, NO_TILING, report, batch_size=4)
     folder = tmp_path / "out" / "clip_depth_frames"
     assert summary.outputs["depth"] == folder
@@ -239,7 +235,7 @@ def test_codec_failure_falls_back_to_a_png_sequence(tmp_path):
 
 
 def test_second_codec_is_used_when_the_first_fails(tmp_path):
-    sink, note = open_video_writer(tmp_path / "v", 5.0, (32, 32), codecs=(("ZZZZ", ".mp4"), ("MJPG", ".avi")))
+    sink, note = open_video_writer(tmp_path / "v", 5.0, (32, 32), "mp4v", opencv_codecs=(("ZZZZ", ".mp4"), ("MJPG", ".avi")))
     sink.put(np.zeros((32, 32, 3), np.uint8))
     assert sink.close() == tmp_path / "v.avi" and "MJPG" in note
     assert len(read_all(tmp_path / "v.avi")[0]) == 1
@@ -299,3 +295,116 @@ def test_npz_sink_stacks_frames_as_float16(tmp_path):
     assert archive["disparity"].dtype == np.float16 and archive["disparity"].shape == (3, 4, 5)
     np.testing.assert_allclose(archive["disparity"][:, 0, 0], [0, 1 / 3, 2 / 3], atol=1e-3)
     assert archive["frame_index"].tolist() == [10, 11, 12] and float(archive["fps"]) == 7.5
+
+
+# ---------------------------------------------------------------- codecs, raw sequences
+
+def decode(path: Path) -> tuple[str, list[np.ndarray], float]:
+    """A video through OpenCV's own FFmpeg, a reader independent of the PyAV that writes H.264 and FFV1:
+    its codec's FourCC, every frame (BGR), and its frame rate."""
+    capture = cv2.VideoCapture(str(path))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while (result := capture.read())[0]:
+        frames.append(result[1])
+    capture.release()
+    return fourcc, frames, fps
+
+
+@pytest.mark.parametrize("codec,fourcc,suffix", [("h264", "h264", ".mp4"), ("mp4v", "FMP4", ".mp4"),
+                                                 ("ffv1", "ffv1", ".mkv")])  # FFmpeg tags MPEG-4 Part 2 FMP4
+def test_every_codec_plays_back_in_an_independent_reader(tmp_path, codec, fourcc, suffix):
+    clip = tmp_path / "clip.mp4"
+    truth, _ = make_clip(clip, frames=10, size=(96, 64), fps=12.0)
+    options = VideoOptions(tmp_path / "out", side_by_side=True, codec=codec)
+    summary = run_video(clip, OracleNetwork(truth), options, NO_TILING, Recorder(), batch_size=4)
+    assert summary.outputs == {"depth": tmp_path / "out" / f"clip_depth{suffix}",
+                               "side": tmp_path / "out" / f"clip_side{suffix}"}
+    for kind, width in (("depth", 96), ("side", 192)):
+        found, frames, fps = decode(summary.outputs[kind])
+        assert (found, len(frames), frames[0].shape, fps) == (fourcc, 10, (64, width, 3), 12.0)
+    _, depth, _ = decode(summary.outputs["depth"])
+    grey = [np.ptp(frame.astype(int), axis=2).max() == 0 for frame in depth]
+    assert all(grey) == (codec == "ffv1")  # FFV1 stores grey levels; the others the colour map
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_h264_pads_odd_sizes_to_even_with_the_edge_and_keeps_odd_rates(tmp_path):
+    yy, xx = np.mgrid[0:63, 0:95].astype(np.float32)
+    frames = [np.stack([xx * 2 + 40, yy * 3 + 40, 60 + 30 * np.sin((xx + 4 * t) / 9)], -1).astype(np.uint8)
+              for t in range(5)]  # smooth, bright at the bottom right, like a depth picture
+    sink, note = open_video_writer(tmp_path / "odd", 30000 / 1001, (95, 63), "h264")
+    for frame in frames:
+        sink.put(frame)
+    assert sink.close() == tmp_path / "odd.mp4" and note is None
+    fourcc, decoded, fps = decode(tmp_path / "odd.mp4")
+    assert (fourcc, len(decoded), decoded[0].shape) == ("h264", 5, (64, 96, 3))
+    assert fps == pytest.approx(30000 / 1001, abs=1e-9)
+    rgb = decoded[2][..., ::-1].astype(int)
+    assert np.abs(rgb[:63, :95] - frames[2]).mean() < 3  # lossy, but the picture is where it was
+    assert np.abs(rgb[63] - rgb[62]).mean() < 3 and np.abs(rgb[:, 95] - rgb[:, 94]).mean() < 3
+
+
+def test_ffv1_is_lossless_for_grey_and_colour_frames(tmp_path):
+    rng = np.random.default_rng(1)
+    levels = [rng.integers(0, 256, (31, 45), dtype=np.uint8) for _ in range(4)]
+    colour = [rng.integers(0, 256, (31, 45, 3), dtype=np.uint8) for _ in range(4)]
+    grey_pictures = [np.repeat(level[..., None], 3, axis=2) for level in levels]
+    for name, frames, grey in (("grey", grey_pictures, True), ("colour", colour, False)):
+        sink, _ = open_video_writer(tmp_path / name, 7.5, (45, 31), "ffv1", grey=grey)
+        for frame in frames:
+            sink.put(frame)
+        fourcc, decoded, fps = decode(sink.close())
+        assert (fourcc, len(decoded), fps) == ("ffv1", 4, 7.5)
+        assert all(np.array_equal(got[..., ::-1], sent) for got, sent in zip(decoded, frames))
+
+
+def test_without_pyav_h264_becomes_mp4v_with_a_note_and_ffv1_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails, as without PyAV
+    codec, note = resolve_codec("h264")
+    assert codec == "mp4v" and "PyAV is not installed" in note and "mp4v" in note
+    with pytest.raises(UsageError, match="--codec ffv1 needs PyAV"):
+        resolve_codec("ffv1")
+    sink, note = open_video_writer(tmp_path / "v", 10.0, (32, 32), "h264")
+    sink.put(np.zeros((32, 32, 3), np.uint8))
+    assert sink.close() == tmp_path / "v.mp4" and "writing mp4v" in note
+    assert decode(tmp_path / "v.mp4")[0] == "FMP4"
+    with pytest.raises(OutputError, match="PyAV is not installed"):
+        open_video_writer(tmp_path / "w", 10.0, (32, 32), "ffv1")
+
+
+def test_raw_sequences_are_numbered_by_source_frame_from_one_and_hold_the_npz_maps(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    truth, _ = make_clip(clip, frames=12)
+    raws = {}
+    for raw in ("npz", "exr", "png16"):
+        options = VideoOptions(tmp_path / raw, raw=raw, start=2, stride=3, max_frames=3)
+        raws[raw] = run_video(clip, OracleNetwork(truth), options, NO_TILING, Recorder(), batch_size=2).outputs["raw"]
+    archive = np.load(raws["npz"])
+    assert archive["frame_index"].tolist() == [2, 5, 8]
+    assert raws["exr"] == tmp_path / "exr" / "clip_disparity"
+    assert raws["png16"] == tmp_path / "png16" / "clip_disparity16"
+    assert [p.name for p in sorted(raws["exr"].iterdir())] == [f"clip_disparity.{n:06d}.exr" for n in (3, 6, 9)]
+    assert [p.name for p in sorted(raws["png16"].iterdir())] == [f"clip_disparity16.{n:06d}.png" for n in (3, 6, 9)]
+    import OpenEXR
+
+    for expected, exr, png in zip(archive["disparity"], sorted(raws["exr"].iterdir()), sorted(raws["png16"].iterdir())):
+        with OpenEXR.File(str(exr)) as image:
+            values = image.channels()["Y"].pixels.copy()
+        assert values.dtype == np.float32 and np.ptp(values) > 0.5
+        np.testing.assert_allclose(values, expected.astype(np.float32), rtol=2e-3, atol=2e-3)  # the npz is float16
+        np.testing.assert_allclose(read_png16(png), values, atol=np.ptp(values) / 65535 + 1e-6)
+
+
+def test_a_sequence_is_written_frame_by_frame_as_the_frames_come(tmp_path):
+    sink = ImageSequenceSink(tmp_path / "seq", lambda path, frame: np.save(path, frame), queue_size=1, indexed=True,
+                             name="seq.{:06d}.npy".format)
+    temp = next(tmp_path.iterdir())
+    for number in range(1, 4):
+        sink.put((number, np.full((2, 2), number)))
+        deadline = time.monotonic() + 10
+        while len(list(temp.iterdir())) < number - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(list(temp.iterdir())) >= number - 1  # the earlier frames are on disk, not held back
+    assert sorted(p.name for p in sink.close().iterdir()) == [f"seq.{n:06d}.npy" for n in (1, 2, 3)]

@@ -40,6 +40,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from anydepth_cli import __version__
+    from anydepth_cli.io.encoders import pyav_missing
     from anydepth_cli.weights.hub import cache_dir, cached_path, offline_mode
     from anydepth_cli.models.registry import MODELS
 
@@ -62,6 +63,8 @@ def collect() -> dict[str, Any]:
         "offline": offline_mode(),
         "cached_models": models,
         "mp4_writer": _video_writable(),
+        "h264_writer": pyav_missing("h264") is None,
+        "ffv1_writer": pyav_missing("ffv1") is None,
     }
 
 
@@ -123,6 +126,8 @@ def _show_installation(json_output: bool) -> None:
     """Print the installation report as a table, or as JSON."""
     from rich.table import Table
 
+    from anydepth_cli.io.encoders import pyav_missing
+
     facts = collect()
     if json_output:
         out.print_json(json.dumps(facts))
@@ -141,4 +146,6 @@ def _show_installation(json_output: bool) -> None:
     cached = [f"{name} ({info['bytes'] / 2**20:.0f} MB)" for name, info in facts["cached_models"].items()]
     table.add_row("cached models", "\n".join(cached) or "none")
     table.add_row("mp4 writing", "yes (mp4v)" if facts["mp4_writer"] else "no: videos fall back to PNG sequences")
+    for codec, name in (("h264", "H.264"), ("ffv1", "FFV1")):
+        table.add_row(f"{name} writing", "yes (PyAV)" if facts[f"{codec}_writer"] else f"no: {pyav_missing(codec)}")
     out.print(table)

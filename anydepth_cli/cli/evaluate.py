@@ -14,7 +14,13 @@ from anydepth_cli.cli.console import err, out
 from anydepth_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from rich.progress import Progress
+
+    from anydepth_cli.datasets.archive import Sample, SetFiles
+    from anydepth_cli.evaluation.benchmark_run import SetResult
+    from anydepth_cli.inference.predictor import BatchedPredictor
 
     from anydepth_cli.evaluation.runner import EvalResult
     from anydepth_cli.evaluation.quality import ScoreRow
@@ -27,6 +33,12 @@ SCORES_PLOT = "scores.png"
 MAX_LISTED_ERRORS = 20
 
 DATA = "Data"
+BENCHMARKS = "Benchmarks"
+
+Choice = tuple[Optional[str], Optional[str], Optional[Path]]
+"""A model to run: registry name, checkpoint, architecture file."""
+Running = tuple[str, str, int, Optional[int]]
+"""How the models run: device, precision, batch size, input size."""
 MODEL = "Model"
 OUTPUT = "Output"
 RUN = "Running"
@@ -52,7 +64,7 @@ def _check_depth_scale(depth_scale: float | None) -> None:
 # ----------------------------------------------------------------------------------------------- eval
 
 
-def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[tuple[str | None, str | None, Path | None]]:
+def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None) -> list[Choice]:
     """`(model, checkpoint, arch)` for each model to run: every --model, then the local checkpoint.
 
     With neither, the default registry model. Every choice is resolved once here (no download) so a
@@ -60,7 +72,7 @@ def _model_choices(models: list[str], checkpoint: str | None, arch: Path | None)
     """
     from anydepth_cli.weights.choice import choose_weights
 
-    choices: list[tuple[str | None, str | None, Path | None]] = [(name, None, None) for name in models]
+    choices: list[Choice] = [(name, None, None) for name in models]
     if checkpoint is not None or arch is not None:
         choices.append((None, checkpoint, arch))
     if not choices:
@@ -115,63 +127,202 @@ def _kind_check_table(result: EvalResult) -> None:
     out.print(table)
 
 
-def evaluate(
-    data: Annotated[Path, typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), or a manifest file with `image,depth[,mask]` per line.", show_default=False)],
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
-    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
-    preset: Annotated[str, typer.Option(help="Evaluation convention: nyu (Eigen crop, 0.001–10 m), kitti (Garg crop, 0.001–80 m) or default (no crop, each image's own depth range).", rich_help_panel=DATA)] = "default",
-    depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres. \\[default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv, eval_summary.md and eval_abs_rel.png.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
-    output_kind: Annotated[str, typer.Option(help="Space to align each model in: model (the kind it declares), depth or disparity (for every model), or auto (try both, report which the data supports and score in that one).", rich_help_panel=MODEL)] = "model",
-) -> None:
-    """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
-
-    Each prediction is aligned by a least-squares scale and shift over the valid pixels in its model's space (to the ground-truth depth for depth models, to its inverse for disparity models), turned into depth and clipped to the valid range.
-
-    Exit status: 0 all scored, 1 some samples could not be scored (each named), 2 usage error.
-    """
+def _open_predictors(choices: list[Choice], device: str, precision: str, batch_size: int,
+                     input_size: int | None) -> dict[str, BatchedPredictor]:
+    """Load every chosen model, saying on stderr where each runs and what it declares."""
     from rich.markup import escape
 
-    from anydepth_cli.datasets.generic import load_pairs
-    from anydepth_cli.evaluation.runner import check_alignment_mode, run_eval
-    from anydepth_cli.evaluation.presets import get_preset
-    from anydepth_cli.evaluation.report import write_eval_report
-
-    chosen = get_preset(preset)
-    _check_depth_scale(depth_scale)
-    check_alignment_mode(output_kind)
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    pairs = load_pairs(data)
-    # torch comes in only here, so mistakes in the options and the data are reported at once
-    from anydepth_cli.cli.progress import counting_progress
-    from anydepth_cli.io.writers import prepare_output_dir
     from anydepth_cli.pipelines.runtime import open_predictor
 
-    choices = _model_choices(model or [], checkpoint, arch)
-    prepare_output_dir(output)
     predictors = {}
     for choice in choices:
         predictor, label = open_predictor(*choice, device, precision, batch_size, input_size)
         predictors[label] = predictor
         err.print(f"[dim]{escape(label)} on {predictor.device.type}, declares {predictor.output_kind}[/]")
+    return predictors
+
+
+def evaluate(
+    data: Annotated[Optional[Path], typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), or a manifest file with `image,depth[,mask]` per line. Not with --benchmark.", show_default=False)] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
+    arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
+    benchmark: Annotated[Optional[str], typer.Option(help="Score on the standard zero-shot sets instead of DATA, each by its own protocol: nyu, kitti, eth3d, scannet, diode, comma-separated, or all.", metavar="NAME[,NAME...]", show_default=False, rich_help_panel=BENCHMARKS)] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding the sets as distributed: nyuv2/, kitti/, eth3d/, scannet/ and diode/, each with its standard tar (read in place) or that tar's contents extracted.", metavar="DIR", show_default=False, rich_help_panel=BENCHMARKS)] = None,
+    list_file: Annotated[Optional[Path], typer.Option("--list", help="A standard filename list for the one --benchmark named (`RGB DEPTH [THIRD]` per line, relative to the set). \\[default: every sample with ground truth in the set]", metavar="FILE", show_default=False, rich_help_panel=BENCHMARKS)] = None,
+    save_predictions: Annotated[Optional[Path], typer.Option(help="Also save each raw prediction, at the ground truth's size and before alignment, as DIR/<benchmark>/<image path>.npy (DIR/<model>/<benchmark>/… with several models).", metavar="DIR", show_default=False, rich_help_panel=BENCHMARKS)] = None,
+    tile: Annotated[str, typer.Option(help="With --benchmark: off (one pass at the model's input size, as the field scores), on, or auto (tiled full-resolution inference for images whose shorter side is over twice the model's input size: ETH3D's).", rich_help_panel=BENCHMARKS)] = "off",
+    preset: Annotated[Optional[str], typer.Option(help="Convention for DATA: nyu (Eigen crop, 0.001–10 m), kitti (Garg crop, 0.001–80 m: not the benchmark's Eigen mask) or default (no crop, each image's own depth range). \\[default: default]", show_default=False, rich_help_panel=DATA)] = None,
+    depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres for DATA. \\[default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv and eval_summary.md + eval_abs_rel.png, or with --benchmark eval_benchmarks.md + eval_benchmarks.csv.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
+    output_kind: Annotated[str, typer.Option(help="Space to align each model in: model (the kind it declares), depth or disparity (for every model), or auto (try both, report which the data supports and score in that one; not with --benchmark).", rich_help_panel=MODEL)] = "model",
+) -> None:
+    """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
+
+    Each prediction is aligned by a least-squares scale and shift over the valid pixels in its model's space (to the ground-truth depth for depth models, to its inverse for disparity models), turned into depth and clipped to the valid range.
+
+    With --benchmark, the paper's zero-shot sets are scored as the field scores them (Marigold's protocol: NYU's Eigen crop, KITTI's benchmark crop and Eigen mask, ETH3D at full resolution, DIODE's masks) and the table is written in the paper's layout.
+
+    Exit status: 0 all scored, 1 some samples could not be scored (each named), 2 usage error.
+    """
+    from anydepth_cli.evaluation.runner import check_alignment_mode
+
+    check_alignment_mode(output_kind)
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    running = (device, precision, batch_size, input_size)
+    if benchmark is not None:
+        given = [name for name, value in (("DATA", data), ("--preset", preset), ("--depth-scale", depth_scale))
+                 if value is not None]
+        if given:
+            raise UsageError(f"--benchmark reads the standard sets by their own protocols: drop {', '.join(given)}")
+        plan = _benchmark_plan(benchmark, data_root, list_file, tile, output_kind)
+        _evaluate_benchmarks(plan, _model_choices(model or [], checkpoint, arch), running, output,
+                             save_predictions, tile, output_kind)
+        return
+    given = [name for name, value in (("--data-root", data_root), ("--list", list_file),
+                                      ("--save-predictions", save_predictions)) if value is not None]
+    if tile != "off":
+        given.append("--tile")
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --benchmark")
+    if data is None:
+        raise UsageError("give DATA (a folder or manifest of image/depth pairs) or --benchmark NAME --data-root DIR")
+    _evaluate_folder(data, preset or "default", depth_scale, _model_choices(model or [], checkpoint, arch), running,
+                     output, output_kind)
+
+
+def _evaluate_folder(data: Path, preset: str, depth_scale: float | None, choices: list[Choice], running: Running,
+                     output: Path, output_kind: str) -> None:
+    """`anydepth eval DATA`: the user's own pairs under a preset."""
+    from anydepth_cli.datasets.generic import load_pairs
+    from anydepth_cli.evaluation.presets import get_preset
+    from anydepth_cli.evaluation.report import write_eval_report
+    from anydepth_cli.evaluation.runner import run_eval
+
+    chosen = get_preset(preset)
+    _check_depth_scale(depth_scale)
+    pairs = load_pairs(data)
+    # torch comes in only here, so mistakes in the options and the data are reported at once
+    from anydepth_cli.cli.progress import counting_progress
+    from anydepth_cli.io.writers import prepare_output_dir
+
+    prepare_output_dir(output)
+    predictors = _open_predictors(choices, *running)
     err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
     with counting_progress("img") as bar:
         result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
-                          depth_scale=depth_scale, batch_size=batch_size, output_kind=output_kind)
+                          depth_scale=depth_scale, batch_size=running[2], output_kind=output_kind)
     written = write_eval_report(result, output)
     _aggregate_table(result)
     _kind_check_table(result)
+    _report_end(written, result.failures)
+
+
+def _report_end(written: list[Path], failures: list[tuple[str, str]]) -> None:
+    """Name the report files and every sample that failed; exit 1 when one did."""
+    from rich.markup import escape
+
     err.print(f"report → {escape(', '.join(str(p) for p in written))}", highlight=False)
-    for image, reason in result.failures:
+    for image, reason in failures:
         err.print(f"[red]failed[/] {escape(image)}: {escape(reason)}", highlight=False)
-    if result.failures:
+    if failures:
         raise typer.Exit(1)
+
+
+def _benchmark_plan(names: str, data_root: Path | None, list_file: Path | None, tile: str,
+                    output_kind: str) -> list[tuple[ModuleType, SetFiles, list[Sample]]]:
+    """Each named set, its files and the samples to score; every mistake in the options or the data root is
+    reported here, before any network is loaded."""
+    from anydepth_cli.datasets.archive import locate
+    from anydepth_cli.datasets.benchmarks import choose_benchmarks, find_samples, listed_samples
+    from anydepth_cli.evaluation.benchmark_run import TILE_MODES
+
+    sets = choose_benchmarks(names)
+    if tile not in TILE_MODES:
+        raise UsageError(f"--tile must be one of {', '.join(TILE_MODES)}, not {tile!r}")
+    if output_kind == "auto":
+        raise UsageError("--output-kind auto does not go with --benchmark: each model is scored in its declared "
+                         "space, or in the one --output-kind depth|disparity names")
+    if list_file is not None and len(sets) != 1:
+        raise UsageError("--list is one set's filename list: name that one set with --benchmark")
+    if data_root is None:
+        raise UsageError("--benchmark needs --data-root DIR, the folder holding the sets")
+    if not data_root.is_dir():
+        raise UsageError(f"--data-root {data_root} is not a folder")
+    plan = []
+    for module in sets:
+        files = locate(data_root, module.LOCATION)
+        samples = listed_samples(module, list_file) if list_file is not None else find_samples(module, files)
+        plan.append((module, files, samples))
+    return plan
+
+
+def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], choices: list[Choice],
+                         running: Running, output: Path, save_predictions: Path | None, tile: str,
+                         output_kind: str) -> None:
+    """`anydepth eval --benchmark`: every model on every planned set, then the paper's table."""
+    from rich.markup import escape
+
+    from anydepth_cli.cli.progress import counting_progress
+    from anydepth_cli.evaluation.benchmark_report import write_benchmark_report
+    from anydepth_cli.evaluation.benchmark_run import RunOptions, SetRun
+    from anydepth_cli.io.writers import prepare_output_dir
+    from anydepth_cli.pipelines.runtime import tile_config
+
+    prepare_output_dir(output)
+    if save_predictions is not None:
+        prepare_output_dir(save_predictions)
+    predictors = _open_predictors(choices, *running)
+    kinds = {label: p.output_kind if output_kind == "model" else output_kind for label, p in predictors.items()}
+    tiles = {label: tile_config(p) for label, p in predictors.items()} if tile != "off" else {}
+    options = RunOptions(kinds, running[2], tile, tiles, save_predictions)
+    results = []
+    for module, files, samples in plan:
+        err.print(f"[dim]{module.TITLE}: {len(samples)} sample(s) in {escape(str(files.root))}[/]", highlight=False)
+        with counting_progress("img") as bar:
+            tiles_task = bar.add_task("tiles", total=None, visible=False)
+
+            def tiles_done(model: str, done: int, total: int) -> None:
+                bar.update(tiles_task, completed=done, total=total, visible=done < total,
+                           description=f"tiles ({escape(model)})")
+
+            run = SetRun(module, predictors, options, _counter(bar, module.TITLE, len(samples)), tiles_done)
+            results.append(run.run(files, samples))
+    written = write_benchmark_report(results, list(predictors), kinds, output)
+    _benchmark_table(results, list(predictors))
+    _report_end(written, [(f"{r.benchmark.NAME} {image}", reason) for r in results for image, reason in r.failures])
+
+
+def _benchmark_table(results: list[SetResult], models: list[str]) -> None:
+    """Print the scores on stdout: one row per set (its images and time), AbsRel % and δ1 % per model, the
+    best of each set in bold; eval_benchmarks.md holds the same in the paper's layout."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from anydepth_cli.evaluation.benchmark_report import table_cells
+
+    _, rows = table_cells(results, models)
+    table = Table(title="zero-shot benchmarks (%)")
+    table.add_column("set")
+    table.add_column("images", justify="right")
+    table.add_column("time", justify="right")
+    for model in models:
+        table.add_column(f"{escape(model)}\nAbsRel ↓", justify="right")
+        table.add_column(f"{escape(model)}\nδ1 ↑", justify="right")
+    for index, result in enumerate(results):
+        cells = [row[1 + 2 * index + k] for row in rows for k in (0, 1)]
+        standard = result.benchmark.STANDARD_COUNT
+        images = str(result.scored) if result.scored == standard else f"[yellow]{result.scored} of {standard}[/]"
+        images += f" ({result.tiled} tiled)" if result.tiled else ""
+        speed = (result.scored + len(result.failures)) / result.seconds if result.seconds > 0 else 0.0
+        table.add_row(result.benchmark.TITLE, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
+                      *(cell.replace("**", "[bold]", 1).replace("**", "[/]", 1) for cell in cells))
+    out.print(table)
 
 
 # ---------------------------------------------------------------------------------------------- score

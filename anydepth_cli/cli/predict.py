@@ -1,15 +1,20 @@
-"""`anydepth predict`: depth maps for photos and folders, and depth videos."""
+"""`anydepth predict`: depth maps for photos, depth videos for clips, and folders of both."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from anydepth_cli.cli.console import err
 from anydepth_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from anydepth_cli.io.images import InputItem
+    from anydepth_cli.pipelines.shards import Shard
 
 TILE_MODES = ("auto", "on", "off")
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -27,6 +32,13 @@ class Raw(str, Enum):
     npy = "npy"
     npz = "npz"
     png16 = "png16"
+    exr = "exr"
+
+
+class Codec(str, Enum):
+    h264 = "h264"
+    mp4v = "mp4v"
+    ffv1 = "ffv1"
 
 
 class Backend(str, Enum):
@@ -52,28 +64,46 @@ def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
         raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
 
 
-def video_input(inputs: list[Path]) -> Path | None:
-    """The input if it is one video, None if there is no video; a video with other inputs is a usage error."""
-    from anydepth_cli.io.video import is_video
-
-    videos = [path for path in inputs if is_video(path)]
-    if videos and len(inputs) > 1:
-        raise UsageError(f"a video is processed on its own: give {videos[0]} to a separate `anydepth predict`")
-    return videos[0] if videos else None
+PHOTO_ONLY = ("--confidence", "--raw npy")
+VIDEO_ONLY = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride", "--codec")
 
 
-def check_input_kind_options(video: bool, used: dict[str, bool]) -> None:
-    """Refuse options that do not apply to the input kind (`used`: option name → given)."""
-    video_only = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride")
-    wrong = [name for name, given in used.items() if given and (name in video_only) != video]
+def check_input_kind_options(photos: bool, videos: bool, used: dict[str, bool]) -> None:
+    """Refuse options for an input kind the run has none of (`used`: option name → given), and a --raw that
+    only one kind takes in a run of both."""
+    if photos and videos:
+        one_kind = [name for name in ("--raw npy", "--raw npz") if used.get(name)]
+        if one_kind:
+            kind = "photos" if one_kind[0] == "--raw npy" else "videos"
+            raise UsageError(f"{one_kind[0]} only applies to {kind}; for photos and videos together use "
+                             "--raw png16 or --raw exr")
+        return
+    missing, options = ("videos", VIDEO_ONLY) if photos else ("photos", PHOTO_ONLY)
+    wrong = [name for name in options if used.get(name)]
+    hints = {"--raw npy": " (a video takes --raw npz, png16 or exr)",
+             "--raw npz": " (a photo takes --raw npy, png16 or exr)"}
     if wrong:
-        kind = "photos" if video else "a video input"
-        raise UsageError(f"{', '.join(wrong)} only apply to {kind}"
-                         + (" (a video takes --raw npz or --raw png16)" if "--raw npy" in wrong else ""))
+        raise UsageError(f"{', '.join(wrong)} only apply to {missing}" + "".join(hints.get(name, "") for name in wrong))
+
+
+def picture_cmap(cmap: str | None, grayscale: bool, codec: Codec | None, photos: bool) -> str:
+    """The colour map of the depth pictures: checked, and grey for --grayscale."""
+    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps
+
+    if grayscale:
+        return "gray"
+    if cmap is None:
+        return DEFAULT_CMAP
+    if cmap not in available_cmaps():
+        raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
+    if codec == Codec.ffv1 and not photos and cmap != "gray":
+        raise UsageError("--codec ffv1 writes grey depth videos, so --cmap does not apply; "
+                         "--codec h264 writes colour ones")
+    return cmap
 
 
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos and folders (searched recursively), or one video.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos, videos and folders of them (searched recursively).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the results; mirrors the input tree.", rich_help_panel=OUTPUT)] = DEFAULT_OUTPUT,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
@@ -81,17 +111,17 @@ def predict(
     input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
     backend: Annotated[Backend, typer.Option(help="Runtime: torch, or onnxruntime for a model made by `anydepth export` (give it with --onnx).", rich_help_panel=MODEL)] = Backend.torch,
     onnx: Annotated[Optional[Path], typer.Option(help="ONNX model for --backend onnxruntime; it holds the weights, so no --model or --checkpoint.", rich_help_panel=MODEL)] = None,
-    cmap: Annotated[str, typer.Option(help="Matplotlib colour map for the depth picture.", rich_help_panel=OUTPUT)] = "inferno",
+    cmap: Annotated[Optional[str], typer.Option(help="Matplotlib colour map for the depth picture. \\[default: inferno]", show_default=False, rich_help_panel=OUTPUT)] = None,
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
-    raw: Annotated[Optional[Raw], typer.Option(help="Also write the model's raw output, named for what it is (photo_depth.npy or photo_disparity.npy): float32 .npy (photos), all frames as float16 .npz (videos), or 16-bit PNG scaled per image or frame (min, max and kind in its text chunks).", rich_help_panel=OUTPUT)] = None,
+    raw: Annotated[Optional[Raw], typer.Option(help="Also write the model's raw output, named for what it is (photo_depth.npy or photo_disparity.npy): npy float32 (photos), npz all frames in float16 (videos), exr 32-bit float OpenEXR, or png16 16-bit PNG scaled per image or frame (min, max and kind in its text chunks). A clip's exr or png16 frames are numbered files in a folder: clip_depth/ holds clip_depth.000001.exr, ...", rich_help_panel=OUTPUT)] = None,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip images whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip photos and clips whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images (or tiles) per network call.", rich_help_panel=RUN)] = 4,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.", rich_help_panel=RUN)] = DEFAULT_MAX_PIXELS,
-    shard: Annotated[Optional[str], typer.Option(metavar="K/N|auto|off", help="Process share K of N of the photos (K from 0 to N-1; sorted by relative path), `auto` to take it from torchrun or srun, or `off`. \\[default: auto under torchrun/srun]", show_default=False, rich_help_panel=RUN)] = None,
+    shard: Annotated[Optional[str], typer.Option(metavar="K/N|auto|off", help="Process share K of N of the photos and of the clips (K from 0 to N-1; sorted by relative path), `auto` to take it from torchrun or srun, or `off`. \\[default: auto under torchrun/srun]", show_default=False, rich_help_panel=RUN)] = None,
     tile: Annotated[Tile, typer.Option(help="Tiled full-resolution inference: `on` (or bare --tile), `off`, or `auto` (images whose shorter side is over twice the input size).", rich_help_panel=TILES)] = Tile.auto,
     tile_size: Annotated[Optional[int], typer.Option(help="Tile side in image pixels. \\[default: 2 × input size]", show_default=False, rich_help_panel=TILES)] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
@@ -110,17 +140,19 @@ def predict(
     max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many video frames.", show_default=False, rich_help_panel=VIDEO)] = None,
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
     no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
+    codec: Annotated[Optional[Codec], typer.Option(help="Depth video format: h264 (MP4 that browsers, notebooks and chat tools play), mp4v (MPEG-4 Part 2 MP4 for desktop players; fastest), or ffv1 (lossless 8-bit grey in MKV, for further processing). \\[default: h264]", show_default=False, rich_help_panel=VIDEO)] = None,
 ) -> None:
-    """Write a depth map for each photo, or a depth video for a video (clip.mp4 → clip_depth.mp4).
+    """Write a depth map for each photo and a depth video for each video (clip.mp4 → clip_depth.mp4).
 
     A photo gets a colour PNG (near bright) and, on request, its raw output, a side-by-side picture and a point cloud; a depth video is stable from frame to frame. Raw files hold the model's own quantity, up to an unknown scale and shift: depth (large = far) or disparity (large = near), as `anydepth models` lists; the run's first line says which.
 
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
-    from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary, print_video_summary
+    from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
+    from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
-    from anydepth_cli.io.video import probe_video
-    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps, describe_kind, prepare_output_dir
+    from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video
+    from anydepth_cli.io.writers import claim_output_dir, describe_kind, prepare_output_dir
     from anydepth_cli.pipelines.runtime import open_predictor, tile_config
     from anydepth_cli.pipelines.shards import resolve_shard, write_shard_summary
 
@@ -128,58 +160,78 @@ def predict(
         raise UsageError("--max-pixels must be positive")
     if pc_stride < 1:
         raise UsageError("--pc-stride must be at least 1")
-    if grayscale:
-        cmap = "gray"
-    elif cmap not in available_cmaps():
-        raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
-    video = video_input(inputs)
-    share = resolve_shard(shard)
-    if video is not None and share is not None and share.index != 0:
-        err.print(f"shard {share.name}: a video is not split; shard 0 of {share.count} processes {video.name}")
-        return
-    check_input_kind_options(video is not None, {
-        "--confidence": confidence, "--skip-existing": skip_existing, "--raw npy": raw == Raw.npy,
-        "--start": start != 0, "--max-frames": max_frames is not None, "--stride": stride != 1,
-        "--no-stabilize": no_stabilize, "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10,
+    discovery = discover_inputs(inputs, also=VIDEO_EXTENSIONS)
+    photos = [item for item in discovery.items if not is_video(item.path)]
+    clips = [item for item in discovery.items if is_video(item.path)]
+    check_input_kind_options(bool(photos), bool(clips), {
+        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--start": start != 0,
+        "--max-frames": max_frames is not None, "--stride": stride != 1, "--no-stabilize": no_stabilize,
+        "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10, "--codec": codec is not None,
     })
-    if video is not None:
-        probe_video(video)  # an unreadable video fails before the model loads
-    discovery = None if video else discover_inputs(inputs)
+    cmap = picture_cmap(cmap, grayscale, codec, bool(photos))
+    video_codec, codec_note = Codec.h264.value, None
+    if clips:
+        check_selection(start, max_frames, stride)
+        video_codec, codec_note = resolve_codec((codec or Codec.h264).value)
+    share = resolve_shard(shard)
+    if share is not None:  # photos and clips are dealt separately: a clip weighs as much as many photos
+        photos, clips = share.select(photos, _relative_key), share.select(clips, _relative_key)
+    if len(discovery.items) == 1 and clips:
+        probe_video(clips[0].path, start)  # a lone clip that cannot be read fails before the model loads
     prepare_output_dir(output)
     known_depth = parse_depth_at(depth_at)
-    # Before the heavy imports (torch): weights that cannot be had are reported at once.
-    predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
-                                      share.local_rank if share else None, backend.value, onnx)
-    from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, TilingOptions, run_images
-    from anydepth_cli.pipelines.video import VideoOptions, run_video
-
-    cloud = None
-    if pointcloud:
-        cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
-                                  edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
-    outputs = OutputOptions(output, cmap, invert, raw.value if raw else None, side_by_side, confidence, cloud)
-    label += f" (outputs {describe_kind(predictor.output_kind)})"
-    tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
-    if video is not None:
-        options = VideoOptions(output, cmap, invert, raw.value if raw else None, side_by_side, not no_stabilize,
-                               start, max_frames, stride, pointcloud=cloud, pointcloud_stride=pc_stride)
-        err.print(f"[dim]{label} on {predictor.device.type}, video {video.name}[/]")
-        with VideoProgress() as video_progress:
-            video_summary = run_video(video, predictor, options, tiling, video_progress, batch_size, max_pixels)
-        print_video_summary(video_summary)
+    if share is not None and not photos and not clips:
+        err.print(f"[dim]shard {share.name}: nothing to do ({len(discovery.items)} input(s), {share.count} shards)[/]")
+        write_shard_summary(share, output, [], 0, 0, [], 0.0)
         return
-    items = discovery.items
+    raw_format = raw.value if raw else None
+    with claim_output_dir(output, {output, *(output / item.relative.parent for item in [*photos, *clips])}) as cleaned:
+        # Before the heavy imports (torch): weights that cannot be had are reported at once.
+        predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
+                                          share.local_rank if share else None, backend.value, onnx)
+        from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
+        from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
+
+        cloud = None
+        if pointcloud:
+            cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
+                                      edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
+        tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
+        err.print(f"[dim]{label} (outputs {describe_kind(predictor.output_kind)}) on {predictor.device}, "
+                  f"{describe_inputs(len(photos), len(clips), len(discovery.items), len(discovery.skipped), share)}[/]")
+        if codec_note:
+            err.print(f"[yellow]note:[/] {escape(codec_note)}", highlight=False)
+        photo_summary, clip_summary = Summary(), ClipsSummary()
+        if photos:
+            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud)
+            with ImageProgress(len(photos)) as progress:
+                photo_summary = run_images(photos, predictor, outputs, tiling, progress, max_pixels, skip_existing,
+                                           batch_size)
+        if clips:
+            options = VideoOptions(output, cmap, invert, raw_format, side_by_side, not no_stabilize, start, max_frames,
+                                   stride, video_codec, pointcloud=cloud, pointcloud_stride=pc_stride)
+            with VideoProgress() as clip_progress:
+                clip_summary = run_videos(clips, predictor, options, tiling, clip_progress, batch_size, max_pixels,
+                                          skip_existing)
+    print_summary(photo_summary, clip_summary, output, len(discovery.skipped), cleaned)
+    failed = photo_summary.failed + clip_summary.failed
     if share is not None:
-        items = share.select(items, key=lambda item: item.relative.as_posix())
-    err.print(f"[dim]{label} on {predictor.device}, {len(items)} image(s)"
-              + (f" (shard {share.name} of {len(discovery.items)}, from {share.source})" if share else "")
-              + (f", {len(discovery.skipped)} other file(s) skipped" if discovery.skipped else "") + "[/]")
-    with ImageProgress(len(items)) as progress:
-        summary = run_images(items, predictor, outputs, tiling, progress, max_pixels, skip_existing, batch_size)
-    print_summary(summary, output, len(discovery.skipped))
-    if share is not None:
-        record = write_shard_summary(share, output, [item.relative for item in items], summary.written,
-                                     summary.skipped, summary.failed, summary.seconds)
+        record = write_shard_summary(share, output, [item.relative for item in [*photos, *clips]],
+                                     photo_summary.written + len(clip_summary.written),
+                                     photo_summary.skipped + clip_summary.skipped, failed,
+                                     photo_summary.seconds + clip_summary.seconds)
         err.print(f"[dim]shard summary: {record}[/]")
-    if summary.failed:
+    if failed:
         raise typer.Exit(1)
+
+
+def _relative_key(item: InputItem) -> str:
+    return item.relative.as_posix()
+
+
+def describe_inputs(photos: int, clips: int, found: int, other_files: int, share: Shard | None) -> str:
+    """`3 image(s) and 2 video(s) (shard 0-of-2 of 9, from --shard), 1 other file(s) skipped`."""
+    text = " and ".join(([f"{photos} image(s)"] if photos else []) + ([f"{clips} video(s)"] if clips else []))
+    if share is not None:
+        text += f" (shard {share.name} of {found}, from {share.source})"
+    return text + (f", {other_files} other file(s) skipped" if other_files else "")

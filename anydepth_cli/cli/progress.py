@@ -17,8 +17,8 @@ from anydepth_cli.training.report import Reporter
 if TYPE_CHECKING:
     from anydepth_cli.io.images import InputItem
     from anydepth_cli.pipelines.photos import Summary
-    from anydepth_cli.pipelines.video import VideoSummary
-    from anydepth_cli.training.data import DataReport
+    from anydepth_cli.pipelines.video import ClipsSummary, VideoSummary
+    from anydepth_cli.training.sources import DataReport, Source
     from anydepth_cli.training.report import TrainSummary
 
 
@@ -65,43 +65,62 @@ class ImageProgress:
                              description=f"tiles of {escape(item.relative.name)}", visible=done < total)
 
 
-def print_summary(summary: Summary, output: Path, other_files: int) -> None:
-    """A short table: written, skipped, failed, time; then the failures, one per line."""
+def print_summary(photos: Summary, clips: ClipsSummary, output: Path, other_files: int,
+                  cleaned: int | None) -> None:
+    """A short table over photos and clips: written, skipped, failed, time; then one line per clip written,
+    and the failures, one per line. `cleaned`: temp files of killed runs removed (None: left alone)."""
+    written = [f"{photos.written} image(s)"] if photos.written or not clips.written else []
+    if clips.written:
+        written.append(f"{len(clips.written)} video(s) ({sum(clip.frames for clip in clips.written)} frames)")
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("written", f"{summary.written} image(s) → {escape(str(output))}")
-    if summary.tiled:
-        table.add_row("tiled", f"{summary.tiled} image(s)")
-    if summary.skipped:
-        table.add_row("skipped", f"{summary.skipped} already done (--skip-existing)")
+    table.add_row("written", f"{', '.join(written)} → {escape(str(output))}")
+    if photos.tiled:
+        table.add_row("tiled", f"{photos.tiled} image(s)")
+    if photos.skipped or clips.skipped:
+        table.add_row("skipped", f"{photos.skipped + clips.skipped} already done (--skip-existing)")
     if other_files:
-        table.add_row("ignored", f"{other_files} non-image file(s)")
-    table.add_row("failed", f"{len(summary.failed)}")
-    table.add_row("time", f"{summary.seconds:.1f} s")
+        table.add_row("ignored", f"{other_files} other file(s)")
+    if cleaned:
+        table.add_row("cleaned", f"{cleaned} temporary file(s) left by an interrupted run")
+    table.add_row("failed", f"{len(photos.failed) + len(clips.failed)}")
+    table.add_row("time", f"{photos.seconds + clips.seconds:.1f} s")
     err.print(table)
-    for note in summary.notes:
+    if cleaned is None:
+        err.print(f"[dim]temporary files in {escape(str(output))} left alone: another run may be writing there[/]")
+    for note in photos.notes:
         err.print(f"[dim]{escape(note)}[/]", highlight=False)
-    for path, reason in summary.failed:
+    for clip in clips.written:
+        err.print(f"[dim]{escape(describe_clip(clip))}[/]", highlight=False, soft_wrap=True)
+    for path, reason in photos.failed + clips.failed:
         err.print(f"[red]failed[/] {escape(str(path))}: {escape(reason)}", highlight=False, soft_wrap=True)
 
 
+def describe_clip(summary: VideoSummary) -> str:
+    """One line for a clip written: its frames, size and rate, speed, and its outputs."""
+    width, height = summary.size
+    speed = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+    return (f"{summary.video.name}: {summary.frames} frame(s), {width}x{height} at {summary.fps:.3g} fps"
+            + (" (tiled)" if summary.tiled else "") + f", {speed:.2f} frames/s → "
+            + ", ".join(str(path) for path in summary.outputs.values()))
+
+
 class VideoProgress:
-    """A progress bar over the frames of a video (frames/s, ETA), shown once the video is open;
-    warnings are printed above it."""
+    """One progress bar per clip, over its frames (frames/s, ETA), each left on its own line when done;
+    clips skipped or failed get a line saying so, and warnings are printed above the bars."""
 
     def __init__(self) -> None:
         self.progress = counting_progress("frames")
-        self.task = self.progress.add_task("frames", total=None)
+        self.task = None
 
     def __enter__(self) -> "VideoProgress":
+        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.progress.live.is_started:
-            self.progress.stop()
+        self.progress.stop()
 
     def started(self, video: Path, total: int | None) -> None:
-        self.progress.update(self.task, total=total, description=f"frames of {escape(video.name)}")
-        self.progress.start()
+        self.task = self.progress.add_task(f"frames of {escape(str(video))}", total=total)
 
     def frames_done(self, count: int) -> None:
         self.progress.advance(self.task, count)
@@ -109,18 +128,28 @@ class VideoProgress:
     def warn(self, message: str) -> None:
         self.progress.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
+    def clip_skipped(self, relative: Path) -> None:
+        self.progress.console.print(f"[dim]{escape(str(relative))}: skipped, its outputs exist[/]", highlight=False)
 
-def print_video_summary(summary: VideoSummary) -> None:
-    """A short table: frames written, each output, time and throughput."""
-    width, height = summary.size
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("written", f"{summary.frames} frame(s), {width}x{height} at {summary.fps:.3g} fps"
-                  + (" (tiled)" if summary.tiled else ""))
-    for kind, path in summary.outputs.items():
-        table.add_row(kind, escape(str(path)))
-    speed = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
-    table.add_row("time", f"{summary.seconds:.1f} s ({speed:.2f} frames/s)")
-    err.print(table)
+    def clip_failed(self, relative: Path, reason: str) -> None:
+        self.progress.console.print(f"[red]failed[/] {escape(str(relative))}: {escape(reason)}", highlight=False,
+                                    soft_wrap=True)
+
+
+SHOWN_SKIPPED = 10
+"""Unreadable samples the training summary names; the run folder lists them all."""
+
+
+def _counts(data: DataReport | Source, kept: str = "") -> str:
+    """'K of N sample(s)`kept`' with what was left out and why."""
+    parts = [f"{len(data.samples)} of {data.found} sample(s){kept}"]
+    if data.no_valid:
+        parts.append(f"{len(data.no_valid)} without a valid pixel")
+    if data.unreadable:
+        parts.append(f"{len(data.unreadable)} unreadable")
+    if data.dropped:
+        parts.append(f"{len(data.dropped)} dropped by --keep")
+    return ", ".join(parts)
 
 
 class TrainProgress(Reporter):
@@ -148,14 +177,15 @@ class TrainProgress(Reporter):
 
     def data(self, report: DataReport) -> None:
         self.stop()
-        parts = [f"{len(report.samples)} of {report.found} sample(s) to train on"]
-        if report.no_valid:
-            parts.append(f"{len(report.no_valid)} without a valid pixel")
-        if report.unreadable:
-            parts.append(f"{len(report.unreadable)} unreadable")
-        if report.dropped:
-            parts.append(f"{len(report.dropped)} dropped by --keep")
-        err.print(f"[dim]{escape(', '.join(parts))}[/]", highlight=False)
+        lines = [_counts(report, " to train on")]
+        if len(report.sources) > 1:
+            lines += [f"  {source.label}: {_counts(source)}" for source in report.sources]
+        probabilities = report.probabilities()
+        if len(probabilities) > 1:
+            how = "--mix" if report.weights is not None else "in proportion to their sizes"
+            lines.append(f"datasets drawn {how}: " + ", ".join(f"{name} {p:.1%}" for name, p in probabilities.items()))
+        for line in lines:
+            err.print(f"[dim]{escape(line)}[/]", highlight=False)
 
     def start(self, total: int, done: int, images_per_step: int) -> None:
         bar = self._bar(TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
@@ -193,11 +223,14 @@ def print_train_summary(summary: TrainSummary) -> None:
     table.add_row("curves", escape(f"{folder / run.METRICS}, {folder / run.PLOT}"))
     if summary.data.dropped:
         table.add_row("dropped", escape(f"{len(summary.data.dropped)} by --keep, listed in {folder / run.DROPPED}"))
-    skipped = len(summary.data.no_valid) + len(summary.data.unreadable) + len(summary.read_failures)
+    unreadable = summary.data.unreadable
+    skipped = len(summary.data.no_valid) + len(unreadable) + len(summary.read_failures)
     table.add_row("skipped", f"{len(summary.data.no_valid)} without a valid pixel, "
-                  f"{len(summary.data.unreadable) + len(summary.read_failures)} unreadable" if skipped else "0")
+                  f"{len(unreadable) + len(summary.read_failures)} unreadable" if skipped else "0")
     err.print(table)
-    for path, reason in summary.data.unreadable:
+    for path, reason in unreadable[:SHOWN_SKIPPED]:
         err.print(f"[red]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
+    if len(unreadable) > SHOWN_SKIPPED:
+        err.print(escape(f"… and {len(unreadable) - SHOWN_SKIPPED} more, all listed in {folder / run.SKIPPED}"))
     for reason in summary.read_failures:
         err.print(f"[red]skipped[/] {escape(reason)}", highlight=False)

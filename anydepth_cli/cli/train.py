@@ -25,7 +25,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Optional[list[Path]], typer.Argument(help="Training data: folders (image/ + depth/ [+ mask/], or NAME.jpg beside NAME_depth.png) or manifests of `image,depth[,mask]` lines, several at once. Optional with --resume.", show_default=False)] = None,
+    data: Annotated[Optional[list[Path]], typer.Argument(help="Training data, several at once: a folder (image/ + depth/ [+ mask/], or NAME.jpg beside NAME_depth.png) or a list file of `RGB DEPTH [MASK]` lines (whitespace- or comma-separated); or DATASET:PATH, a list file or folder of hypersim, vkitti, irs, blendedmvs or tartanair, read as that dataset defines its depth. Optional with --resume.", metavar="[DATASET:]PATH", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: arch.json, model.pth, last.pth, metrics.csv, loss.png. \\[default: anydepth-run, or the --resume folder]", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this registry model. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture to train (with --checkpoint or --encoder-weights).", rich_help_panel=MODEL)] = None,
@@ -33,10 +33,13 @@ def train(
     encoder_weights: Annotated[Optional[Path], typer.Option(help="A plain DINOv2/DINOv3 backbone state dict: the encoder of a freshly initialised head.", rich_help_panel=MODEL)] = None,
     target: Annotated[Optional[str], typer.Option(help="What the head learns: depth (ReLU + 0.001 output, as the AnyDepth code) or disparity (ReLU). \\[default: depth, or the resumed run's]", show_default=False, rich_help_panel=MODEL)] = None,
     batchnorm: Annotated[Optional[str], typer.Option(help="The head's BatchNorms: train (batch statistics of the global batch, synchronised across processes, running averages updated) or frozen (stored statistics). \\[default: train for a fresh head, frozen for a checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
-    val: Annotated[Optional[list[Path]], typer.Option(help="Validation data (same formats; repeat for several): AbsRel and δ1 as `anydepth eval` computes them.", rich_help_panel=DATA)] = None,
+    val: Annotated[Optional[list[Path]], typer.Option(help="Validation data, a folder or manifest as `anydepth eval` reads it (repeat for several): AbsRel and δ1 as it computes them.", rich_help_panel=DATA)] = None,
     val_every: Annotated[int, typer.Option(help="Validate (and save) every N steps, and at the end.", rich_help_panel=DATA)] = 1000,
-    keep: Annotated[Optional[float], typer.Option(help="Train only on the samples `anydepth score --keep FRACTION` keeps (DDS and GCS of the ground truth).", metavar="FRACTION", rich_help_panel=DATA)] = None,
-    depth_scale: Annotated[float, typer.Option(help="Divisor from 16-bit PNG depth values to depth.", rich_help_panel=DATA)] = 1000.0,
+    data_root: Annotated[Optional[list[str]], typer.Option(help="Folder that list files' relative paths resolve against, and that replaces the leading folder of absolute paths not on this machine (the published lists'). NAME=DIR for one dataset's lists; repeat for several.", metavar="[NAME=]DIR", show_default=False, rich_help_panel=DATA)] = None,
+    mix: Annotated[Optional[str], typer.Option(help="Probability of drawing each dataset, e.g. hypersim=0.9,vkitti=0.1 (normalised). \\[default: in proportion to their sizes]", metavar="NAME=WEIGHT,...", show_default=False, rich_help_panel=DATA)] = None,
+    max_depth: Annotated[Optional[str], typer.Option(help="Depth caps in metres replacing the datasets' own (vkitti 80 m; the others none), e.g. vkitti=120,tartanair=500; inf for none.", metavar="NAME=METRES,...", show_default=False, rich_help_panel=DATA)] = None,
+    keep: Annotated[Optional[float], typer.Option(help="Train only on the samples `anydepth score --keep FRACTION` keeps (DDS and GCS of the ground truth), within each source.", metavar="FRACTION", rich_help_panel=DATA)] = None,
+    depth_scale: Annotated[float, typer.Option(help="Divisor from 16-bit PNG depth values to depth, for generic data.", rich_help_panel=DATA)] = 1000.0,
     input_size: Annotated[Optional[int], typer.Option(help="Side of the square training crops (a multiple of the patch size). \\[default: 518, 512 for DINOv3]", show_default=False, rich_help_panel=DATA)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps to train (the smaller of --steps and --epochs when both are given).", show_default=False, rich_help_panel=OPTIM)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data to train.", show_default=False, rich_help_panel=OPTIM)] = None,
@@ -71,7 +74,8 @@ def train(
         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         input_size=input_size, precision=precision, device=device,
         workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,
-        resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad, batchnorm=batchnorm,
+        resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad,
+        data_root=tuple(Path(root) for root in data_root or ()), mix=mix, max_depth=max_depth, batchnorm=batchnorm,
         explicit=frozenset(name for name in RESUMED if _given(ctx, name)),
     )
     options.check()

@@ -7,7 +7,6 @@ masks are each dataset family's business.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import cv2
@@ -40,6 +39,13 @@ def decode_png_depth(data: bytes, name: str) -> np.ndarray:
     if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
         raise InputError(f"depth PNG {name} must be single-channel 8- or 16-bit")
     return raw.astype(np.float32)
+
+
+def decode_png_metres(data: bytes, name: str, per_metre: float) -> tuple[np.ndarray, np.ndarray]:
+    """A depth PNG storing metres × `per_metre` (1000: millimetres): depth in metres (float32) and where it
+    was measured (nonzero values)."""
+    metres = (decode_png_depth(data, name).astype(np.float64) / per_metre).astype(np.float32)
+    return metres, metres > 0
 
 
 def decode_npy(data: bytes, name: str) -> np.ndarray:
@@ -79,16 +85,18 @@ def decode_pfm(data: bytes, name: str) -> np.ndarray:
 
 
 def decode_exr(data: bytes, name: str) -> np.ndarray:
-    """A single-channel EXR, or the red channel of a multi-channel one, as float32 (through OpenCV)."""
-    # OpenCV decodes EXR only with this set; it reads the variable at the first EXR decode, not at import,
-    # so setting it here is enough. An explicit user setting is respected.
-    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    """The depth channel of an EXR as float32: R, else the only channel, else Y (read with the OpenEXR package)."""
+    import OpenEXR
+
     try:
-        image = decode_image(data, name)
-    except InputError:
-        raise InputError(f"cannot read EXR depth {name}: this OpenCV build has no OpenEXR support or the file is "
-                         "damaged; convert it to .npy or .pfm") from None
-    return (image if image.ndim == 2 else image[..., 2]).astype(np.float32)
+        channels = OpenEXR.File(io.BytesIO(data), separate_channels=True).channels()
+    except Exception as exc:  # the bindings raise RuntimeError, and others for malformed headers
+        raise InputError(f"cannot read EXR depth {name}: {exc}") from None
+    names = list(channels)
+    key = "R" if "R" in names else names[0] if len(names) == 1 else "Y"
+    if key not in names:
+        raise InputError(f"EXR {name} has channels {', '.join(names)}: expected R, Y or a single one")
+    return np.asarray(channels[key].pixels, dtype=np.float32)
 
 
 def decode_rgb(data: bytes, name: str) -> np.ndarray:

@@ -46,17 +46,18 @@ class InputItem:
 
 @dataclass
 class Discovery:
-    """The photos found for the command-line paths, and the non-image files skipped in folders."""
+    """The inputs found for the command-line paths, and the other files skipped in folders."""
 
     items: list[InputItem]
     skipped: list[Path]
 
 
-def discover_inputs(paths: Sequence[Path]) -> Discovery:
+def discover_inputs(paths: Sequence[Path], also: frozenset[str] = frozenset()) -> Discovery:
     """Expand files and folders (recursively, sorted, hidden entries ignored) into input items.
 
     A file given directly is taken whatever its suffix; in folders only files with an
-    `IMAGE_EXTENSIONS` suffix are taken and the rest are listed as skipped. When several
+    `IMAGE_EXTENSIONS` suffix, or one in `also` (lower case, e.g. video suffixes), are taken and
+    the rest are listed as skipped. When several
     folders are given, each folder's items are placed under the folder's name. Outputs whose
     relative paths would clash (same path without suffix, compared case-insensitively) get a
     suffix tag or a number; the same file given twice is taken once.
@@ -72,7 +73,7 @@ def discover_inputs(paths: Sequence[Path]) -> Discovery:
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            images, others = _walk(path)
+            images, others = _walk(path, IMAGE_EXTENSIONS | also)
             skipped.extend(others)
             prefix = Path(path.resolve().name or "root") if prefix_folders else Path()
             candidates = [InputItem(f, prefix / f.relative_to(path)) for f in images]
@@ -86,9 +87,10 @@ def discover_inputs(paths: Sequence[Path]) -> Discovery:
 
     if not items:
         folders = ", ".join(str(p) for p in paths)
+        kinds = "images or videos" if also else "images"
         raise UsageError(
-            f"no images in {folders} ({len(skipped)} other file(s) skipped; "
-            f"image suffixes: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"no {kinds} in {folders} ({len(skipped)} other file(s) skipped; "
+            f"suffixes taken: {', '.join(sorted(IMAGE_EXTENSIONS | also))})"
         )
     return Discovery(items=_disambiguate(items), skipped=skipped)
 
@@ -101,8 +103,8 @@ def _identity(path: Path) -> Path:
         return path.absolute()
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files and other files under `folder`, skipping hidden names, sorted by path."""
+def _walk(folder: Path, suffixes: frozenset[str]) -> tuple[list[Path], list[Path]]:
+    """Files under `folder` with one of `suffixes` and the other files, skipping hidden names, sorted by path."""
 
     def fail(exc: OSError) -> None:
         raise UsageError(f"cannot read folder {exc.filename}: {exc.strerror}")
@@ -115,7 +117,7 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
             if name.startswith("."):
                 continue
             file = Path(dirpath, name)
-            (images if file.suffix.lower() in IMAGE_EXTENSIONS else others).append(file)
+            (images if file.suffix.lower() in suffixes else others).append(file)
 
     def order(file: Path) -> tuple[str, ...]:
         return file.relative_to(folder).parts

@@ -1,18 +1,13 @@
 """Video files: probing, decoding selected frames ahead in a thread, and writing outputs in threads.
 
 Writers publish atomically. Each writer fills a hidden temp file or folder in the output folder
-(`.NAME.tmp-XXXXXXXX.mp4`) and renames it to its final name only when closed cleanly. When a run
-stops early (Ctrl+C or an error) a writer is aborted instead: what it has written so far is
-finalised (a video writer is released, so the file is a playable video) and published under a
-clearly partial name, `NAME.partial.mp4` (`NAME.partial` for a folder); if nothing was written,
-the temp output is deleted. A file under the final name is therefore always complete; a clean
-run removes a stale partial output of an earlier run.
-
-Codecs. `VIDEO_CODECS` lists the (FourCC, container suffix) pairs tried in order. This build of
-OpenCV writes MPEG-4 Part 2 (`mp4v`) into .mp4 with its bundled FFmpeg; H.264 (`avc1`) needs an
-encoder it lacks, so it is not tried. When no codec opens, frames go to a folder of numbered PNGs
-(`NAME_frames/000000.png`, ...). Codecs need even frame sizes; an odd last row or column may be
-dropped by the encoder.
+(`.NAME.tmp-XXXXXXXX.mp4`, see `anydepth_cli.io.writers.temp_beside`) and renames it to its final
+name only when closed cleanly. When a run stops early (Ctrl+C or an error) a writer is aborted
+instead: what it has written so far is finalised (a video writer is closed, so the file is a
+playable video) and published under a clearly partial name, `NAME.partial.mp4` (`NAME.partial`
+for a folder); if nothing was written, the temp output is deleted. A file under the final name is
+therefore always complete; a clean run removes a stale partial output of an earlier run. The
+encoders behind the video writers are in `anydepth_cli.io.encoders`.
 """
 
 from __future__ import annotations
@@ -21,21 +16,19 @@ import contextlib
 import math
 import os
 import queue
-import secrets
 import shutil
-import tempfile
 import threading
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError, InputError, OutputError, UsageError
-from anydepth_cli.io.writers import atomic_write, temp_beside, write_color_png
+from anydepth_cli.io.writers import atomic_write, temp_beside
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -43,14 +36,11 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset({
 })  # fmt: skip
 """Lower-case suffixes of the inputs treated as videos."""
 
-VIDEO_CODECS: tuple[tuple[str, str], ...] = (("mp4v", ".mp4"), ("MJPG", ".avi"))
-"""(FourCC, container suffix) pairs a video writer tries, in order."""
-
 DEFAULT_FPS = 30.0
 """Frame rate assumed for a video whose header gives none."""
 
 FRAME_NAME = "{:06d}.png"
-"""File names of the frames in a PNG sequence folder, numbered from 0."""
+"""File names of the frames in a PNG sequence folder, numbered from 0 (`ImageSequenceSink`'s default)."""
 
 _DONE = object()
 
@@ -104,11 +94,28 @@ def _open_capture(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     return capture, info
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Frame rate, size and frame count of a video; InputError if it cannot be read as one."""
+def probe_video(path: Path, start: int = 0) -> VideoInfo:
+    """Frame rate, size and frame count of a video; InputError if it cannot be read as one, UsageError if
+    frame `start` is past its end."""
     capture, info = _open_capture(path)
     capture.release()
+    _check_start(path, info, start)
     return info
+
+
+def check_selection(start: int, max_frames: int | None, stride: int) -> None:
+    """UsageError unless `start`, `max_frames` and `stride` select frames from some video."""
+    if start < 0:
+        raise UsageError(f"--start must be 0 or more, got {start}")
+    if stride < 1:
+        raise UsageError(f"--stride must be at least 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1, got {max_frames}")
+
+
+def _check_start(path: Path, info: VideoInfo, start: int) -> None:
+    if info.frame_count is not None and start >= info.frame_count:
+        raise UsageError(f"--start {start} is past the end of {Path(path).name} ({info.frame_count} frames)")
 
 
 def selected_count(frame_count: int | None, start: int, max_frames: int | None, stride: int) -> int | None:
@@ -131,17 +138,14 @@ class FrameReader:
 
     def __init__(self, path: Path, start: int = 0, max_frames: int | None = None, stride: int = 1,
                  queue_size: int = 8) -> None:
-        if start < 0:
-            raise UsageError(f"--start must be 0 or more, got {start}")
-        if stride < 1:
-            raise UsageError(f"--stride must be at least 1, got {stride}")
-        if max_frames is not None and max_frames < 1:
-            raise UsageError(f"--max-frames must be at least 1, got {max_frames}")
+        check_selection(start, max_frames, stride)
         self.path = Path(path)
         self._capture, self.info = _open_capture(self.path)
-        if self.info.frame_count is not None and start >= self.info.frame_count:
+        try:
+            _check_start(self.path, self.info, start)
+        except UsageError:
             self._capture.release()
-            raise UsageError(f"--start {start} is past the end of {self.path.name} ({self.info.frame_count} frames)")
+            raise
         self.start, self.max_frames, self.stride = start, max_frames, stride
         self.expected = selected_count(self.info.frame_count, start, max_frames, stride)
         """Frames the selection should give according to the header (None if unknown)."""
@@ -212,7 +216,8 @@ class FrameReader:
             self._put(_DONE)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete a file or folder, if it can be."""
     with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -220,7 +225,7 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _move(source: Path, target: Path) -> None:
+def replace_path(source: Path, target: Path) -> None:
     """Rename `source` onto `target`, replacing a folder or file already there."""
     try:
         if target.is_dir() and not target.is_symlink():
@@ -320,7 +325,7 @@ class BackgroundSink(BackgroundWorker):
         except BaseException:
             self._discard()
             raise
-        _remove(partial_name(self.final))
+        remove_path(partial_name(self.final))
         return self.final
 
     def abort(self) -> Path | None:
@@ -342,63 +347,41 @@ class BackgroundSink(BackgroundWorker):
         return None
 
 
-class _VideoFileSink(BackgroundSink):
-    """RGB frames encoded by an opened OpenCV writer into a temp video file."""
-
-    def __init__(self, final: Path, temp: Path, writer: cv2.VideoWriter, size: tuple[int, int],
-                 queue_size: int) -> None:
-        self._temp, self._writer, self._size = temp, writer, size
-        super().__init__(final, queue_size)
-
-    def _handle(self, item: np.ndarray) -> None:
-        if (item.shape[1], item.shape[0]) != self._size or item.dtype != np.uint8:
-            raise InputError(f"frame of {item.shape[1]}x{item.shape[0]} {item.dtype} does not fit a "
-                             f"{self._size[0]}x{self._size[1]} uint8 video (the frame size changed mid-video?)")
-        self._writer.write(cv2.cvtColor(item, cv2.COLOR_RGB2BGR))
-
-    def _finish(self) -> None:
-        self._writer.release()
-
-    def _publish(self, target: Path) -> None:
-        _move(self._temp, target)
-
-    def _discard(self) -> None:
-        self._writer.release()
-        _remove(self._temp)
-
-
 class ImageSequenceSink(BackgroundSink):
-    """Frames saved as numbered files (`FRAME_NAME`) in a folder, by `save(path, frame)`.
+    """Frames saved as numbered files in a folder, by `save(path, frame)`; `name` gives each file's name
+    from the frame's number (`FRAME_NAME` by default).
 
-    With `indexed`, items are (index, frame) and each file is named by its index (with `suffix`)
-    instead of by its position in the sequence.
+    Items are frames numbered by their position in the sequence from 0, or with `indexed`,
+    (number, frame) pairs numbered by the caller. The folder is filled as the frames come, so
+    memory holds no more than the queued frames.
     """
 
     def __init__(self, final: Path, save: Callable[[Path, Any], None], queue_size: int = 8,
-                 indexed: bool = False, suffix: str = ".png") -> None:
+                 indexed: bool = False, name: Callable[[int], str] = FRAME_NAME.format) -> None:
         final = Path(final)
+        self._temp = temp_beside(final)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            self._temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+            self._temp.mkdir()
         except OSError as exc:
             raise OutputError(f"cannot create a folder in {final.parent}: {exc.strerror or exc}") from exc
         self._save = save
         self._indexed = indexed
-        self._suffix = suffix
+        self._name = name
         super().__init__(final, queue_size)
 
     def _handle(self, item: Any) -> None:
         number, frame = item if self._indexed else (self.handled, item)
-        self._save(self._temp / Path(FRAME_NAME.format(number)).with_suffix(self._suffix), frame)
+        self._save(self._temp / self._name(number), frame)
 
     def _finish(self) -> None:
         pass
 
     def _publish(self, target: Path) -> None:
-        _move(self._temp, target)
+        replace_path(self._temp, target)
 
     def _discard(self) -> None:
-        _remove(self._temp)
+        remove_path(self._temp)
 
 
 class NpzFramesSink(BackgroundSink):
@@ -418,7 +401,7 @@ class NpzFramesSink(BackgroundSink):
         self._name = arrays_name
         self._indices: list[int] = []
         self._shape: tuple[int, int] | None = None
-        self._spool_path = final.with_name(f".{final.stem}.spool-{secrets.token_hex(4)}")
+        self._spool_path = temp_beside(final.with_suffix(".spool"))
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             self._spool = open(self._spool_path, "wb")
@@ -445,7 +428,7 @@ class NpzFramesSink(BackgroundSink):
 
     def _discard(self) -> None:
         self._spool.close()
-        _remove(self._spool_path)
+        remove_path(self._spool_path)
 
     def _assemble(self, temp: Path) -> None:
         header = {
@@ -463,38 +446,3 @@ class NpzFramesSink(BackgroundSink):
             for key, value in extras.items():
                 with archive.open(f"{key}.npy", "w") as member:
                     np.save(member, value)
-
-
-def open_video_writer(
-    base: Path,
-    fps: float,
-    size: tuple[int, int],
-    codecs: Sequence[tuple[str, str]] = VIDEO_CODECS,
-    queue_size: int = 8,
-) -> tuple[BackgroundSink, str | None]:
-    """A sink encoding RGB uint8 frames of `size` (width, height) at `fps` into `base` + suffix.
-
-    The first of `codecs` that opens is used (`clip_depth` → `clip_depth.mp4`). If none does,
-    frames are saved as PNGs in the folder `base` + `_frames`. The second value is a note for
-    the user when the first codec was not used (None otherwise).
-    """
-    base = Path(base)
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create folder {base.parent}: {exc.strerror or exc}") from exc
-    for attempt, (fourcc, suffix) in enumerate(codecs):
-        final = base.with_name(base.name + suffix)
-        temp = temp_beside(final)
-        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
-        if writer.isOpened():
-            note = None
-            if attempt:
-                note = f"the {codecs[0][0]} video codec could not be opened; writing {fourcc} to {final} instead"
-            return _VideoFileSink(final, temp, writer, size, queue_size), note
-        writer.release()
-        _remove(temp)
-    folder = base.with_name(base.name + "_frames")
-    tried = ", ".join(f"{fourcc} ({suffix})" for fourcc, suffix in codecs) or "none"
-    note = f"no video codec could be opened (tried {tried}); writing PNG frames to {folder} instead"
-    return ImageSequenceSink(folder, write_color_png, queue_size), note

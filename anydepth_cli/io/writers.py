@@ -1,14 +1,21 @@
-"""Writing depth outputs atomically: colour-mapped PNG, 16-bit PNG, .npy and side-by-side views."""
+"""Writing depth outputs atomically: colour-mapped PNG, 16-bit PNG, OpenEXR, .npy and side-by-side views.
+
+Every file or folder being written lies under a hidden temp name (`temp_beside`) until it is complete.
+A run killed outright (kill -9, power loss) leaves those behind; `claim_output_dir` removes them on the
+next run into the folder, unless another run is writing there at the time.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import re
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -21,6 +28,12 @@ DEFAULT_CMAP = "inferno"
 PNG16_MIN_KEY = "anydepth_min"
 PNG16_MAX_KEY = "anydepth_max"
 PNG16_KIND_KEY = "anydepth_kind"
+EXR_CHANNEL = "Y"
+"""The one channel of our EXR files: luminance, so every EXR reader (OpenCV, FFmpeg, compositors) shows a grey
+picture; compositors shuffle it into their depth channel."""
+EXR_KIND_KEY = "anydepth_kind"
+
+_TEMP_NAME = re.compile(r"\..*\.tmp-[0-9a-f]{8}(\..*)?", re.DOTALL)
 
 _SUGGESTED_CMAPS = ("inferno", "magma", "viridis", "plasma", "turbo", "gray", "Spectral_r")
 _PNG_COMPRESS_LEVEL = 3
@@ -28,8 +41,63 @@ _PERCENTILE_SAMPLE = 1 << 20
 
 
 def temp_beside(path: Path) -> Path:
-    """A hidden, unique temp name in `path`'s folder that keeps its suffix (`.stem.tmp-XXXXXXXX.png`)."""
+    """A hidden, unique temp name in `path`'s folder that keeps its suffix (`.stem.tmp-XXXXXXXX.png`).
+
+    Every temp file and folder anydepth writes among its outputs is named so (`is_temp_name`)."""
     return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of `temp_beside`'s names."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_temp_files(folders: Iterable[Path]) -> int:
+    """Delete the temp files and folders (`is_temp_name`) directly inside each of `folders`; how many were removed."""
+    removed = 0
+    for folder in set(map(Path, folders)):
+        try:
+            entries = [entry for entry in os.scandir(folder) if is_temp_name(entry.name)]
+        except OSError:  # a folder not made yet holds nothing to remove
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def claim_output_dir(root: Path, folders: Iterable[Path]) -> Iterator[int | None]:
+    """Hold the output folder `root` for the run inside the `with`, first removing the temp files that earlier,
+    killed runs left in `folders` (`remove_temp_files`); yields how many, or None when they were left alone.
+
+    Each run holds a shared lock on `root` while it writes; the temp files are removed only when this run is
+    the only one holding it, so runs writing into one folder at once (shards, two terminals) never delete each
+    other's work. Where folders cannot be locked (Windows, some network file systems) nothing is removed.
+    """
+    try:
+        import fcntl
+
+        descriptor = os.open(root, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another run holds the folder, or it cannot be locked
+            removed = None
+        else:
+            removed = remove_temp_files(folders)
+        with contextlib.suppress(OSError):
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+        yield removed
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = False) -> None:
@@ -224,6 +292,29 @@ def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
     info.add_text(PNG16_MAX_KEY, repr(high))
     info.add_text(PNG16_KIND_KEY, kind)
     atomic_write(path, functools.partial(_save_png, Image.fromarray(levels), info))
+
+
+def write_exr(path: Path, values: np.ndarray, kind: str) -> None:
+    """Write a `kind` (depth or disparity) map as a single-channel 32-bit float OpenEXR image.
+
+    The values are stored as they are (non-finite ones too) in channel `EXR_CHANNEL`, ZIP-compressed
+    (lossless), with the kind in the header attribute `anydepth_kind`.
+    """
+    import OpenEXR  # imported on first use, like the other format libraries of a run
+
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"the map must be H×W, got shape {values.shape}")
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, EXR_KIND_KEY: kind}
+
+    def save(temp: Path) -> None:
+        try:
+            with OpenEXR.File(header, {EXR_CHANNEL: values}) as image:
+                image.write(str(temp))
+        except RuntimeError as exc:  # OpenEXR's I/O errors
+            raise OSError(str(exc)) from exc
+
+    atomic_write(path, save)
 
 
 def read_png16(path: Path) -> np.ndarray:

@@ -19,6 +19,7 @@ from anydepth_cli.io.writers import (
     near_is_dark,
     side_by_side,
     write_color_png,
+    write_exr,
     write_npy,
     write_png16,
 )
@@ -62,6 +63,8 @@ class OutputOptions:
             paths["raw"] = base.with_name(f"{base.name}_{kind}.npy")
         elif self.raw == "png16":
             paths["raw"] = base.with_name(f"{base.name}_{kind}16.png")
+        elif self.raw == "exr":
+            paths["raw"] = base.with_name(f"{base.name}_{kind}.exr")
         if self.side_by_side:
             paths["side"] = base.with_name(base.name + "_side.png")
         if self.confidence:
@@ -200,6 +203,8 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
         write_npy(paths["raw"], values)
     elif outputs.raw == "png16":
         write_png16(paths["raw"], values, kind)
+    elif outputs.raw == "exr":
+        write_exr(paths["raw"], values, kind)
     if outputs.side_by_side:
         write_color_png(paths["side"], side_by_side(image, color))
     if "confidence" in paths:

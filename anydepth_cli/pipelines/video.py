@@ -1,4 +1,4 @@
-"""A video through the network: decode ahead → predict in batches (or tiles) → stabilise → write.
+"""Videos through the network: decode ahead → predict in batches (or tiles) → stabilise → write.
 
 Decoding runs in a reader thread, colour mapping in a colouring thread (each frame is coloured
 once for both the depth and the side-by-side video), and each output (colour video,
@@ -6,15 +6,17 @@ side-by-side video, raw maps) in its own writer thread, all linked by bounded qu
 prediction and the (cheap, subsampled) stabilisation run on the caller's thread; decoding,
 colour mapping and encoding overlap with the network and with each other. Outputs are published under their final names only when
 the whole run succeeds; an interrupted or failed run keeps what was written as partial outputs
-(see `anydepth_cli.io.video`).
+(see `anydepth_cli.io.video`). `run_videos` takes many clips one after another.
 
-Outputs for `clip.mp4`, in the output folder:
+Outputs for `clip.mp4` (`VideoOptions.paths`), in the output folder:
 `clip_depth.mp4` colour depth video at the source size and a frame rate of the source's divided
-by `stride` (so that it plays as long as the selected stretch of the source), `clip_side.mp4`
-(with `side_by_side`) the input beside it, and with `raw` the model's own quantity, named for
-it (KIND is `depth` or `disparity`): `clip_KIND.npz` (`KIND` N×H×W float16, `frame_index` the
-source frame numbers, `fps`) or `clip_KIND16/` (one 16-bit PNG per frame, scaled as
-`write_png16` describes). Colours show near bright for either kind.
+by `stride` (so that it plays as long as the selected stretch of the source; `.mkv` for FFV1,
+see `anydepth_cli.io.encoders`), `clip_side.mp4` (with `side_by_side`) the input beside it, and
+with `raw` the model's own quantity, named for it (KIND is `depth` or `disparity`):
+`clip_KIND.npz` (`KIND` N×H×W float16, `frame_index` the source frame numbers, `fps`), or a
+numbered sequence of 32-bit float OpenEXR files `clip_KIND/clip_KIND.000001.exr` or of 16-bit PNGs
+`clip_KIND16/clip_KIND16.000001.png` (scaled as `write_png16` describes), numbered by source frame
+from 1 as editors and compositors count. Colours show near bright for either kind.
 """
 
 from __future__ import annotations
@@ -23,25 +25,19 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from anydepth_cli.errors import InputError
+from anydepth_cli.errors import AnyDepthError, InputError
 from anydepth_cli.inference.align import Affine
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
 from anydepth_cli.inference.tiling import predict_tiled
-from anydepth_cli.io.video import (
-    VIDEO_CODECS,
-    BackgroundSink,
-    BackgroundWorker,
-    FrameReader,
-    ImageSequenceSink,
-    NpzFramesSink,
-    open_video_writer,
-)
-from anydepth_cli.io.writers import DEFAULT_CMAP, side_by_side, write_png16
+from anydepth_cli.io.encoders import CODECS, OPENCV_CODECS, open_video_writer
+from anydepth_cli.io.images import InputItem
+from anydepth_cli.io.video import BackgroundSink, BackgroundWorker, FrameReader, ImageSequenceSink, NpzFramesSink
+from anydepth_cli.io.writers import DEFAULT_CMAP, side_by_side, write_exr, write_png16
 from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, depth_picture, write_point_cloud
 
 @dataclass(frozen=True)
@@ -57,9 +53,31 @@ class VideoOptions:
     start: int = 0
     max_frames: int | None = None
     stride: int = 1
-    codecs: Sequence[tuple[str, str]] = VIDEO_CODECS
+    codec: str = "h264"
+    """h264, mp4v or ffv1 (`anydepth_cli.io.encoders`); FFV1 depth videos are grey whatever `cmap`."""
+    opencv_codecs: Sequence[tuple[str, str]] = OPENCV_CODECS
     pointcloud: PointCloudOptions | None = None
     pointcloud_stride: int = 10
+
+    @property
+    def picture_cmap(self) -> str:
+        """The colour map of the depth pictures: `cmap`, or grey levels for a lossless FFV1 video."""
+        return "gray" if self.codec == "ffv1" else self.cmap
+
+    def paths(self, relative: Path, kind: str) -> dict[str, Path]:
+        """Every output of the clip at `relative` (its path under the input folder), by kind (`depth`, `side`,
+        `raw`, `clouds`), mirroring it under `out_dir`; raw outputs are named for the model's output `kind`."""
+        base = self.out_dir / relative.parent / relative.stem
+        suffix = CODECS[self.codec]
+        paths = {"depth": base.with_name(f"{base.name}_depth{suffix}")}
+        if self.side_by_side:
+            paths["side"] = base.with_name(f"{base.name}_side{suffix}")
+        raw_name = {"npz": f"{base.name}_{kind}.npz", "png16": f"{base.name}_{kind}16", "exr": f"{base.name}_{kind}"}
+        if self.raw is not None:
+            paths["raw"] = base.with_name(raw_name[self.raw])
+        if self.pointcloud is not None:
+            paths["clouds"] = base.with_name(base.name + "_clouds")
+        return paths
 
 
 class VideoReporter(Protocol):
@@ -114,23 +132,30 @@ class _Colourer(BackgroundWorker):
 
     def _handle(self, job: _FrameJob) -> None:
         values = job.fit.apply(job.values) if job.fit is not None else job.values
-        colour = depth_picture(values, self.kind, self.options.cmap, self.options.invert, job.value_range)
+        colour = depth_picture(values, self.kind, self.options.picture_cmap, self.options.invert, job.value_range)
         self.depth.put(colour)
         if self.side is not None:
             self.side.put(side_by_side(job.rgb, colour))
         if self.raw is not None:
-            self.raw.put((job.index, values) if self.options.raw == "npz" else values)
+            # The npz keeps the source's frame indices; sequence files count frames from 1, as editors do.
+            self.raw.put((job.index if self.options.raw == "npz" else job.index + 1, values))
         if self.clouds is not None and self.count % self.options.pointcloud_stride == 0:
             self.clouds.put((job.index, (job.rgb, values)))
         self.count += 1
 
 
+def _sequence_names(folder: Path, suffix: str) -> Callable[[int], str]:
+    """File names of a numbered sequence in `folder`: `clip_depth/clip_depth.000001.exr`."""
+    return lambda number: f"{folder.name}.{number:06d}{suffix}"
+
+
 class _Outputs:
     """Every writer of one run, opened on the first frame, behind a colouring stage that feeds them."""
 
-    def __init__(self, summary: VideoSummary, options: VideoOptions, kind: str, queue_size: int,
-                 warn: Callable[[str], None]) -> None:
-        self.summary, self.options, self.kind, self.queue_size, self.warn = summary, options, kind, queue_size, warn
+    def __init__(self, summary: VideoSummary, options: VideoOptions, paths: dict[str, Path], kind: str,
+                 queue_size: int, warn: Callable[[str], None]) -> None:
+        self.summary, self.options, self.paths, self.kind = summary, options, paths, kind
+        self.queue_size, self.warn = queue_size, warn
         self.sinks: dict[str, BackgroundSink] = {}
         self.colourer: _Colourer | None = None
 
@@ -154,37 +179,40 @@ class _Outputs:
         return written, [path for path in kept if path is not None]
 
     def _open(self, width: int, height: int) -> _Colourer:
-        options, summary, kind = self.options, self.summary, self.kind
-        summary.size = (width, height)
-        base = options.out_dir / summary.video.stem
-        depth, note = open_video_writer(base.with_name(base.name + "_depth"), summary.fps, (width, height),
-                                        options.codecs, self.queue_size)
-        self.sinks["depth"] = depth
-        notes = [note]
-        if options.side_by_side:
-            side, note = open_video_writer(base.with_name(base.name + "_side"), summary.fps, (2 * width, height),
-                                           options.codecs, self.queue_size)
-            self.sinks["side"] = side
-            notes.append(note)
-        if options.raw == "npz":
-            self.sinks["raw"] = NpzFramesSink(base.with_name(f"{base.name}_{kind}.npz"), {"fps": summary.fps},
-                                              arrays_name=kind, queue_size=self.queue_size)
-        elif options.raw == "png16":
-            self.sinks["raw"] = ImageSequenceSink(base.with_name(f"{base.name}_{kind}16"),
-                                                  functools.partial(write_png16, kind=kind), self.queue_size)
-        if options.pointcloud is not None:
-            cloud_options = options.pointcloud
-
-            def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
-                write_point_cloud(path, *frame, kind, cloud_options)
-
-            self.sinks["clouds"] = ImageSequenceSink(base.with_name(base.name + "_clouds"), save_cloud,
-                                                     self.queue_size, indexed=True, suffix=".ply")
-        for message in notes:
-            if message:
-                self.warn(message)
-        self.colourer = _Colourer(options, kind, self.sinks, self.queue_size)
+        self.summary.size = (width, height)
+        self._open_video("depth", (width, height), grey=self.options.codec == "ffv1")
+        if "side" in self.paths:
+            self._open_video("side", (2 * width, height))
+        raw = self.paths.get("raw")
+        if self.options.raw == "npz":
+            self.sinks["raw"] = NpzFramesSink(raw, {"fps": self.summary.fps}, arrays_name=self.kind,
+                                              queue_size=self.queue_size)
+        elif raw is not None:
+            write = write_exr if self.options.raw == "exr" else write_png16
+            suffix = ".exr" if self.options.raw == "exr" else ".png"
+            self.sinks["raw"] = ImageSequenceSink(raw, functools.partial(write, kind=self.kind), self.queue_size,
+                                                  indexed=True, name=_sequence_names(raw, suffix))
+        if "clouds" in self.paths:
+            self._open_clouds()
+        self.colourer = _Colourer(self.options, self.kind, self.sinks, self.queue_size)
         return self.colourer
+
+    def _open_video(self, output: str, size: tuple[int, int], grey: bool = False) -> None:
+        options = self.options
+        sink, note = open_video_writer(self.paths[output].with_suffix(""), self.summary.fps, size, options.codec,
+                                       self.queue_size, grey, options.opencv_codecs)
+        self.sinks[output] = sink
+        if note:
+            self.warn(note)
+
+    def _open_clouds(self) -> None:
+        kind, cloud_options = self.kind, self.options.pointcloud
+
+        def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
+            write_point_cloud(path, *frame, kind, cloud_options)
+
+        self.sinks["clouds"] = ImageSequenceSink(self.paths["clouds"], save_cloud, self.queue_size, indexed=True,
+                                                 name="{:06d}.ply".format)
 
 
 def run_video(
@@ -195,8 +223,10 @@ def run_video(
     reporter: VideoReporter,
     batch_size: int = 1,
     max_pixels: int | None = None,
+    relative: Path | None = None,
 ) -> VideoSummary:
-    """Predict every selected frame of `video` and write the outputs `options` asks for.
+    """Predict every selected frame of `video` and write the outputs `options` asks for, named after
+    `relative` (the clip's path under its input folder; default: its file name).
 
     Frames go through `predictor` `batch_size` at a time, or one by one through tiled
     inference when `tiling` applies to the frame size. Unless `options.stabilize` is off, each
@@ -207,6 +237,7 @@ def run_video(
     """
     started = time.perf_counter()
     summary = VideoSummary(video=Path(video))
+    relative = Path(relative or summary.video.name)
     queue_size = 2 * batch_size + 2
     with FrameReader(video, options.start, options.max_frames, options.stride, queue_size) as reader:
         width, height = reader.info.width, reader.info.height
@@ -214,40 +245,26 @@ def run_video(
             raise InputError(f"{summary.video.name}: frames are too large ({width}x{height} = {width * height} "
                              f"pixels, limit {max_pixels}); pass --max-pixels {width * height} to allow it")
         summary.expected, summary.fps = reader.expected, reader.info.fps / options.stride
-        reporter.started(summary.video, reader.expected)
+        reporter.started(relative, reader.expected)
 
         def warn(message: str) -> None:
             summary.warnings.append(message)
             reporter.warn(message)
 
-        outputs = _Outputs(summary, options, predictor.output_kind, queue_size, warn)
+        kind = predictor.output_kind
+        outputs = _Outputs(summary, options, options.paths(relative, kind), kind, queue_size, warn)
         stabilizer = FrameStabilizer() if options.stabilize else None
         colour_range = ClipColourRange() if options.stabilize else None
-
-        def emit(frames: list[tuple[int, np.ndarray]], maps: list[np.ndarray]) -> None:
-            for (index, rgb), values in zip(frames, maps):
-                fit = value_range = None
-                if stabilizer is not None and colour_range is not None:
-                    fit = stabilizer.fit(values)
-                    value_range = colour_range.update(values, fit)
-                outputs.put(_FrameJob(index, rgb, values, fit, value_range))
-            summary.frames += len(frames)
-            reporter.frames_done(len(frames))
-
         try:
-            batch: list[tuple[int, np.ndarray]] = []
-            for index, frame in reader:
-                if summary.frames == 0 and not batch:
-                    summary.tiled = tiling.applies(frame, predictor.input_size)
-                if summary.tiled:
-                    emit([(index, frame)], [predict_tiled(frame, predictor, tiling.config).values])
-                    continue
-                batch.append((index, frame))
-                if len(batch) >= batch_size:
-                    emit(batch, predictor.predict_batch([image for _, image in batch]))
-                    batch = []
-            if batch:
-                emit(batch, predictor.predict_batch([image for _, image in batch]))
+            for frames, maps in _predicted(reader, predictor, tiling, batch_size, summary):
+                for (index, rgb), values in zip(frames, maps):
+                    fit = value_range = None
+                    if stabilizer is not None and colour_range is not None:
+                        fit = stabilizer.fit(values)
+                        value_range = colour_range.update(values, fit)
+                    outputs.put(_FrameJob(index, rgb, values, fit, value_range))
+                summary.frames += len(frames)
+                reporter.frames_done(len(frames))
             if summary.frames == 0:
                 raise InputError(f"no frame of {summary.video} could be decoded from frame {options.start} on")
             summary.outputs = outputs.close()
@@ -261,4 +278,79 @@ def run_video(
         if shortfall:
             warn(shortfall)
     summary.seconds = time.perf_counter() - started
+    return summary
+
+
+_Frames = list[tuple[int, np.ndarray]]
+
+
+def _predicted(frames: Iterable[tuple[int, np.ndarray]], predictor: MapPredictor, tiling: TilingOptions,
+               batch_size: int, summary: VideoSummary) -> Iterator[tuple[_Frames, list[np.ndarray]]]:
+    """The (index, frame) pairs with their maps, `batch_size` at a time, or one by one through tiled inference
+    when `tiling` applies to the first frame (then `summary.tiled` is set)."""
+    batch: _Frames = []
+    for position, (index, frame) in enumerate(frames):
+        if position == 0:
+            summary.tiled = tiling.applies(frame, predictor.input_size)
+        if summary.tiled:
+            yield [(index, frame)], [predict_tiled(frame, predictor, tiling.config).values]
+            continue
+        batch.append((index, frame))
+        if len(batch) >= batch_size:
+            yield batch, predictor.predict_batch([image for _, image in batch])
+            batch = []
+    if batch:
+        yield batch, predictor.predict_batch([image for _, image in batch])
+
+
+class ClipsReporter(VideoReporter, Protocol):
+    """Where the progress of many clips goes: each clip's frames, and the clips skipped or failed."""
+
+    def clip_skipped(self, relative: Path) -> None: ...
+
+    def clip_failed(self, relative: Path, reason: str) -> None: ...
+
+
+@dataclass
+class ClipsSummary:
+    """What a run over many clips did: each clip written, clips skipped as done, clips failed with reasons, time."""
+
+    written: list[VideoSummary] = field(default_factory=list)
+    skipped: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_videos(
+    items: Sequence[InputItem],
+    predictor: MapPredictor,
+    options: VideoOptions,
+    tiling: TilingOptions,
+    reporter: ClipsReporter,
+    batch_size: int = 1,
+    max_pixels: int | None = None,
+    skip_existing: bool = False,
+) -> ClipsSummary:
+    """`run_video` on each clip in turn, its outputs mirroring its relative path under `options.out_dir`.
+
+    With `skip_existing`, a clip whose outputs all exist (each is published only when whole) is
+    skipped; a clip that fails is recorded with its reason and the others go on.
+    """
+    summary = ClipsSummary()
+    started = time.perf_counter()
+    try:
+        for item in items:
+            outputs = options.paths(item.relative, predictor.output_kind).values()
+            if skip_existing and all(path.exists() for path in outputs):
+                summary.skipped += 1
+                reporter.clip_skipped(item.relative)
+                continue
+            try:
+                summary.written.append(run_video(item.path, predictor, options, tiling, reporter, batch_size,
+                                                 max_pixels, item.relative))
+            except AnyDepthError as exc:
+                summary.failed.append((item.path, str(exc)))
+                reporter.clip_failed(item.relative, str(exc))
+    finally:
+        summary.seconds = time.perf_counter() - started
     return summary

@@ -1,123 +1,36 @@
-"""Training data: the samples of several sources, checked and optionally quality-filtered, and augmented crops.
+"""Training batches: augmented crops of the checked samples, in an order drawn from the seed.
 
 Every random choice of a sample (crop scale and position, flip, colour jitter) is drawn from a generator
-seeded by (seed, epoch, sample index), and the order of an epoch is a permutation seeded by (seed, epoch):
-the batches do not depend on the number of processes, data workers or where a run was resumed.
+seeded by (seed, epoch, position in the epoch), and the order of an epoch from one seeded by (seed, epoch):
+a permutation of all samples, or with a --mix a draw of a dataset per position by its probability and of that
+dataset's samples in permutation order. Each process takes every world-size-th position, so the batches do not
+depend on the number of processes, data workers or where a run was resumed.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from anydepth_cli.datasets.files import read_rgb
+from anydepth_cli.datasets.generic import Pair
+from anydepth_cli.datasets.sources import GroundTruth
 from anydepth_cli.errors import InputError
-from anydepth_cli.datasets.files import read_mask, read_rgb
-from anydepth_cli.datasets.generic import Pair, load_pairs, read_depth
-from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.inference.preprocess import MEAN, STD, to_float_rgb
 from anydepth_cli.training.distributed import World
+from anydepth_cli.training.sources import DataReport
 
 MAX_ZOOM = 1.5
 """Crops are taken after resizing the shorter side to between 1 and MAX_ZOOM times the crop side."""
 JITTER = 0.1
 """Brightness, contrast and saturation are each scaled by a factor in [1 − JITTER, 1 + JITTER]."""
 GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def load_sources(sources: Sequence[Path]) -> list[Pair]:
-    """The pairs of every source (a folder or a manifest, as `anydepth eval` reads them), in the order given."""
-    return [pair for source in sources for pair in load_pairs(source)]
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image from its header; InputError if it cannot be opened."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-
-
-def _ground_truth(pair: Pair, depth_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Depth and validity (depth > 0, finite, inside the mask) of a pair; InputError for unreadable or misfitting files."""
-    depth = read_depth(pair.depth, depth_scale)
-    valid = depth > 0
-    if pair.mask is not None:
-        mask = read_mask(pair.mask)
-        if mask.shape != depth.shape:
-            raise InputError(f"{pair.mask}: mask is {mask.shape[1]}×{mask.shape[0]}, depth {depth.shape[1]}×{depth.shape[0]}")
-        valid &= mask
-    return depth, valid
-
-
-@dataclass
-class DataReport:
-    """The samples to train on and those left out, with the reason."""
-
-    samples: list[Pair]
-    found: int
-    no_valid: list[str] = field(default_factory=list)
-    """Depth files without a valid pixel."""
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-    """(file, reason) of samples that could not be read or whose sizes disagree."""
-    dropped: list[str] = field(default_factory=list)
-    """Images left out by the quality filter (--keep)."""
-
-
-def _check(pair: Pair, depth_scale: float, score: bool) -> tuple[str, str | ScoreRow | None]:
-    """('ok', score row or None), ('empty', None) or ('unreadable', reason) for one sample."""
-    try:
-        depth, valid = _ground_truth(pair, depth_scale)
-        size = _image_size(pair.image)
-    except InputError as exc:
-        return "unreadable", str(exc)
-    if size != depth.shape:
-        return "unreadable", (f"{pair.image}: image is {size[1]}×{size[0]}, depth {pair.depth.name} is "
-                              f"{depth.shape[1]}×{depth.shape[0]}")
-    if not valid.any():
-        return "empty", None
-    return "ok", (score_array(np.where(valid, depth, 0.0)) if score else None)
-
-
-def scan(pairs: Sequence[Pair], depth_scale: float = 1000.0, keep: float | None = None, workers: int = 1,
-         progress: Callable[[], None] | None = None) -> DataReport:
-    """Read every sample's ground truth once: skip those without a valid pixel or unreadable, and with `keep`
-    apply the data-quality filter of `anydepth score --keep` (DDS and GCS on the ground truth)."""
-    report = DataReport([], len(pairs))
-    rows: list[ScoreRow] = []
-    usable: list[Pair] = []
-
-    def check(pair: Pair) -> tuple[str, str | ScoreRow | None]:
-        return _check(pair, depth_scale, keep is not None)
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for pair, (status, detail) in zip(pairs, pool.map(check, pairs)):
-            if progress is not None:
-                progress()
-            if status == "unreadable":
-                report.unreadable.append((str(pair.image), str(detail)))
-            elif status == "empty":
-                report.no_valid.append(str(pair.depth))
-            else:
-                if isinstance(detail, ScoreRow):
-                    rows.append(replace(detail, path=str(len(usable))))
-                usable.append(pair)
-    if keep is None:
-        report.samples = usable
-    else:
-        kept = {int(index) for index in select_keep(rows, keep)}
-        report.samples = [pair for i, pair in enumerate(usable) if i in kept]
-        report.dropped = [str(pair.image) for i, pair in enumerate(usable) if i not in kept]
-    return report
 
 
 def augment(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, crop: int,
@@ -149,30 +62,31 @@ def augment(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, crop: int,
 
 
 class TrainSet(Dataset):
-    """Augmented training crops; item `(epoch, index)` is sample `index` as augmented in that epoch.
+    """Augmented training crops; item `(epoch, position, index)` is sample `index` as augmented at that position
+    of that epoch.
 
     An item is a dict of `image` (3, S, S) normalised, `target` (S, S) in the target space (depth, or
     disparity = 1/depth), `valid` (S, S) and `error` (empty, or why the sample could not be read, in which
     case it is all invalid and adds nothing to the loss).
     """
 
-    def __init__(self, samples: Sequence[Pair], crop: int, target: str, seed: int, depth_scale: float = 1000.0) -> None:
+    def __init__(self, samples: Sequence[Pair], truths: Sequence[GroundTruth], crop: int, target: str, seed: int) -> None:
         self.samples = list(samples)
+        self.truths = list(truths)
         self.crop = crop
         self.target = target
         self.seed = seed
-        self.depth_scale = depth_scale
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor | str]:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor | str]:
+        epoch, position, index = key
         pair = self.samples[index]
-        rng = np.random.default_rng([self.seed, epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, position])
         try:
             rgb = read_rgb(pair.image)
-            depth, valid = _ground_truth(pair, self.depth_scale)
+            depth, valid = self.truths[index].read(pair)
             if rgb.shape[:2] != depth.shape:
                 raise InputError(f"{pair.image}: image and depth sizes differ")
         except InputError as exc:
@@ -186,29 +100,78 @@ class TrainSet(Dataset):
                 "valid": torch.from_numpy(valid), "error": ""}
 
 
+@dataclass(frozen=True)
+class Mix:
+    """How an epoch draws its samples: `sizes` of the datasets (in sample order) and their probabilities
+    (`weights`), or None for each sample once, in proportion to the sizes."""
+
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...] | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(self.sizes)
+
+    @classmethod
+    def of(cls, report: DataReport) -> Mix:
+        """The mix of a data report: its datasets' sizes and --mix probabilities."""
+        sizes = report.groups()
+        weights = None if report.weights is None else tuple(report.weights[name] for name in sizes)
+        return cls(tuple(sizes.values()), weights)
+
+
+def _cycled(size: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` indices below `size`: permutations of them one after another."""
+    rounds = -(-length // size)
+    return np.concatenate([rng.permutation(size) for _ in range(rounds)])[:length] if length else np.zeros(0, np.int64)
+
+
+def epoch_order(mix: Mix, epoch: int, seed: int) -> np.ndarray:
+    """The sample indices of `epoch`, one per position, `mix.count` positions (see the module)."""
+    if mix.weights is None:
+        generator = torch.Generator().manual_seed(seed + epoch)  # the order DistributedSampler gives
+        return torch.randperm(mix.count, generator=generator).numpy()
+    rng = np.random.default_rng([seed, epoch])
+    drawn = rng.choice(len(mix.sizes), size=mix.count, p=np.asarray(mix.weights) / sum(mix.weights))
+    order = np.empty(mix.count, dtype=np.int64)
+    start = 0
+    for group, size in enumerate(mix.sizes):
+        where = np.flatnonzero(drawn == group)
+        order[where] = start + _cycled(size, len(where), np.random.default_rng([seed, epoch, group + 1]))
+        start += size
+    return order
+
+
 def batches_per_epoch(count: int, batch_size: int, world: World) -> int:
     """Batches each process gets per epoch (the tail that does not fill a batch on every process is left out)."""
     return count // world.size // batch_size
 
 
-def epoch_batches(count: int, batch_size: int, world: World, epoch: int, seed: int) -> list[list[tuple[int, int]]]:
+def epoch_batches(mix: Mix, batch_size: int, world: World, epoch: int, seed: int) -> list[list[tuple[int, int, int]]]:
     """This process's batches of `epoch`: keys of TrainSet.
 
-    The epoch's permutation is the same for any number of processes, and process r takes every world-size-th
-    sample from r, so the k-th batches of all processes together are always the same global batch.
+    The epoch's order is the same for any number of processes, and process r takes every world-size-th
+    position from r, so the k-th batches of all processes together are always the same global batch.
     """
-    sampler = DistributedSampler(range(count), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
-    sampler.set_epoch(epoch)
-    indices = list(sampler)
-    usable = len(indices) // batch_size * batch_size
-    return [[(epoch, i) for i in indices[start:start + batch_size]] for start in range(0, usable, batch_size)]
+    order = epoch_order(mix, epoch, seed)
+    positions = range(world.rank, mix.count // world.size * world.size, world.size)
+    keys = [(epoch, position, int(order[position])) for position in positions]
+    usable = len(keys) // batch_size * batch_size
+    return [keys[start:start + batch_size] for start in range(0, usable, batch_size)]
 
 
-def batch_keys(count: int, batch_size: int, world: World, seed: int, start: int = 0) -> Iterator[list[tuple[int, int]]]:
+def batch_keys(mix: Mix, batch_size: int, world: World, seed: int, start: int = 0) -> Iterator[list[tuple[int, int, int]]]:
     """This process's batches, epoch after epoch without end, from its `start`-th batch on."""
-    per_epoch = batches_per_epoch(count, batch_size, world)
+    per_epoch = batches_per_epoch(mix.count, batch_size, world)
     epoch, offset = divmod(start, per_epoch)
     while True:
-        yield from epoch_batches(count, batch_size, world, epoch, seed)[offset:]
+        yield from epoch_batches(mix, batch_size, world, epoch, seed)[offset:]
         epoch, offset = epoch + 1, 0
+
+
+def make_loader(report: DataReport, crop: int, target: str, seed: int, batch_size: int, world: World, start: int,
+                workers: int, pin_memory: bool) -> DataLoader:
+    """The batches of this process from its `start`-th on, read by `workers` processes."""
+    dataset = TrainSet(report.samples, report.truths, crop, target, seed)
+    return DataLoader(dataset, batch_sampler=batch_keys(Mix.of(report), batch_size, world, seed, start),
+                      num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)

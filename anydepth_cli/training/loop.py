@@ -21,7 +21,6 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from anydepth_cli.errors import TrainingError, UsageError
 from anydepth_cli.datasets.generic import Pair
@@ -32,14 +31,14 @@ from anydepth_cli.inference.predictor import DepthPredictor, select_device, sele
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
-from anydepth_cli.io.writers import write_lines
 from anydepth_cli.training import distributed, run
 from anydepth_cli.training.batchnorm import MODES as BATCHNORM_MODES
 from anydepth_cli.training.batchnorm import prepare_head, set_training_mode
-from anydepth_cli.training.data import DataReport, TrainSet, batch_keys, batches_per_epoch, load_sources, scan
+from anydepth_cli.training.data import batches_per_epoch, make_loader
 from anydepth_cli.training.distributed import World
 from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss, relu_raising_below
 from anydepth_cli.training.report import Reporter, TrainSummary
+from anydepth_cli.training.sources import DataReport, load_sources, parse_values, training_data, write_data_lists
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
@@ -49,7 +48,8 @@ TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu"}
 PRECISIONS = (*INFERENCE_PRECISIONS, "fp64")
 """fp64 is a reference mode: it shows that runs which differ only in float rounding agree."""
 RESUMED = ("data", "target", "val", "val_every", "steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay",
-           "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad", "batchnorm")
+           "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad", "data_root", "mix",
+           "max_depth", "batchnorm")
 """The options a run stores; `--resume` reuses them unless they are given again."""
 WARMUP_FRACTION = 0.05
 DEAD_FRACTION = 0.95
@@ -87,6 +87,12 @@ class TrainOptions:
     depth_scale: float = 1000.0
     save_every: int = 500
     clip_grad: float = 1.0
+    data_root: tuple[Path, ...] = ()
+    """`DIR`, or `NAME=DIR` for one dataset: what relative and foreign paths of list files resolve against."""
+    mix: str | None = None
+    """`NAME=WEIGHT,...`: the probability of drawing each dataset (None: in proportion to their sizes)."""
+    max_depth: str | None = None
+    """`NAME=METRES,...`: depth caps replacing the datasets' defaults (inf: none)."""
     batchnorm: str | None = None
     """None: `train` for a fresh head, `frozen` for a checkpoint (or the mode of the run being resumed)."""
     explicit: frozenset[str] = frozenset()
@@ -117,6 +123,11 @@ class TrainOptions:
             problems.append(f"--keep must be a fraction in (0, 1], got {self.keep}")
         if not self.depth_scale > 0:
             problems.append("--depth-scale must be positive")
+        for option, text, finite in (("--mix", self.mix, True), ("--max-depth", self.max_depth, False)):
+            try:
+                parse_values(text, option, finite)
+            except UsageError as exc:
+                problems.append(str(exc))
         if self.model is not None and self.arch is not None:
             problems.append("pass either --model or --arch, not both")
         if self.encoder_weights is not None and self.checkpoint is not None:
@@ -320,29 +331,16 @@ def _training_data(options: TrainOptions, world: World, reporter: Reporter, crop
                    start: int) -> _Data:
     """Read and check the sources (rank 0 scans, the others receive its report) and open this process's batch
     stream at optimizer step `start`; UsageError when the data cannot fill one step."""
-    if not options.data:
-        raise UsageError("no training data: pass one or more folders or manifests")
-    pairs = load_sources(options.data)
+    report = training_data(options.data, world, reporter, roots=options.data_root, mix=options.mix, keep=options.keep,
+                           depth_scale=options.depth_scale, max_depth=options.max_depth, workers=max(1, options.workers))
     val_pairs = load_sources(options.val)
-    report = None
-    if world.main:
-        reporter.scanning(len(pairs))
-        report = scan(pairs, options.depth_scale, options.keep, max(1, options.workers), reporter.scanned)
-    report = distributed.broadcast(world, report)
-    reporter.data(report)
     count = len(report.samples)
-    if count == 0:
-        raise UsageError(f"no usable training samples among {report.found} ({len(report.no_valid)} without a valid "
-                         f"pixel, {len(report.unreadable)} unreadable, {len(report.dropped)} dropped by --keep)")
     per_epoch = batches_per_epoch(count, options.batch_size, world)
     if per_epoch < options.grad_accum:
         raise UsageError(f"{count} sample(s) cannot fill one step of {options.batch_size * options.grad_accum * world.size} "
                          "images: lower --batch-size or --grad-accum, or add data")
-    dataset = TrainSet(report.samples, crop, options.target, options.seed, options.depth_scale)
-    loader = DataLoader(dataset, batch_sampler=batch_keys(count, options.batch_size, world, options.seed,
-                                                          start * options.grad_accum),
-                        num_workers=options.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=options.workers > 0)
+    loader = make_loader(report, crop, options.target, options.seed, options.batch_size, world,
+                         start * options.grad_accum, options.workers, device.type == "cuda")
     return _Data(report, iter(loader), val_pairs, per_epoch)
 
 
@@ -500,8 +498,7 @@ class _Run:
         if self.world.main:
             if self.saved == self.start:
                 run.write_arch(self.folder, self.config)
-                if self.data.report.dropped:
-                    write_lines(self.folder / run.DROPPED, self.data.report.dropped)
+                write_data_lists(self.folder, self.data.report)
             run.save_model(self.folder, self.network)
             run.save_last(self.folder, {
                 "step": self.step, "arch": self.config.to_dict(), "head": self.network.head.state_dict(),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from anydepth_cli.training.data import DataReport
+    from anydepth_cli.training.sources import DataReport
 
 
 class Reporter:

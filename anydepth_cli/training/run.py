@@ -5,7 +5,9 @@
   loadable with `--checkpoint RUN/model.pth --arch RUN/arch.json`;
 - `last.pth`: the head's weights, the optimizer, scheduler and gradient-scaler states, the RNG states, the
   step and the architecture (the frozen encoder is read back from `model.pth`);
-- `metrics.csv`: step, loss, lr, val AbsRel and δ1; `loss.png`: the curves; `dropped.txt`: samples left out.
+- `metrics.csv`: step, loss, lr, val AbsRel and δ1; `loss.png`: the curves;
+- `dropped.txt`: the samples --keep left out, `skipped.txt`: the unreadable ones with the reason, each in a
+  section per source (a `# SOURCE: N of FOUND` line, then one sample a line).
 
 Every file is written to a temporary name and renamed into place, so a kill leaves the previous version.
 """
@@ -33,6 +35,7 @@ LAST = "last.pth"
 METRICS = "metrics.csv"
 PLOT = "loss.png"
 DROPPED = "dropped.txt"
+SKIPPED = "skipped.txt"
 METRIC_FIELDS = ("step", "loss", "lr", "val_abs_rel", "val_delta1")
 TRAIN_LAYOUT = "anydepth-train"
 

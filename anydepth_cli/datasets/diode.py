@@ -1,0 +1,41 @@
+"""DIODE, the validation split, indoor and outdoor (771 images), as in the standard evaluation tar
+`diode/diode_val.tar`.
+
+Format (DIODE, Vasiljevic et al., 2019, as published at diode-dataset.org and distributed in Marigold's
+evaluation data): `{indoors,outdoor}/scene_<n>/scan_<n>/<name>.png` (768×1024 RGB),
+`<name>_depth.npy` (float32 depth in metres, 768×1024×1) and `<name>_depth_mask.npy` (the pixels whose
+depth is valid, nonzero = valid). Standard filename list (Marigold's
+`data_split/diode_depth/diode_val_all_filename_list.txt`): `RGB DEPTH MASK`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.files import decode_npy
+from anydepth_cli.errors import InputError
+
+NAME = "diode"
+TITLE = "DIODE"
+LOCATION = "diode/diode_val.tar"
+STANDARD_COUNT = 771
+NAMING = NamingRule(r"(.+)\.png", rgb=r"\g<0>", depth=r"\1_depth.npy", mask=r"\1_depth_mask.npy")
+
+
+def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Depth in metres (float32) and the published validity mask, which alone says which pixels count."""
+    if mask is None:
+        raise InputError(f"{name} has no depth mask (DIODE's *_depth_mask.npy)")
+    metres = decode_npy(depth, name).astype(np.float32)
+    valid = decode_npy(mask, f"the mask of {name}") != 0
+    if valid.shape != metres.shape:
+        raise InputError(f"{name}: the mask is {valid.shape[1]}x{valid.shape[0]}, the depth {metres.shape[1]}x{metres.shape[0]}")
+    return metres, valid
+
+
+def sample_from_line(fields: list[str]) -> Sample | None:
+    """`RGB DEPTH MASK`."""
+    if len(fields) < 3:
+        raise InputError(f"a DIODE line needs RGB DEPTH MASK, got {' '.join(fields)!r}")
+    return Sample(fields[0], fields[1], fields[2])
