@@ -120,7 +120,7 @@ def evaluate(
     model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the networks see, in pixels. \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Size the networks see, in pixels: the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's (see `models info`). \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
     preset: Annotated[str, typer.Option(help="Evaluation convention: nyu (Eigen crop, 0.001–10 m), kitti (Garg crop, 0.001–80 m) or default (no crop, each image's own depth range).", rich_help_panel=DATA)] = "default",
     depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres. \\[default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv, eval_summary.md and eval_abs_rel.png.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
