@@ -45,8 +45,7 @@ def models(ctx: typer.Context) -> None:
 
 @app.command(cls=Command)
 def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
-    """Print a model's card: weights, architecture, what its output means and why, how photos are resized for it,
-    licence, cache."""
+    """Print a model's card: weights, architecture, what its output means and why, its resizing, licence, cache."""
     import json
 
     from anydepth_cli.io.writers import describe_kind
