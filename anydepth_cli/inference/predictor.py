@@ -4,7 +4,8 @@ Resizing. Images are resized for the network, and its maps brought back, by the 
 (`NetworkConfig.resize`, `preprocess.RESIZINGS`): every runtime, and through them tiles, video frames, `eval` and the
 Python API, resize the same way.
 
-Memory. Every network input holds at most `token_cap` patches (`capped_network_size`). Before
+Memory. Every network input holds at most `token_cap` patches (`capped_network_size`; Depth Anything 3's pipeline,
+which sets the longer side, never exceeds a square input). Before
 each network call the predictor estimates what a batch needs (`BatchedPredictor.memory_needed`:
 `memory.activation_bytes_per_token` of the architecture, which errs high, plus the image's own float copy and
 output map) and runs no more images together than fit in `MEMORY_SHARE` of what the machine
@@ -173,10 +174,11 @@ def check_predictor_settings(input_size: int, patch_size: int, batch_size: int) 
 
 
 class DepthPredictor(BatchedPredictor):
-    """A loaded PyTorch network with its input size, device, precision and batch size."""
+    """A loaded PyTorch network with its input size (by default its pipeline's), device, precision and batch size."""
 
-    def __init__(self, network: DepthNetwork, input_size: int = 518, device: torch.device | None = None,
+    def __init__(self, network: DepthNetwork, input_size: int | None = None, device: torch.device | None = None,
                  dtype: torch.dtype = torch.float32, batch_size: int = 4) -> None:
+        input_size = input_size or network.config.default_input_size
         check_predictor_settings(input_size, network.config.patch_size, batch_size)
         self.device = device or torch.device("cpu")
         self.network = network.to(self.device).eval()
