@@ -207,8 +207,9 @@ class _Recorder:
         self.input_size = input_size
         self.calls: list[list[tuple[int, int]]] = []
 
-    def predict_batch(self, images):
+    def predict_batch(self, images, sizes=None):
         self.calls.append([image.shape[:2] for image in images])
+        assert sizes is None or list(sizes) == [image.shape[:2] for image in images], "these sets' depth is photo-sized"
         return [image[..., 0].astype(np.float32) + 1 for image in images]
 
 
@@ -249,11 +250,11 @@ def test_reading_inference_and_scoring_overlap(roots, monkeypatch):
         return load(benchmark, files, sample)
 
     class Waiting(_Recorder):
-        def predict_batch(self, images):
+        def predict_batch(self, images, sizes=None):
             predicting[len(self.calls)].set()
             if not self.calls:
                 overlapped.append(("read during inference", reading[1].wait(10)))
-            return super().predict_batch(images)
+            return super().predict_batch(images, sizes)
 
     class WaitingRun(SetRun):
         def _score(self, item, maps):

@@ -28,6 +28,7 @@ from anydepth_cli.pipelines.runtime import open_predictor  # noqa: E402
 from anydepth_cli.weights.checkpoint import load_network  # noqa: E402
 from conftest import TINY, cli_env, run_cli, save_photo, tiny_model_args  # noqa: E402
 from fixtures_dir import fixtures_dir  # noqa: E402
+from reference_pipelines import assert_agrees, awkward_photos, published_inference  # noqa: E402
 from test_video import make_clip  # noqa: E402
 
 TOLERANCE = 1e-3
@@ -106,6 +107,20 @@ def test_onnx_runtime_matches_every_fixture_case_and_torch_at_another_size(path,
     assert output.shape == expected.shape
     assert np.abs(output - expected).max() <= TOLERANCE
     assert len(sizes | {tuple(other.shape[-2:])}) >= 2
+
+
+@pytest.mark.parametrize("name", ["tiny_da3_sdt", "tiny_dinov3_sdt"])
+def test_onnx_runtime_resizes_as_the_models_family_publishes(name, exported, sample_photo):
+    """The resizing declared in the exported architecture (Depth Anything 3's; Depth Anything V2's for the DINOv3
+    network) is the one ONNX Runtime runs by, on a thin portrait and an odd landscape photo."""
+    network, model = exported(fixtures_dir() / f"{name}.json")
+    predictor = OnnxPredictor(model, input_size=100, device="cpu")
+    config = network.config
+    assert config.resize == ("da3" if name == "tiny_da3_sdt" else "dav2")
+    images = awkward_photos(sample_photo)[:2]
+    for image, values in zip(images, predictor.predict_batch(images)):
+        reference = published_inference(config.resize, network, image, 100, config.patch_size)
+        assert_agrees(values, reference, config.output_floor)
 
 
 def test_the_model_card_and_dynamic_axes_are_in_the_file(exported):

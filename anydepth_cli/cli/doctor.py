@@ -74,7 +74,7 @@ def doctor(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model to check. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=CHECK)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights to check: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=CHECK)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=CHECK)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: the model's]", show_default=False, rich_help_panel=CHECK)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Size the network sees, in pixels: the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's (see `models info`). \\[default: the model's]", show_default=False, rich_help_panel=CHECK)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=CHECK)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.", rich_help_panel=CHECK)] = "auto",
 ) -> None:

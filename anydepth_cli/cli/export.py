@@ -21,7 +21,7 @@ def export(
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.")] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).")] = None,
     format: Annotated[Format, typer.Option("--format", help="Export format.")] = Format.onnx,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, recorded in the model card as the default for `predict`. \\[default: 518, 512 for DINOv3]", show_default=False)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Size the network sees, in pixels (the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's), recorded in the model card as the default for `predict`. \\[default: the model's: 518, 504 for DA3, 512 for DINOv3]", show_default=False)] = None,
 ) -> None:
     """Export a model to ONNX for ONNX Runtime, with its card in the metadata.
 

@@ -45,10 +45,11 @@ def models(ctx: typer.Context) -> None:
 
 @app.command(cls=Command)
 def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> None:
-    """Print a model's card: weights, architecture, what its output means and why, licence, cache."""
+    """Print a model's card: weights, architecture, what its output means and why, its resizing, licence, cache."""
     import json
 
     from anydepth_cli.io.writers import describe_kind
+    from anydepth_cli.models.config import RESIZES
     from anydepth_cli.models.registry import get_model
     from anydepth_cli.weights.hub import cached_path
 
@@ -64,7 +65,9 @@ def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> N
         ("output", f"affine-invariant {describe_kind(config.output)}, scale and shift unknown"),
         ("activation", config.activation),
         ("evidence", spec.evidence),
-        ("input size", f"{spec.input_size} px (shorter side)"),
+        ("resize", f"{config.resize}: {RESIZES[config.resize]}"),
+        ("resize from", spec.resize_origin),
+        ("input size", f"{spec.input_size} px ({config.input_side} side)"),
         ("licence", spec.licence),
         ("cached", str(path) if path else "no"),
         ("architecture", json.dumps(config.to_dict())),

@@ -108,7 +108,7 @@ def predict(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry model (see `anydepth models`). \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Shorter side the network sees, in pixels. \\[default: 518]", show_default=False, rich_help_panel=MODEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Size the network sees, in pixels: the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's (see `models info`). \\[default: the model's: 518, 504 for DA3]", show_default=False, rich_help_panel=MODEL)] = None,
     backend: Annotated[Backend, typer.Option(help="Runtime: torch, or onnxruntime for a model made by `anydepth export` (give it with --onnx).", rich_help_panel=MODEL)] = Backend.torch,
     onnx: Annotated[Optional[Path], typer.Option(help="ONNX model for --backend onnxruntime; it holds the weights, so no --model or --checkpoint.", rich_help_panel=MODEL)] = None,
     cmap: Annotated[Optional[str], typer.Option(help="Matplotlib colour map for the depth picture. \\[default: inferno]", show_default=False, rich_help_panel=OUTPUT)] = None,

@@ -176,7 +176,7 @@ class SetRun:
         """Run every model on `batch` and queue each sample's scoring; a sample a model fails on is skipped."""
         maps: list[dict[str, np.ndarray] | InputError] = [{} for _ in batch]
         for name, predictor in self.predictors.items():
-            for index, values in enumerate(self._maps(name, predictor, [item.rgb for item in batch])):
+            for index, values in enumerate(self._maps(name, predictor, batch)):
                 if isinstance(maps[index], dict):
                     maps[index] = values if isinstance(values, InputError) else {**maps[index], name: values}
         for item, item_maps in zip(batch, maps):
@@ -187,10 +187,12 @@ class SetRun:
             while sum(queued.pixels for queued, _ in self.pending) > SCORE_AHEAD_PIXELS and len(self.pending) > 1:
                 self._collect()
 
-    def _maps(self, name: str, predictor: MapPredictor, images: list[np.ndarray]) -> list[np.ndarray | InputError]:
-        """The model's map of each image (tiled where the options say) or the InputError it failed with."""
+    def _maps(self, name: str, predictor: MapPredictor, batch: list[Loaded]) -> list[np.ndarray | InputError]:
+        """The model's map of each photo (tiled where the options say; else at its ground truth's size, by the
+        model's own resizing) or the InputError it failed with."""
         from anydepth_cli.inference.tiling import predict_tiled, should_tile
 
+        images = [item.rgb for item in batch]
         mode = self.options.tile_mode
         tiled = [mode == "on" or (mode == "auto" and should_tile(*image.shape[:2], predictor.input_size))
                  for image in images]
@@ -204,27 +206,31 @@ class SetRun:
                 continue
             self.result.tiled += 1
         whole = [i for i, tile in enumerate(tiled) if not tile]
-        for index, values in zip(whole, self._whole(predictor, [images[i] for i in whole])):
+        for index, values in zip(whole, self._whole(predictor, [images[i] for i in whole],
+                                                    [batch[i].depth.shape for i in whole])):
             results[index] = values
         return results
 
-    def _whole(self, predictor: MapPredictor, images: list[np.ndarray]) -> list[np.ndarray | InputError]:
-        """One network pass per image, batched; when the batch does not fit, one image at a time."""
+    def _whole(self, predictor: MapPredictor, images: list[np.ndarray],
+               sizes: list[tuple[int, int]]) -> list[np.ndarray | InputError]:
+        """One network pass per image, batched, each map at its entry of `sizes`; when the batch does not fit,
+        one image at a time."""
         if not images:
             return []
         try:
-            return list(predictor.predict_batch(images))
+            return list(predictor.predict_batch(images, sizes))
         except InputError as exc:
             if len(images) == 1:
                 return [exc]
-            return [result for image in images for result in self._whole(predictor, [image])]
+            return [result for image, size in zip(images, sizes)
+                    for result in self._whole(predictor, [image], [size])]
 
     def _score(self, item: Loaded, maps: Mapping[str, np.ndarray]) -> list[dict[str, object]]:
         """Each model's row for one sample (in the scoring thread); saves the raw predictions when asked."""
         rows = []
         height, width = item.depth.shape
         for name, values in maps.items():
-            if values.shape != item.depth.shape:
+            if values.shape != item.depth.shape:  # a tiled map, at its photo's size
                 values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
             if self.options.save_dir is not None:
                 model = name if len(self.predictors) > 1 else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from anydepth_cli.datasets.files import read_mask, read_rgb
@@ -106,8 +105,8 @@ def run_eval(
 ) -> EvalResult:
     """Evaluate every predictor on every pair under `preset`.
 
-    Images are read `batch_size` at a time and passed to each model's `predict_batch`; a
-    prediction whose size differs from the ground truth is resized to it (bilinear).
+    Images are read `batch_size` at a time and passed to each model's `predict_batch`, which
+    brings each map to its ground truth's size by the model's own rule (as it does to the image's).
     `output_kind` (one of ALIGNMENT_MODES) picks the space each model is aligned in: `model`,
     the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
     and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
@@ -140,10 +139,9 @@ def run_eval(
                 result.failures.append((str(pair.image), str(exc)))
         if loaded:
             for name, predictor in predictors.items():
-                predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded])
+                predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded],
+                                                      [gt.shape for _, _, gt, _ in loaded])
                 for (pair, _, gt, mask), pred in zip(loaded, predictions):
-                    if pred.shape != gt.shape:
-                        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
                     for kind, kind_rows in rows[name].items():
                         row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
                         row.update(evaluate_sample(pred, gt, mask, preset, kind))

@@ -11,6 +11,7 @@ from anydepth_cli.errors import MissingExtraError, UsageError
 from anydepth_cli.inference.memory import activation_bytes_per_token
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.predictor import BatchedPredictor, check_predictor_settings
+from anydepth_cli.inference.preprocess import resizing_of
 from anydepth_cli.models.config import NetworkConfig
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -38,7 +39,8 @@ def select_provider(device: str, available: list[str]) -> str:
 
 
 class OnnxPredictor(BatchedPredictor):
-    """An `anydepth export`ed model in an ONNX Runtime session; output kind, patch and input size come from its card.
+    """An `anydepth export`ed model in an ONNX Runtime session; output kind, patch and input size come from its card,
+    the resizing from the architecture in it (`resize`; a file exported before it was declared: the encoder family's).
 
     Batches are prepared and outputs resized on the CPU, as tensors, by the shared code; the session runs on the
     provider `--device` selects, with as many threads as PyTorch uses.
@@ -62,7 +64,9 @@ class OnnxPredictor(BatchedPredictor):
         check_predictor_settings(self.input_size, self.card.patch_size, batch_size)
         self.patch_size = self.card.patch_size
         self.output_kind = self.card.output
-        self.bytes_per_token = activation_bytes_per_token(NetworkConfig.from_dict(self.card.architecture))
+        config = NetworkConfig.from_dict(self.card.architecture)
+        self.resizing = resizing_of(config, self.input_size)
+        self.bytes_per_token = activation_bytes_per_token(config)
         self.batch_size = batch_size
         self.device = torch.device("cpu")
         self.input_name = self.session.get_inputs()[0].name

@@ -1,6 +1,11 @@
 """The predictor: RGB images in, maps of the model's own quantity (depth or disparity) at each image's size out.
 
-Memory. Every network input holds at most `token_cap` patches (`capped_network_size`). Before
+Resizing. Images are resized for the network, and its maps brought back, by the pipeline the network declares
+(`NetworkConfig.resize`, `preprocess.RESIZINGS`): every runtime, and through them tiles, video frames, `eval` and the
+Python API, resize the same way.
+
+Memory. Every network input holds at most `token_cap` patches (`capped_network_size`; Depth Anything 3's pipeline,
+which sets the longer side, never exceeds a square input). Before
 each network call the predictor estimates what a batch needs (`BatchedPredictor.memory_needed`:
 `memory.activation_bytes_per_token` of the architecture, which errs high, plus the image's own float copy and
 output map) and runs no more images together than fit in `MEMORY_SHARE` of what the machine
@@ -22,7 +27,7 @@ import torch
 
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.inference.memory import activation_bytes_per_token, amount, available_memory, is_out_of_memory
-from anydepth_cli.inference.preprocess import capped_network_size, prepare_batch, resize_output
+from anydepth_cli.inference.preprocess import Resizing, prepare_batch, resizing_of
 from anydepth_cli.models.network import DepthNetwork
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -36,15 +41,16 @@ class MapPredictor(Protocol):
     """What tiling, video, evaluation and point clouds need from a depth network.
 
     `predict_batch` takes RGB images (H×W×3, uint8, or float32 in [0, 1]) and returns one
-    float32 H×W map per image at that image's own size, holding the model's own quantity:
-    affine-invariant depth (large = far) or disparity (large = near), as `output_kind` says.
-    Images of equal size are run through the network together.
+    float32 map per image at that image's own size (or at `sizes`, one (H, W) per image, when
+    given), holding the model's own quantity: affine-invariant depth (large = far) or disparity
+    (large = near), as `output_kind` says. Images of equal size are run through the network together.
     """
 
     input_size: int
     output_kind: str
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+    def predict_batch(self, images: Sequence[np.ndarray],
+                      sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]: ...
 
 
 def select_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -75,11 +81,12 @@ def select_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 class BatchedPredictor:
     """A MapPredictor over any runtime: groups images by network size, prepares the batches in sizes that fit in
-    memory and resizes the outputs; a subclass runs its network on one prepared batch (`run`)."""
+    memory and resizes the outputs, both by `resizing`; a subclass runs its network on one prepared batch (`run`)."""
 
     input_size: int
     output_kind: str
     patch_size: int
+    resizing: Resizing
     batch_size: int
     device: torch.device
     bytes_per_token: int
@@ -91,8 +98,8 @@ class BatchedPredictor:
         raise NotImplementedError
 
     def network_input(self, height: int, width: int) -> tuple[int, int]:
-        """The network input size (height, width) of an image of this size (see `capped_network_size`)."""
-        return capped_network_size(height, width, self.input_size, self.patch_size)
+        """The network input size (height, width) of an image of this size (see `resizing`)."""
+        return self.resizing.network_size(height, width)
 
     def memory_needed(self, size: tuple[int, int], image_pixels: int) -> int:
         """Estimated peak bytes of one image of `image_pixels` pixels run at network input `size`:
@@ -100,24 +107,29 @@ class BatchedPredictor:
         tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
         return tokens * self.bytes_per_token + 16 * image_pixels
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The model's quantity (float32 H×W, `output_kind`) for each RGB image, at that image's size.
+    def predict_batch(self, images: Sequence[np.ndarray],
+                      sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+        """The model's quantity (float32, `output_kind`) for each RGB image, at that image's size or at its entry of
+        `sizes`, brought back from the network's resolution by `resizing`.
 
         Raises InputError when one image alone needs more memory than the machine has.
         """
+        targets = [tuple(size) for size in sizes] if sizes is not None else [image.shape[:2] for image in images]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):
             groups[self.network_input(*image.shape[:2])].append(index)
         results: list[np.ndarray | None] = [None] * len(images)
         for size, indices in groups.items():
-            maps = self._predict_group([images[i] for i in indices], size)
+            maps = self._predict_group([images[i] for i in indices], [targets[i] for i in indices], size)
             for index, values in zip(indices, maps):
                 results[index] = values
         return results
 
-    def _predict_group(self, images: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-        """Maps for images of one network input size, in batches that fit in memory."""
-        need = self.memory_needed(size, max(image.shape[0] * image.shape[1] for image in images))
+    def _predict_group(self, images: list[np.ndarray], targets: list[tuple[int, int]],
+                       size: tuple[int, int]) -> list[np.ndarray]:
+        """Maps at `targets` for images of one network input size, in batches that fit in memory."""
+        pixels = max(max(image.shape[0] * image.shape[1], h * w) for image, (h, w) in zip(images, targets))
+        need = self.memory_needed(size, pixels)
         free = available_memory(self.device)
         step = self.batch_size if self._batch_limit is None else min(self.batch_size, self._batch_limit)
         if free is not None:
@@ -128,12 +140,13 @@ class BatchedPredictor:
             step = min(step, fit)
         results: list[np.ndarray] = []
         while len(results) < len(images):
-            chunk = images[len(results): len(results) + step]
+            done = len(results)
+            chunk = images[done: done + step]
             try:
-                batch = prepare_batch(chunk, size).to(self.device, non_blocking=True)
-                output = self.run(batch)
-                results.extend(resize_output(output[i: i + 1], image.shape[:2])[0].cpu().numpy()
-                               for i, image in enumerate(chunk))
+                batch = prepare_batch(chunk, self.resizing).to(self.device, non_blocking=True)
+                output = self.run(batch).float()
+                results.extend(self.resizing.resize_back(output[i: i + 1], target)[0].cpu().numpy()
+                               for i, target in enumerate(targets[done: done + step]))
             except (MemoryError, RuntimeError) as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -161,10 +174,11 @@ def check_predictor_settings(input_size: int, patch_size: int, batch_size: int) 
 
 
 class DepthPredictor(BatchedPredictor):
-    """A loaded PyTorch network with its input size, device, precision and batch size."""
+    """A loaded PyTorch network with its input size (by default its pipeline's), device, precision and batch size."""
 
-    def __init__(self, network: DepthNetwork, input_size: int = 518, device: torch.device | None = None,
+    def __init__(self, network: DepthNetwork, input_size: int | None = None, device: torch.device | None = None,
                  dtype: torch.dtype = torch.float32, batch_size: int = 4) -> None:
+        input_size = input_size or network.config.default_input_size
         check_predictor_settings(input_size, network.config.patch_size, batch_size)
         self.device = device or torch.device("cpu")
         self.network = network.to(self.device).eval()
@@ -173,6 +187,7 @@ class DepthPredictor(BatchedPredictor):
         self.dtype = dtype
         self.batch_size = batch_size
         self.output_kind = network.config.output
+        self.resizing = resizing_of(network.config, input_size)
         self.bytes_per_token = activation_bytes_per_token(network.config)
 
     def _autocast(self):

@@ -1,14 +1,17 @@
-"""Images → normalised network input, and network output → a map at the image's size."""
+"""Images → normalised network input, and network output → a map at the image's size, as each model family's
+published inference does it (`RESIZINGS`, chosen by the network's declared `resize`)."""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from anydepth_cli.models.config import NetworkConfig
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -66,19 +69,117 @@ def to_float_rgb(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def prepare_batch(images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """Resize (bicubic) each RGB image to `size` and normalise with ImageNet statistics: (B, 3, H, W)."""
-    height, width = size
-    batch = np.empty((len(images), 3, height, width), dtype=np.float32)
-    for i, image in enumerate(images):
-        resized = cv2.resize(to_float_rgb(image), (width, height), interpolation=cv2.INTER_CUBIC)
-        batch[i] = ((resized - MEAN) / STD).transpose(2, 0, 1)
-    return torch.from_numpy(batch)
+class Resizing:
+    """One model family's published resizing at an input size, for a patch size: the network input size of an image
+    (`network_size`), the image resized to it (`resize_image`) and the network's map brought back (`resize_back`)."""
+
+    name: ClassVar[str]
+    """Its key in `models.config.RESIZES`, which says what it does."""
+
+    def __init__(self, input_size: int, patch: int) -> None:
+        self.input_size = input_size
+        self.patch = patch
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The network input size (height, width) of an image of this size."""
+        raise NotImplementedError
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        """An RGB image (uint8, or float32 in [0, 1]) at `network_size`, float32 in [0, 1]."""
+        raise NotImplementedError
+
+    @staticmethod
+    def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A network map (B, 1, h, w) at `size`: (B, H, W), in the map's dtype, differentiable."""
+        raise NotImplementedError
 
 
-def resize_output(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Head output (B, 1, h, w) → (B, H, W) float32 at `size`, bilinear."""
-    output = output.float()
+def _bilinear(output: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     if tuple(output.shape[-2:]) != tuple(size):
-        output = F.interpolate(output, size=size, mode="bilinear", align_corners=False)
+        output = F.interpolate(output, size=size, mode="bilinear", align_corners=align_corners)
     return output[:, 0]
+
+
+class DAv2Resizing(Resizing):
+    """Depth Anything V2's `infer_image`; images longer than 4:1 scaled down to the token cap."""
+
+    name = "dav2"
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        return capped_network_size(height, width, self.input_size, self.patch)
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        height, width = self.network_size(*image.shape[:2])
+        return cv2.resize(to_float_rgb(image), (width, height), interpolation=cv2.INTER_CUBIC)
+
+    @staticmethod
+    def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return _bilinear(output, size, align_corners=True)
+
+
+class DA3Resizing(Resizing):
+    """Depth Anything 3's input processor (`upper_bound_resize`), at least one patch a side; the map back bilinear on
+    pixel centres, since Depth Anything 3 returns maps at the network's resolution."""
+
+    name = "da3"
+
+    def _scaled(self, height: int, width: int) -> tuple[int, int]:
+        """The first step's size: the longer side at the input size."""
+        longest = max(height, width)
+        if longest == self.input_size:
+            return height, width
+        scale = self.input_size / longest
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def _multiple(self, length: int) -> int:
+        """The nearest multiple of the patch (the larger one at a tie), at least one patch."""
+        down = length // self.patch * self.patch
+        up = down + self.patch
+        return max(self.patch, up if up - length <= length - down else down)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        scaled = self._scaled(height, width)
+        return self._multiple(scaled[0]), self._multiple(scaled[1])
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        scaled = self._scaled(height, width)
+        image = _resize_step(image, scaled, enlarge=max(scaled) > max(height, width))
+        final = self.network_size(height, width)
+        image = _resize_step(image, final, enlarge=final[0] > scaled[0] or final[1] > scaled[1])
+        return to_float_rgb(image)
+
+    @staticmethod
+    def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return _bilinear(output, size, align_corners=False)
+
+
+def _resize_step(image: np.ndarray, size: tuple[int, int], enlarge: bool) -> np.ndarray:
+    """`image` at `size` (its own dtype): bicubic to enlarge, area averaging to shrink, untouched when the size holds."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
+
+
+RESIZINGS: dict[str, type[Resizing]] = {kind.name: kind for kind in (DAv2Resizing, DA3Resizing)}
+"""The pipelines a network's `resize` names (`models.config.RESIZES`)."""
+
+
+def resizing_of(config: NetworkConfig, input_size: int) -> Resizing:
+    """The resizing the network declares (`config.resize`), at `input_size`."""
+    return RESIZINGS[config.resize](input_size, config.patch_size)
+
+
+def resize_map(output: torch.Tensor, size: tuple[int, int], config: NetworkConfig) -> torch.Tensor:
+    """A network map (B, 1, h, w) brought to `size` as the network's pipeline does (`config.resize`): (B, H, W), in
+    the map's dtype, differentiable (for a training loss against targets of another size)."""
+    return RESIZINGS[config.resize].resize_back(output, size)
+
+
+def prepare_batch(images: Sequence[np.ndarray], resizing: Resizing) -> torch.Tensor:
+    """Each RGB image resized by `resizing` (all to one network size) and normalised with ImageNet statistics:
+    (B, 3, H, W)."""
+    batch = np.empty((len(images), 3, *resizing.network_size(*images[0].shape[:2])), dtype=np.float32)
+    for i, image in enumerate(images):
+        batch[i] = ((resizing.resize_image(image) - MEAN) / STD).transpose(2, 0, 1)
+    return torch.from_numpy(batch)

@@ -15,6 +15,17 @@ LAYOUTS = ("dav2", "da3", "anydepth-train")
 OUTPUT_KINDS = ("depth", "disparity")
 ACTIVATIONS = {"relu": 0.0, "relu+0.001": 0.001}
 """Final activations: ReLU, then the floor added after it."""
+RESIZES = {
+    "dav2": "Depth Anything V2's infer_image: the shorter side to the input size, each side rounded to a multiple of "
+            "the patch (up where that falls below the input size), bicubic on floats (images longer than 4:1 scaled "
+            "down to the token cap); the map back bilinear with corner pixels aligned (align_corners=True)",
+    "da3": "Depth Anything 3's input processor: the longer side to the input size (sides rounded to whole pixels), "
+           "then each side to the nearest multiple of the patch (at least one patch), each step bicubic where it "
+           "enlarges and area-averaging where it shrinks, on 8-bit pixels for 8-bit images; the map back bilinear on "
+           "pixel centres (align_corners=False)",
+}
+"""The published single-image inference pipelines a network may be run by: how a photo is resized for the network
+and the network's map back to the photo (carried out by `inference.preprocess.RESIZINGS`)."""
 
 
 def default_output(head: str) -> tuple[str, str]:
@@ -24,6 +35,12 @@ def default_output(head: str) -> tuple[str, str]:
     model (SDT, and the DINOv3 DPT it trains) in `relu(x) + 0.001`, a depth regressor.
     """
     return ("disparity", "relu") if head == "dpt" else ("depth", "relu+0.001")
+
+
+def default_resize(layout: str) -> str:
+    """The inference pipeline of a network's encoder family: Depth Anything 3's for the DA3 layout, Depth Anything
+    V2's for the others (the Depth Anything V2 encoders, and networks trained here, which see its preprocessing)."""
+    return "da3" if layout == "da3" else "dav2"
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class NetworkConfig:
     """`depth` (large = far) or `disparity` (large = near); None takes the head's default."""
     activation: str | None = None
     """A key of ACTIVATIONS; None takes the head's default."""
+    resize: str | None = None
+    """One of RESIZES: the inference pipeline the network is run by; None takes its encoder family's (`layout`)."""
 
     @property
     def patch_size(self) -> int:
@@ -59,17 +78,34 @@ class NetworkConfig:
         """The smallest value the final activation gives."""
         return ACTIVATIONS[self.activation]
 
+    @property
+    def input_side(self) -> str:
+        """Which side of a photo the input size sets: `shorter` (Depth Anything V2's pipeline) or `longer` (3's)."""
+        return "longer" if self.resize == "da3" else "shorter"
+
+    @property
+    def default_input_size(self) -> int:
+        """The input size the network's pipeline runs at by default: Depth Anything V2's 518 px shorter side (512 for
+        the patch-16 DINOv3 encoders), Depth Anything 3's 504 px longer side."""
+        if self.resize == "da3":
+            return 504
+        return 518 if self.patch_size == 14 else 512
+
     def __post_init__(self) -> None:
         kind, activation = default_output(self.head)
         if self.output is None:
             object.__setattr__(self, "output", kind)
         if self.activation is None:
             object.__setattr__(self, "activation", activation)
+        if self.resize is None:
+            object.__setattr__(self, "resize", default_resize(self.layout))
         problems = []
         if self.output not in OUTPUT_KINDS:
             problems.append(f"output must be depth or disparity, not {self.output!r}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
+        if self.resize not in RESIZES:
+            problems.append(f"resize must be one of {', '.join(RESIZES)}, not {self.resize!r}")
         if self.encoder not in ENCODERS:
             problems.append(f"encoder must be one of {', '.join(ENCODERS)}, not {self.encoder!r}")
         if self.head not in HEADS:
@@ -108,7 +144,7 @@ class NetworkConfig:
     @classmethod
     def from_file(cls, path: Path) -> "NetworkConfig":
         """Read a JSON architecture file: either the config itself or a fixture file with a `config` object, whose
-        `output`/`activation` a top-level `output`/`activation` overrides."""
+        `output`/`activation`/`resize` a top-level `output`/`activation`/`resize` overrides."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -121,7 +157,7 @@ class NetworkConfig:
         if not isinstance(config, dict):
             raise UsageError(f"architecture file {path}: `config` must be a JSON object")
         # beside a fixture-style `config`, a top-level declaration of what the output means wins
-        overrides = {k: data[k] for k in ("output", "activation") if k in data and config is not data}
+        overrides = {k: data[k] for k in ("output", "activation", "resize") if k in data and config is not data}
         return cls.from_dict({**config, **overrides})
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,12 +29,18 @@ class ModelSpec:
     description: str
     evidence: str
     """Why the output kind in `config` is believed, how sure that is, and where to read more."""
-    input_size: int = 518
+    resize_origin: str
+    """Whose published inference the config's `resize` pipeline is, and why it is this model's."""
 
     @property
     def output(self) -> str:
         """`depth` or `disparity` (the config's declaration)."""
         return self.config.output
+
+    @property
+    def input_size(self) -> int:
+        """The input size the model runs at by default (its pipeline's)."""
+        return self.config.default_input_size
 
 
 SDT_EVIDENCE = ("likely, not certain: the AnyDepth training code ends every model in relu(x) + 0.001 (a depth "
@@ -43,6 +49,13 @@ SDT_EVIDENCE = ("likely, not certain: the AnyDepth training code ends every mode
 DAV2_EVIDENCE = ("certain: the Depth Anything V2 authors answer in their tracker, where users ask it (issues #40, "
                  "#213, #294), that the relative models output affine-invariant disparity; see "
                  "https://github.com/DepthAnything/Depth-Anything-V2/issues")
+DAV2_OWN = "Depth Anything V2's own infer_image (depth_anything_v2/dpt.py)"
+ANYDEPTH_NONE = ("the AnyDepth authors publish no inference code (their repository holds the network only), so the "
+                 "model runs its encoder family's: ")
+DA3_ORIGIN = (ANYDEPTH_NONE + "Depth Anything 3's input processor (src/depth_anything_3/utils/io/input_processor.py)."
+              " Depth Anything 3 returns maps at the network's resolution and publishes no way back to the photo (its "
+              "benchmarks use nearest neighbour, which leaves steps of several pixels); the map is brought back with "
+              "bilinear interpolation on pixel centres, the geometry of the input resize")
 
 
 def _dpt(size: dict, features: int, out_channels: tuple[int, ...]) -> NetworkConfig:
@@ -56,23 +69,27 @@ MODELS: dict[str, ModelSpec] = {
             "anydepth-dav2-vitb", ANYDEPTH_REPO, "dav2_sdt_vitb.pth",
             NetworkConfig(**VIT_B, head="sdt", fusion=128, cls=True, detail_enhancer=True, layout="dav2"),
             CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything V2 ViT-B encoder", SDT_EVIDENCE,
+            ANYDEPTH_NONE + DAV2_OWN,
         ),
         ModelSpec(
             "anydepth-da3-vitl", ANYDEPTH_REPO, "da3_sdt_vitl.pth",
             NetworkConfig(**VIT_L, head="sdt", fusion=256, cls=False, detail_enhancer=False, layout="da3"),
-            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder", SDT_EVIDENCE,
+            CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder", SDT_EVIDENCE, DA3_ORIGIN,
         ),
         ModelSpec(
             "dav2-dpt-vits", "depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
             _dpt(VIT_S, 64, (48, 96, 192, 384)), APACHE, "Depth Anything V2 Small (DPT baseline)", DAV2_EVIDENCE,
+            DAV2_OWN,
         ),
         ModelSpec(
             "dav2-dpt-vitb", "depth-anything/Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth",
             _dpt(VIT_B, 128, (96, 192, 384, 768)), CC_BY_NC, "Depth Anything V2 Base (DPT baseline)", DAV2_EVIDENCE,
+            DAV2_OWN,
         ),
         ModelSpec(
             "dav2-dpt-vitl", "depth-anything/Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth",
             _dpt(VIT_L, 256, (256, 512, 1024, 1024)), CC_BY_NC, "Depth Anything V2 Large (DPT baseline)", DAV2_EVIDENCE,
+            DAV2_OWN,
         ),
     )
 }

@@ -52,7 +52,7 @@ def choose_weights(model: str | None, checkpoint: str | None, arch: Path | None)
         config = NetworkConfig.from_file(arch)
     else:
         config = get_model(model or DEFAULT_MODEL).config
-    input_size = 518 if config.patch_size == 14 else 512
+    input_size = config.default_input_size
     hub = parse_hub_reference(checkpoint)
     if hub is not None:
         return WeightsChoice(checkpoint, config, input_size, repo_id=hub[0], filename=hub[1])
