@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 import math
 import resource
@@ -14,17 +16,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from PIL import Image
+from torch import nn
 
-from anydepth_cli.inference.align import fit_scale_shift
+from anydepth_cli.datasets.files import read_rgb
+from anydepth_cli.datasets.generic import load_pairs
+from anydepth_cli.evaluation.presets import get_preset
+from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.inference.predictor import DepthPredictor, select_dtype
 from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.training import run
+from anydepth_cli.training.batchnorm import GlobalBatchNorm2d, global_batchnorm
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loop import fresh_network, training_config
-from anydepth_cli.training.loss import depth_loss, fit_scale_shift_batch
+from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
+from anydepth_cli.training.loss import depth_loss, masked_quantiles, relu_raising_below
+from anydepth_cli.training.report import Reporter
 from anydepth_cli.weights.checkpoint import load_network
-from conftest import TINY, cli_env, run_cli
+from conftest import TINY, cli_env, run_cli, tiny_model_args
 from fixtures_dir import REPO, fixtures_dir
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -74,26 +85,66 @@ def max_difference(a: Path, b: Path) -> float:
 # ---------------------------------------------------------------------------------------------- loss
 
 
-def test_batched_fit_matches_the_inference_fit():
+def reference_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> float:
+    """The loss as README states it, one image and one scale at a time, with torch.quantile."""
+    losses = []
+    for p, t, m in zip(pred, target, valid):
+        low, high = torch.quantile(t[m], torch.tensor([0.02, 0.98], dtype=t.dtype))
+        r = torch.where(m, p - (t - low) / (high - low), 0.0)
+        gradient = 0.0
+        for k in range(4):
+            rk, mk = r[:: 2 ** k, :: 2 ** k], m[:: 2 ** k, :: 2 ** k]
+            dx = (rk[:, 1:] - rk[:, :-1]).abs()[mk[:, 1:] & mk[:, :-1]].sum()
+            dy = (rk[1:] - rk[:-1]).abs()[mk[1:] & mk[:-1]].sum()
+            gradient += float(dx + dy) / int(mk.sum())
+        losses.append(float(r[m].abs().mean()) + 0.5 * gradient)
+    return sum(losses) / len(losses)
+
+
+def test_loss_is_what_the_readme_states():
     torch.manual_seed(0)
-    pred, target = torch.rand(3, 10, 12, dtype=torch.float64), torch.rand(3, 10, 12, dtype=torch.float64)
-    valid = torch.rand(3, 10, 12) > 0.3
-    scale, shift = fit_scale_shift_batch(pred, target, valid)
-    for i in range(3):
-        fit = fit_scale_shift(pred[i][valid[i]].numpy(), target[i][valid[i]].numpy())
-        assert scale[i].item() == pytest.approx(fit.scale, rel=1e-9)
-        assert shift[i].item() == pytest.approx(fit.shift, rel=1e-9, abs=1e-12)
+    pred, target = torch.rand(3, 20, 18, dtype=torch.float64), torch.rand(3, 20, 18, dtype=torch.float64) * 5 + 1
+    valid = torch.rand(3, 20, 18) > 0.3
+    assert depth_loss(pred, target, valid).total.item() == pytest.approx(reference_loss(pred, target, valid), rel=1e-9)
 
 
-def test_loss_is_scale_and_shift_invariant_and_zero_for_an_affine_prediction():
+def test_masked_quantiles_equal_torch_quantile():
+    torch.manual_seed(0)
+    values, valid = torch.rand(4, 9, 11, dtype=torch.float64), torch.rand(4, 9, 11) > 0.5
+    valid[3] = False
+    valid[3, 2, 2] = True  # a single valid value
+    ours = masked_quantiles(values, valid, (0.02, 0.5, 0.98))
+    for i in range(4):
+        expected = torch.quantile(values[i][valid[i]], torch.tensor([0.02, 0.5, 0.98], dtype=torch.float64))
+        assert torch.allclose(ours[i], expected, rtol=0, atol=1e-12)
+
+
+def test_loss_ignores_the_ground_truths_scale_and_shift_but_fixes_the_predictions():
     torch.manual_seed(0)
     target = torch.rand(2, 16, 16, dtype=torch.float64) + 0.5
     valid = torch.rand(2, 16, 16) > 0.2
     pred = torch.rand(2, 16, 16, dtype=torch.float64)
-    assert depth_loss(3.0 * pred + 7.0, target, valid).total.item() == pytest.approx(
+    assert depth_loss(pred, 3.0 * target + 7.0, valid).total.item() == pytest.approx(
         depth_loss(pred, target, valid).total.item(), rel=1e-9)
-    assert depth_loss(0.2 * target - 1.0, target, valid).total.item() == pytest.approx(0.0, abs=1e-9)
-    assert depth_loss(pred, target, valid).gradient.item() > 0
+    flat = [t[m] for t, m in zip(target, valid)]
+    low = torch.stack([torch.quantile(f, 0.02) for f in flat])[:, None, None]
+    high = torch.stack([torch.quantile(f, 0.98) for f in flat])[:, None, None]
+    normalised = (target - low) / (high - low)
+    assert depth_loss(normalised, target, valid).total.item() == pytest.approx(0.0, abs=1e-9)
+    best = depth_loss(normalised, target, valid).total.item()
+    inverted = depth_loss(1.0 - normalised, target, valid).total.item()
+    shrunk = depth_loss(1.0 + 0.01 * normalised, target, valid).total.item()  # the right order, no spread
+    assert inverted > 0.3 and shrunk > 0.3 and best < 1e-9
+
+
+def test_an_image_without_spread_or_valid_pixels_counts_zero():
+    pred, target = torch.rand(3, 8, 8, dtype=torch.float64), torch.rand(3, 8, 8, dtype=torch.float64) + 1
+    valid = torch.ones(3, 8, 8, dtype=torch.bool)
+    target[1] = 2.0
+    valid[2] = False
+    terms = depth_loss(pred, target, valid)
+    alone = depth_loss(pred[:1], target[:1], valid[:1])
+    assert terms.total.item() == pytest.approx(alone.total.item() / 3, rel=1e-12)
 
 
 def test_batch_loss_is_the_mean_of_per_image_losses_whatever_the_split():
@@ -114,11 +165,65 @@ def test_every_world_size_sees_the_same_global_batches():
         assert sorted(batch) == sorted(split[0][k] + split[1][k])
 
 
+# ----------------------------------------------------------------------------------------- batchnorm
+
+
+def test_global_batchnorm_is_batchnorm_in_one_process(tmp_path):
+    torch.manual_seed(0)
+    plain = nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 2.0)
+        plain.bias.uniform_(-1.0, 1.0)
+    ours = global_batchnorm(nn.Sequential(copy.deepcopy(plain)))[0]
+    assert type(ours) is GlobalBatchNorm2d and ours.state_dict().keys() == plain.state_dict().keys()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for _ in range(3):
+            x = (torch.randn(4, 3, 5, 6, dtype=torch.float64) * 3 + 2).requires_grad_()
+            upstream = torch.randn(4, 3, 5, 6, dtype=torch.float64)
+            grads = []
+            for norm in (plain, ours):
+                out = norm(x)
+                x.grad = None
+                out.backward(upstream)
+                grads.append((out.detach(), x.grad.clone(), norm.weight.grad.clone(), norm.bias.grad.clone()))
+            for a, b in zip(*grads):
+                assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+    finally:
+        dist.destroy_process_group()
+    for key, value in plain.state_dict().items():
+        assert torch.allclose(value.double(), ours.state_dict()[key].double(), rtol=1e-12, atol=0), key
+    assert not torch.allclose(ours.running_var, torch.ones(3, dtype=torch.float64))
+    ours.eval(), plain.eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert torch.allclose(ours(x), plain(x), rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------ learning
 
 
+def held_out(network: DepthNetwork, val: Path, precision: str = "fp32") -> tuple[float, list[float], float]:
+    """Held-out mean AbsRel and per-image scales as `anydepth eval` computes them at 56 px, and the output's
+    spread (2nd to 98th percentile) over its mean, averaged over the images."""
+    pairs = load_pairs(val)
+    predictor = DepthPredictor(network, 56, torch.device("cpu"), select_dtype(precision, torch.device("cpu")), 4)
+    result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4)
+    maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])
+    spread = float(np.mean([np.ptp(np.percentile(m, [2, 98])) / m.mean() for m in maps]))
+    return result.aggregates["model"]["abs_rel"], [float(row["scale"]) for row in result.rows], spread
+
+
+def eval_rows(folder: Path, val: Path, output: Path, *extra: object) -> list[dict[str, str]]:
+    """`anydepth eval`'s per-image rows for the run in `folder`."""
+    evaluated = run_cli("eval", val, "--checkpoint", folder / "model.pth", "--arch", folder / "arch.json",
+                        "--input-size", 56, "-o", output, *extra)
+    assert evaluated.returncode == 0, evaluated.stderr
+    with open(output / "eval_per_image.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.slow
-def test_training_beats_the_untrained_head_on_held_out_data(data, tmp_path):
+def test_the_readme_toy_model_learns_depth_the_right_way_round(data, tmp_path):
     output = tmp_path / "run"
     done = run_train(*fresh_args(data, 56, 100, "--batch-size", 4, "--val", data["val"], "--val-every", 50,
                                  "--save-every", 50), "-o", output)
@@ -130,20 +235,88 @@ def test_training_beats_the_untrained_head_on_held_out_data(data, tmp_path):
     assert rows[0] == "step,loss,lr,val_abs_rel,val_delta1" and len(rows) == 101
     assert (output / "loss.png").stat().st_size > 0 and "best val" in done.stderr
 
-    config = training_config(NetworkConfig.from_file(ARCH), "depth")
-    untrained = tmp_path / "untrained"
-    run.save_model(untrained, fresh_network(config, data["encoder"], seed=0))
-    run.write_arch(untrained, config)
-    abs_rel = {}
-    for name, folder in (("untrained", untrained), ("trained", output)):
-        evaluated = run_cli("eval", data["val"], "--checkpoint", folder / "model.pth", "--arch", folder / "arch.json",
-                            "--input-size", 56, "-o", tmp_path / f"eval-{name}")
-        assert evaluated.returncode == 0, evaluated.stderr
-        summary = (tmp_path / f"eval-{name}" / "eval_per_image.csv").read_text().splitlines()
-        header = summary[0].split(",")
-        abs_rel[name] = np.mean([float(line.split(",")[header.index("abs_rel")]) for line in summary[1:]])
-    print(f"held-out AbsRel: untrained {abs_rel['untrained']:.4f}, trained {abs_rel['trained']:.4f}")
-    assert abs_rel["trained"] <= 0.6 * abs_rel["untrained"]
+    untrained, _, _ = held_out(fresh_network(training_config(NetworkConfig.from_file(ARCH), "depth"), data["encoder"],
+                                             seed=0), data["val"])
+    fp32 = eval_rows(output, data["val"], tmp_path / "eval-fp32")
+    bf16 = eval_rows(output, data["val"], tmp_path / "eval-bf16", "--precision", "bf16")
+    abs_rel = {name: np.mean([float(row["abs_rel"]) for row in rows]) for name, rows in (("fp32", fp32), ("bf16", bf16))}
+    scales = [float(row["scale"]) for row in fp32]
+    print(f"held-out AbsRel: untrained {untrained:.4f}, trained {abs_rel['fp32']:.4f} (bf16 {abs_rel['bf16']:.4f}); "
+          f"scales {min(scales):.3g}…{max(scales):.3g}")
+    assert abs_rel["fp32"] <= 0.6 * untrained
+    assert min(scales) > 0  # the output grows with depth on every held-out image, as arch.json declares
+    assert abs(abs_rel["bf16"] - abs_rel["fp32"]) <= 0.02 * abs_rel["fp32"]
+
+    pictures = tmp_path / "pictures"
+    predicted = run_cli("predict", data["val"] / "image", "-o", pictures, "--checkpoint", output / "model.pth",
+                        "--arch", output / "arch.json", "--input-size", 56, "--raw", "npy")
+    assert predicted.returncode == 0, predicted.stderr
+    for depth_file in sorted((data["val"] / "depth").glob("*.npy")):
+        depth = np.load(depth_file)
+        brightness = np.asarray(Image.open(pictures / f"{depth_file.stem}_depth.png").convert("L"), dtype=np.float64)
+        raw = np.load(pictures / f"{depth_file.stem}_depth.npy")
+        r = np.corrcoef(brightness.ravel(), depth.ravel())[0, 1]
+        print(f"{depth_file.stem}: brightness vs depth r = {r:.3f}, output {raw.min():.3f}…{raw.max():.3f}")
+        assert r < -0.8  # near bright, far dark
+        assert np.ptp(np.percentile(raw, [2, 98])) >= 0.5 * raw.mean()  # the depth is not a ripple on a constant
+
+
+SWEEP = [  # (fixture network, fresh head or its checkpoint, target, peak lr, seed): 60 steps each
+    ("tiny_dinov3_sdt", "fresh", "depth", 1e-3, 1),
+    ("tiny_dinov3_sdt", "fresh", "disparity", 3e-4, 0),
+    ("tiny_dav2_sdt", "fresh", "disparity", 3e-4, 2),
+    ("tiny_dinov3_sdt", "checkpoint", "depth", 1e-3, 0),  # re-anchoring outputs of 0…5 at a high lr, without dying
+]
+
+
+@pytest.fixture(scope="module")
+def encoders(data) -> dict[str, Path]:
+    folder = data["encoder"].parent
+    return {name: save_fixture_encoder(folder / f"{name}-encoder.pth", fixtures_dir(), name)
+            for name in {fixture for fixture, *_ in SWEEP}}
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread while the test trains in this process, as `train_env` gives the training children."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture, start, target, lr, seed", SWEEP)
+def test_a_head_learns_its_target_the_right_way_round(fixture, start, target, lr, seed, data, encoders, tmp_path,
+                                                      one_thread):
+    arch = fixtures_dir() / f"{fixture}.json"
+    config = training_config(NetworkConfig.from_file(arch), target)
+    if start == "fresh":
+        origin = {"encoder_weights": encoders[fixture]}
+        untrained, _, _ = held_out(fresh_network(config, encoders[fixture], seed), data["val"])
+    else:
+        origin = {"checkpoint": str(fixtures_dir() / f"{fixture}.pth")}
+        untrained, _, _ = held_out(load_network(config, fixtures_dir() / f"{fixture}.pth"), data["val"])
+    options = TrainOptions(data=(data["train"],), output=tmp_path, arch=arch, target=target, steps=60, lr=lr,
+                           seed=seed, input_size=56, workers=0, save_every=10 ** 9, **origin)
+    train(options, Reporter())
+    trained = load_network(NetworkConfig.from_file(tmp_path / "arch.json"), tmp_path / "model.pth")
+    abs_rel, scales, spread = held_out(trained, data["val"])
+    abs_rel_bf16, _, _ = held_out(trained, data["val"], "bf16")
+    print(f"{fixture} {start} {target} lr {lr} seed {seed}: held-out AbsRel {untrained:.4f} → {abs_rel:.4f} "
+          f"(bf16 {abs_rel_bf16:.4f}), scales {min(scales):.3g}…{max(scales):.3g}, spread/mean {spread:.2f}")
+    assert abs_rel <= 0.75 * untrained
+    assert min(scales) > 0  # the output runs the way arch.json declares on every held-out image
+    assert spread >= 0.5
+    assert abs(abs_rel_bf16 - abs_rel) <= 0.02 * abs_rel
+
+
+def test_the_trained_relu_passes_only_the_gradient_that_raises_a_clipped_output():
+    raw = torch.tensor([-2.0, -1.0, 0.5, 2.0], requires_grad=True)
+    out = relu_raising_below(raw, 0.001)
+    assert torch.equal(out, torch.relu(raw.detach()) + 0.001)
+    out.backward(torch.tensor([-1.0, 1.0, 1.0, -1.0]))  # descending -1 raises the output, +1 lowers it
+    assert raw.grad.tolist() == [-1.0, 0.0, 1.0, -1.0]
 
 
 # ------------------------------------------------------------------------------------ resume and kill
@@ -180,8 +353,9 @@ def test_kill_9_leaves_a_loadable_run_and_resume_equals_an_uninterrupted_run(dat
 
 
 @pytest.mark.slow
-def test_two_torchrun_processes_give_the_weights_of_one(data, tmp_path):
-    args = fresh_args(data, 28, 6, "--save-every", 3, "--precision", "fp64")
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_two_torchrun_processes_give_the_weights_of_one(batchnorm, data, tmp_path):
+    args = fresh_args(data, 28, 6, "--save-every", 3, "--precision", "fp64", "--batchnorm", batchnorm)
     single = run_train(*args, "--batch-size", 4, "-o", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -191,8 +365,12 @@ def test_two_torchrun_processes_give_the_weights_of_one(data, tmp_path):
     assert two.returncode == 0, two.stderr
     assert two.stderr.count("trained ") == 1  # only rank 0 prints
     difference = max_difference(tmp_path / "one" / "model.pth", tmp_path / "two" / "model.pth")
-    print(f"1 process × batch 4 vs 2 processes × batch 2: max |Δw| = {difference:.3g}")
+    print(f"--batchnorm {batchnorm}, 1 process × batch 4 vs 2 processes × batch 2: max |Δw| = {difference:.3g}")
     assert difference <= 1e-5
+    state = torch.load(tmp_path / "two" / "model.pth", weights_only=True)
+    running = [state[k] for k in state if k.endswith(("running_mean", "running_var"))]
+    fresh = [torch.equal(v, torch.zeros_like(v)) or torch.equal(v, torch.ones_like(v)) for v in running]
+    assert running and (not any(fresh) if batchnorm == "train" else all(fresh))
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -289,7 +467,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_pa
     def failing(pred, target, valid):
         calls["n"] += 1
         terms = real(pred, target, valid)
-        return terms if calls["n"] <= 2 else type(terms)(terms.total * math.nan, terms.ssi, terms.gradient)
+        return terms if calls["n"] <= 2 else type(terms)(terms.total * math.nan, terms.regression, terms.gradient)
 
     monkeypatch.setattr(loop, "depth_loss", failing)
     output = tmp_path / "run"
@@ -310,3 +488,17 @@ def test_out_of_memory_is_one_line(data, tmp_path, monkeypatch, capsys):
     code, err = run_in_process(fresh_args(data, 28, 2) + ["-o", tmp_path / "run"], monkeypatch, capsys)
     assert code == 1 and "out of memory" in err and "--batch-size" in err
     assert "Traceback" not in err and "20.00 GiB" not in err
+
+
+def test_a_dead_start_stops_before_the_first_step_and_writes_nothing(data, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "model.pth").write_bytes(b"a good model")
+    args = [data["train"], *tiny_model_args(), "--input-size", 56, "--steps", 20, "--workers", 0, "-o", output]
+    code, err = run_in_process(args, monkeypatch, capsys)
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code == 1 and len(errors) == 1, err
+    assert "dead start" in errors[0] and "activation floor" in errors[0] and "--encoder-weights" in errors[0]
+    assert "--target" in errors[0] and "nothing written" in errors[0]
+    assert sorted(p.name for p in output.iterdir()) == ["model.pth"]
+    assert (output / "model.pth").read_bytes() == b"a good model"

@@ -33,13 +33,16 @@ def make_dataset(folder: Path, count: int, seed: int, size: tuple[int, int] = (6
     return folder
 
 
-def save_fixture_encoder(path: Path, fixtures: Path) -> Path:
-    """The tiny fixture network's encoder weights as a plain backbone state dict."""
-    from anydepth_cli.weights.checkpoint import read_state_dict
+def save_fixture_encoder(path: Path, fixtures: Path, name: str = "tiny_dav2_sdt") -> Path:
+    """The encoder of fixture network `name` as a plain backbone state dict."""
+    import json
+
+    from anydepth_cli.weights.checkpoint import LAYOUT_PREFIXES, read_state_dict
     import torch
 
-    state = read_state_dict(fixtures / "tiny_dav2_sdt.pth")
-    torch.save({k[len("pretrained."):]: v for k, v in state.items() if k.startswith("pretrained.")}, path)
+    prefix = LAYOUT_PREFIXES[json.loads((fixtures / f"{name}.json").read_text())["config"]["layout"]][0]
+    state = read_state_dict(fixtures / f"{name}.pth")
+    torch.save({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path)
     return path
 
 

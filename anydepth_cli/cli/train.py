@@ -32,6 +32,7 @@ def train(
     checkpoint: Annotated[Optional[str], typer.Option(help="Start from these weights (.pth/.safetensors in any layout we load, or hf://ORG/REPO/FILE).", rich_help_panel=MODEL)] = None,
     encoder_weights: Annotated[Optional[Path], typer.Option(help="A plain DINOv2/DINOv3 backbone state dict: the encoder of a freshly initialised head.", rich_help_panel=MODEL)] = None,
     target: Annotated[Optional[str], typer.Option(help="What the head learns: depth (ReLU + 0.001 output, as the AnyDepth code) or disparity (ReLU). \\[default: depth, or the resumed run's]", show_default=False, rich_help_panel=MODEL)] = None,
+    batchnorm: Annotated[Optional[str], typer.Option(help="The head's BatchNorms: train (batch statistics of the global batch, synchronised across processes, running averages updated) or frozen (stored statistics). \\[default: train for a fresh head, frozen for a checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     val: Annotated[Optional[list[Path]], typer.Option(help="Validation data, a folder or manifest as `anydepth eval` reads it (repeat for several): AbsRel and δ1 as it computes them.", rich_help_panel=DATA)] = None,
     val_every: Annotated[int, typer.Option(help="Validate (and save) every N steps, and at the end.", rich_help_panel=DATA)] = 1000,
     data_root: Annotated[Optional[list[str]], typer.Option(help="Folder that list files' relative paths resolve against, and that replaces the leading folder of absolute paths not on this machine (the published lists'). NAME=DIR for one dataset's lists; repeat for several.", metavar="[NAME=]DIR", show_default=False, rich_help_panel=DATA)] = None,
@@ -59,9 +60,9 @@ def train(
 
     `--resume RUN` continues with the run's own data and settings; options given again override them.
 
-    The loss is scale-and-shift invariant in the target space plus multi-scale gradient matching. Under `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
+    The loss regresses the output onto the target normalised per image to [0, 1] (2nd to 98th percentile, in the target space), plus multi-scale gradient matching: the output's sign and scale are fixed, the ground truth's scale and shift do not matter. Under `torchrun --nproc-per-node N` or `srun` it runs data-parallel; only rank 0 writes and prints.
 
-    Exit status: 0 trained, 1 stopped (non-finite loss, out of memory) with the last good checkpoint kept, 2 usage error.
+    Exit status: 0 trained, 1 stopped (a dead start, with nothing written; a non-finite loss or out of memory, with the last good checkpoint kept), 2 usage error.
     """
     from anydepth_cli.training.loop import RESUMED, TrainOptions
 
@@ -74,7 +75,7 @@ def train(
         input_size=input_size, precision=precision, device=device,
         workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,
         resume=resume is not None, depth_scale=depth_scale, save_every=save_every, clip_grad=clip_grad,
-        data_root=tuple(Path(root) for root in data_root or ()), mix=mix, max_depth=max_depth,
+        data_root=tuple(Path(root) for root in data_root or ()), mix=mix, max_depth=max_depth, batchnorm=batchnorm,
         explicit=frozenset(name for name in RESUMED if _given(ctx, name)),
     )
     options.check()

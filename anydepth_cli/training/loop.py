@@ -1,9 +1,11 @@
 """The training loop: a frozen encoder, a trained head, AdamW with warmup and cosine decay, checkpoints.
 
-The whole network stays in eval mode: the encoder is frozen (no gradients, run under `torch.no_grad`) and the
-head's BatchNorm layers use their stored statistics, so a sample's gradient does not depend on the others in
-its batch. Batch size, gradient accumulation and the number of processes then trade freely: 2 processes of
-batch B/2 give the weights of 1 process of batch B.
+The encoder is frozen: no gradients, eval mode, run under `torch.no_grad`. The head's BatchNorm layers either
+train (batch statistics of the global batch, synchronised across processes, running averages updated: the
+default for a fresh head) or stay frozen at their stored statistics (the default when fine-tuning a
+checkpoint); see `training.batchnorm`. Either way 2 processes of batch B/2 give the weights of 1 process of
+batch B. Gradient accumulation trades freely with the batch size only with frozen BatchNorms, since training
+ones see one micro-batch at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,13 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
 from anydepth_cli.training import distributed, run
+from anydepth_cli.training.batchnorm import MODES as BATCHNORM_MODES
+from anydepth_cli.training.batchnorm import prepare_head, set_training_mode
 from anydepth_cli.training.data import batches_per_epoch, make_loader
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loss import depth_loss
+from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss, relu_raising_below
 from anydepth_cli.training.report import Reporter, TrainSummary
-from anydepth_cli.training.sources import load_sources, parse_values, training_data, write_data_lists
+from anydepth_cli.training.sources import DataReport, load_sources, parse_values, training_data, write_data_lists
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
@@ -45,11 +49,11 @@ PRECISIONS = (*INFERENCE_PRECISIONS, "fp64")
 """fp64 is a reference mode: it shows that runs which differ only in float rounding agree."""
 RESUMED = ("data", "target", "val", "val_every", "steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay",
            "warmup", "input_size", "seed", "keep", "depth_scale", "save_every", "clip_grad", "data_root", "mix",
-           "max_depth")
+           "max_depth", "batchnorm")
 """The options a run stores; `--resume` reuses them unless they are given again."""
 WARMUP_FRACTION = 0.05
-FRESH_OUTPUT_BIAS = 1.0
-"""A fresh head's last bias, so that its first outputs sit above the final ReLU and every pixel gets a gradient."""
+DEAD_FRACTION = 0.95
+"""A run whose first batch has at least this fraction of output pixels at the activation floor stops."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class TrainOptions:
     """`NAME=WEIGHT,...`: the probability of drawing each dataset (None: in proportion to their sizes)."""
     max_depth: str | None = None
     """`NAME=METRES,...`: depth caps replacing the datasets' defaults (inf: none)."""
+    batchnorm: str | None = None
+    """None: `train` for a fresh head, `frozen` for a checkpoint (or the mode of the run being resumed)."""
     explicit: frozenset[str] = frozenset()
     """The fields given on the command line; when resuming, the others are the run's own (RESUMED)."""
 
@@ -97,6 +103,8 @@ class TrainOptions:
         problems = []
         if self.target is not None and self.target not in TARGETS:
             problems.append(f"--target must be depth or disparity, not {self.target!r}")
+        if self.batchnorm is not None and self.batchnorm not in BATCHNORM_MODES:
+            problems.append(f"--batchnorm must be train or frozen, not {self.batchnorm!r}")
         if self.steps is None and self.epochs is None and not self.resume:
             problems.append("say how long to train: --steps N and/or --epochs N")
         for name in ("steps", "epochs", "batch_size", "grad_accum", "val_every", "save_every"):
@@ -135,20 +143,25 @@ def training_config(config: NetworkConfig, target: str) -> NetworkConfig:
     return replace(config, output=target, activation=TARGET_ACTIVATIONS[target], layout=run.TRAIN_LAYOUT)
 
 
-def _named_config(options: TrainOptions, target: str) -> NetworkConfig:
-    """The architecture --arch or --model names (the default model's when neither), trained for `target`."""
+def _source_config(options: TrainOptions) -> NetworkConfig:
+    """The architecture --arch or --model names (the default model's when neither), as it declares itself."""
     if options.arch is not None:
-        return training_config(NetworkConfig.from_file(options.arch), target)
-    return training_config(get_model(options.model or DEFAULT_MODEL).config, target)
+        return NetworkConfig.from_file(options.arch)
+    return get_model(options.model or DEFAULT_MODEL).config
 
 
 def fresh_network(config: NetworkConfig, encoder_weights: Path, seed: int) -> DepthNetwork:
-    """A network of `config` whose encoder comes from a backbone state dict and whose head is newly initialised."""
+    """A network of `config` whose encoder comes from a backbone state dict and whose head is newly initialised.
+
+    The head has PyTorch's default initialisation except the last convolution's bias, TARGET_MIDDLE: the first
+    outputs then sit near the middle of the normalised target's range, above the final ReLU (so every pixel gets a
+    gradient) and no farther than half the range from any target.
+    """
     torch.manual_seed(seed)
     network = DepthNetwork(config)
     load_encoder_weights(network, encoder_weights)
     last = [m for m in network.head.modules() if isinstance(m, nn.Conv2d)][-1]
-    nn.init.constant_(last.bias, FRESH_OUTPUT_BIAS)
+    nn.init.constant_(last.bias, TARGET_MIDDLE)
     return network.eval()
 
 
@@ -184,7 +197,7 @@ def _resumed_config(state: dict[str, Any], options: TrainOptions) -> NetworkConf
     """The architecture of the run being resumed; UsageError when --model, --arch or --target name another one."""
     stored = NetworkConfig.from_dict(state["arch"])
     target = options.target or stored.output
-    named = _named_config(options, target) if options.model or options.arch else training_config(stored, target)
+    named = training_config(_source_config(options) if options.model or options.arch else stored, target)
     if named != stored:
         ours, theirs = named.to_dict(), stored.to_dict()
         differences = [f"{k} {theirs[k]}→{ours[k]}" for k in ours if ours[k] != theirs[k]]
@@ -246,8 +259,9 @@ def _validate(network: DepthNetwork, pairs: list[Pair], size: int, device: torch
 def train(options: TrainOptions, reporter: Reporter) -> TrainSummary:
     """Run (or resume) the training `options` describe, in this process's place among the launcher's processes.
 
-    Only rank 0 writes files and talks to `reporter`. TrainingError on a non-finite loss or when memory runs
-    out; the last checkpoint in the run folder is then the last good one.
+    Only rank 0 writes files and talks to `reporter`. TrainingError on a dead start (the head's output at its
+    activation floor on the first batch; nothing is written), a non-finite loss or when memory runs out (the
+    last checkpoint in the run folder is then the last good one).
     """
     options.check()
     world = distributed.world_from_env()
@@ -259,29 +273,64 @@ def train(options: TrainOptions, reporter: Reporter) -> TrainSummary:
         distributed.shutdown(world)
 
 
-def _train(options: TrainOptions, world: World, device: torch.device, reporter: Reporter) -> TrainSummary:
-    folder = options.output
-    state = None
-    if options.resume:
-        state = run.load_last(folder)
-        options, changed = _resumed_options(options, state["settings"])
-        if changed:
-            reporter.note(f"resuming with another {', '.join(changed)}: the result will differ from an uninterrupted run")
-        config = _resumed_config(state, options)
-        network = load_network(config, folder / run.MODEL)
-        network.head.load_state_dict(state["head"])
-    else:
-        if (folder / run.LAST).exists():
-            raise UsageError(f"{folder} already holds a training run: continue it with --resume {folder} "
-                             "or choose another -o")
-        config = _named_config(options, options.target or "depth")
-        network = _start_network(options, config, world)
-    network = network.to(device).eval()
-    network.encoder.requires_grad_(False)
-    crop = crop_size(options, config)
-    if world.main and options.input_size and crop != options.input_size:
-        reporter.note(f"--input-size {options.input_size} rounded to {crop}, a multiple of the patch size {config.patch_size}")
+@dataclass
+class _Start:
+    """Where a run starts: its options (target and BatchNorm mode resolved), architecture, network and, when
+    resumed, its stored state."""
 
+    options: TrainOptions
+    config: NetworkConfig
+    network: DepthNetwork
+    state: dict[str, Any] | None = None
+    declared: str | None = None
+    """The output kind the starting checkpoint declares (None for a fresh head or a resumed run)."""
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"]) if self.state is not None else 0
+
+
+def _resume(options: TrainOptions, reporter: Reporter) -> _Start:
+    """The run in options.output, as it was last saved, with its own settings unless given again."""
+    state = run.load_last(options.output)
+    options, changed = _resumed_options(options, state["settings"])
+    if changed:
+        reporter.note(f"resuming with another {', '.join(changed)}: the result will differ from an uninterrupted run")
+    config = _resumed_config(state, options)
+    network = load_network(config, options.output / run.MODEL)
+    network.head.load_state_dict(state["head"])
+    options = replace(options, target=config.output, batchnorm=options.batchnorm or "frozen")
+    return _Start(options, config, network, state)
+
+
+def _begin(options: TrainOptions, world: World) -> _Start:
+    """A new run in options.output: UsageError when that folder already holds one."""
+    if (options.output / run.LAST).exists():
+        raise UsageError(f"{options.output} already holds a training run: continue it with --resume {options.output} "
+                         "or choose another -o")
+    fresh = options.encoder_weights is not None
+    source = _source_config(options)
+    options = replace(options, target=options.target or "depth",
+                      batchnorm=options.batchnorm or ("train" if fresh else "frozen"))
+    config = training_config(source, options.target)
+    network = _start_network(options, config, world)
+    return _Start(options, config, network, declared=None if fresh else source.output)
+
+
+@dataclass
+class _Data:
+    """The training samples, this process's stream of their batches, and the validation pairs."""
+
+    report: DataReport
+    batches: Iterator[dict[str, Any]]
+    val: list[Pair]
+    per_epoch: int
+
+
+def _training_data(options: TrainOptions, world: World, reporter: Reporter, crop: int, device: torch.device,
+                   start: int) -> _Data:
+    """Read and check the sources (rank 0 scans, the others receive its report) and open this process's batch
+    stream at optimizer step `start`; UsageError when the data cannot fill one step."""
     report = training_data(options.data, world, reporter, roots=options.data_root, mix=options.mix, keep=options.keep,
                            depth_scale=options.depth_scale, max_depth=options.max_depth, workers=max(1, options.workers))
     val_pairs = load_sources(options.val)
@@ -290,119 +339,212 @@ def _train(options: TrainOptions, world: World, device: torch.device, reporter: 
     if per_epoch < options.grad_accum:
         raise UsageError(f"{count} sample(s) cannot fill one step of {options.batch_size * options.grad_accum * world.size} "
                          "images: lower --batch-size or --grad-accum, or add data")
+    loader = make_loader(report, crop, options.target, options.seed, options.batch_size, world,
+                         start * options.grad_accum, options.workers, device.type == "cuda")
+    return _Data(report, iter(loader), val_pairs, per_epoch)
+
+
+def _total_steps(options: TrainOptions, per_epoch: int) -> tuple[int, int]:
+    """(steps, warmup steps) of the whole run."""
     limits = [options.steps, options.epochs and max(1, options.epochs * per_epoch // options.grad_accum)]
     total = min(s for s in limits if s)
-    warmup = round(WARMUP_FRACTION * total) if options.warmup is None else options.warmup
+    return total, round(WARMUP_FRACTION * total) if options.warmup is None else options.warmup
 
-    dtype = torch.float64 if options.precision == "fp64" else select_dtype(options.precision, device)
-    exact = torch.float64 if dtype == torch.float64 else torch.float32  # of the weights, inputs and loss
-    network.to(exact)
-    autocast = nullcontext if dtype == exact else lambda: torch.autocast(device.type, dtype=dtype)
-    head: nn.Module = network.head
-    parameters = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_param_groups(head, options.weight_decay), lr=options.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total, warmup))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    start = 0
-    rows: list[dict[str, float]] = []
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+
+def _dead_start(fraction: float, target: str, declared: str | None) -> TrainingError:
+    """The one-line error of a head whose output sits at its activation floor."""
+    if declared is not None and declared != target:
+        advice = (f"the checkpoint declares {declared}: train it with --target {declared}, or start a fresh head "
+                  "with --encoder-weights")
+    else:
+        advice = "start a fresh head with --encoder-weights, or use the --target the checkpoint was trained for"
+    return TrainingError(f"dead start: {fraction:.1%} of the head's outputs sit at the activation floor (below its "
+                         f"final ReLU) on the first batch, where no gradient of the ReLU reaches them: the starting "
+                         f"weights do not fit this data and target. Stopped before the first step, nothing written. "
+                         f"{advice[0].upper()}{advice[1:]}")
+
+
+class _Run:
+    """One training run in this process: the network and its optimiser, the data, the metrics and checkpoints."""
+
+    def __init__(self, start: _Start, world: World, device: torch.device, reporter: Reporter) -> None:
+        self.options, self.config, self.declared = start.options, start.config, start.declared
+        self.world, self.device, self.reporter = world, device, reporter
+        self.folder = self.options.output
+        self.crop = crop_size(self.options, self.config)
+        self.start = self.step = self.saved = start.step
+        self.data = _training_data(self.options, world, reporter, self.crop, device, self.start)
+        self.total, warmup = _total_steps(self.options, self.data.per_epoch)
+        self.dtype = torch.float64 if self.options.precision == "fp64" else select_dtype(self.options.precision, device)
+        self.exact = torch.float64 if self.dtype == torch.float64 else torch.float32  # weights, inputs and loss
+        self.network = self._prepare(start.network)
+        self._optimisation(warmup)
+        self.rows: list[dict[str, float]] = []
+        if start.state is not None:
+            self._restore(start.state)
+        self.head: nn.Module = self.network.head
+        if world.distributed:
+            self.head = nn.parallel.DistributedDataParallel(
+                self.head, device_ids=[device.index] if device.type == "cuda" else None)
+        self.images_per_step = self.options.batch_size * self.options.grad_accum * world.size
+        self.failures: set[str] = set()
+        self.loss = math.nan
+
+    def _optimisation(self, warmup: int) -> None:
+        """AdamW on the head, its warmup-then-cosine schedule, and the fp16 gradient scaler."""
+        head = self.network.head
+        self.parameters = [p for p in head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(_param_groups(head, self.options.weight_decay), lr=self.options.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda step: _lr_factor(step, self.total, warmup))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+    def _prepare(self, network: DepthNetwork) -> DepthNetwork:
+        """The network on this process's device in the exact dtype, the encoder frozen, the head's BatchNorms
+        synchronised across processes when they train."""
+        network = network.to(self.device, self.exact)
+        network.encoder.requires_grad_(False)
+        network.head = prepare_head(network.head, self.options.batchnorm, self.world, self.device)
+        set_training_mode(network, network.head, self.options.batchnorm)
+        if self.world.main and self.options.input_size and self.crop != self.options.input_size:
+            self.reporter.note(f"--input-size {self.options.input_size} rounded to {self.crop}, a multiple of the "
+                               f"patch size {self.config.patch_size}")
+        return network
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """The optimiser, schedule, scaler, RNG and metrics of a resumed run."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
-        start = int(state["step"])
-        rows = run.read_metrics(folder, start) if world.main else []
-        if state["world_size"] != world.size:
-            reporter.note(f"resuming on {world.size} process(es) instead of {state['world_size']}: the global batch "
-                          "changes with them")
-    if world.distributed:
-        head = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
-    if world.main:
-        run.write_arch(folder, config)
-        write_data_lists(folder, report)
+        self.rows = run.read_metrics(self.folder, self.start) if self.world.main else []
+        if state["world_size"] != self.world.size:
+            self.reporter.note(f"resuming on {self.world.size} process(es) instead of {state['world_size']}: the "
+                               "global batch changes with them")
 
-    loader = make_loader(report, crop, config.output, options.seed, options.batch_size, world,
-                         start * options.grad_accum, options.workers, device.type == "cuda")
-    stream = iter(loader)
-    images_per_step = options.batch_size * options.grad_accum * world.size
-    failures: set[str] = set()
-    saved = start
-    loss_value = math.nan
+    def _autocast(self) -> Any:
+        return nullcontext() if self.dtype == self.exact else torch.autocast(self.device.type, dtype=self.dtype)
 
-    def save(step: int) -> None:
-        nonlocal saved
-        if world.main:
-            run.save_model(folder, network)
-            run.save_last(folder, {
-                "step": step, "arch": config.to_dict(), "head": network.head.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": _rng_state(), "settings": settings(options), "world_size": world.size,
+    def _micro_step(self, batch: dict[str, Any], last: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch: its loss terms, output pixels at the floor and output pixels."""
+        self.failures.update(e for e in batch["error"] if e)
+        image = batch["image"].to(self.device, self.exact, non_blocking=True)
+        target = batch["target"].to(self.device, self.exact, non_blocking=True)
+        valid = batch["valid"].to(self.device, non_blocking=True)
+        synced = last or self.head is self.network.head
+        with nullcontext() if synced else self.head.no_sync():
+            with self._autocast():
+                with torch.no_grad():
+                    features, grid = self.network.encoder(image)
+                raw = self.head(features, grid)
+            pred = relu_raising_below(raw.to(self.exact), self.config.output_floor)
+            pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            terms = depth_loss(pred, target, valid)
+            self.scaler.scale(terms.total / self.options.grad_accum).backward()
+        losses = torch.stack([terms.total, terms.regression, terms.gradient]).detach() / self.options.grad_accum
+        floor = torch.stack([(raw <= 0).sum(), torch.tensor(raw.numel(), device=raw.device)]).to(self.exact)
+        return torch.cat([losses, floor])
+
+    def _check(self, sums: torch.Tensor) -> None:
+        """TrainingError on a dead first step or a non-finite loss."""
+        if self.step == self.start and sums[3] >= DEAD_FRACTION * sums[4]:
+            raise _dead_start(float(sums[3] / sums[4]), self.options.target, self.declared)
+        if not math.isfinite(self.loss):
+            raise TrainingError(f"the loss became non-finite at step {self.step + 1}; stopped. "
+                                + (f"The last good checkpoint (step {self.saved}) is in {self.folder}"
+                                   if self.saved else "No checkpoint was written yet")
+                                + "; try a lower --lr")
+
+    def _optimizer_step(self) -> float:
+        """Clip, step and schedule; the learning rate the step used."""
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.options.clip_grad)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return lr
+
+    def _train_step(self) -> None:
+        """One optimizer step over --grad-accum micro-batches, recorded in the metrics."""
+        tick = time.perf_counter()
+        sums = torch.zeros(5, device=self.device, dtype=self.exact)
+        for micro in range(self.options.grad_accum):
+            sums += self._micro_step(next(self.data.batches), micro == self.options.grad_accum - 1)
+        sums = distributed.mean(self.world, sums)
+        self.loss = float(sums[0])
+        self._check(sums)
+        lr = self._optimizer_step()
+        self.step += 1
+        self.rows.append({"step": self.step, "loss": self.loss, "lr": lr, "val_abs_rel": math.nan,
+                          "val_delta1": math.nan})
+        self.reporter.step(self.step, self.loss, lr, self.images_per_step / max(time.perf_counter() - tick, 1e-9))
+
+    def _maybe_validate(self) -> bool:
+        """Validate when it is time (rank 0; the others wait); whether it was."""
+        if not self.data.val or (self.step % self.options.val_every and self.step != self.total):
+            return False
+        if self.world.main:
+            abs_rel, delta1 = _validate(self.network, self.data.val, self.crop, self.device, self.dtype, self.options)
+            set_training_mode(self.network, self.network.head, self.options.batchnorm)
+            self.rows[-1].update(val_abs_rel=abs_rel, val_delta1=delta1)
+            self.reporter.validated(self.step, abs_rel, delta1)
+        distributed.barrier(self.world)
+        return True
+
+    def _save(self) -> None:
+        """Write the run folder (rank 0): architecture, weights, resumable state, metrics and curves."""
+        if self.world.main:
+            if self.saved == self.start:
+                run.write_arch(self.folder, self.config)
+                write_data_lists(self.folder, self.data.report)
+            run.save_model(self.folder, self.network)
+            run.save_last(self.folder, {
+                "step": self.step, "arch": self.config.to_dict(), "head": self.network.head.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": _rng_state(), "settings": settings(self.options),
+                "world_size": self.world.size,
             })
-            run.write_metrics(folder, rows)
-            run.plot_losses(folder, rows)
-        saved = step
+            run.write_metrics(self.folder, self.rows)
+            run.plot_losses(self.folder, self.rows)
+        self.saved = self.step
 
-    reporter.start(total, start, images_per_step)
-    began = time.perf_counter()
-    step = start
-    try:
-        while step < total:
-            tick = time.perf_counter()
-            sums = torch.zeros(3, device=device, dtype=exact)
-            for micro in range(options.grad_accum):
-                batch = next(stream)
-                failures.update(e for e in batch["error"] if e)
-                image = batch["image"].to(device, exact, non_blocking=True)
-                target = batch["target"].to(device, exact, non_blocking=True)
-                valid = batch["valid"].to(device, non_blocking=True)
-                last = micro == options.grad_accum - 1
-                with nullcontext() if last or head is network.head else head.no_sync():
-                    with autocast():
-                        with torch.no_grad():
-                            features, grid = network.encoder(image)
-                        raw = head(features, grid)
-                    pred = network.activate(raw.to(exact))
-                    pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-                    terms = depth_loss(pred, target, valid)
-                    scaler.scale(terms.total / options.grad_accum).backward()
-                sums += torch.stack([terms.total, terms.ssi, terms.gradient]).detach() / options.grad_accum
-            sums = distributed.mean(world, sums)
-            loss_value = float(sums[0])
-            if not math.isfinite(loss_value):
-                raise TrainingError(f"the loss became non-finite at step {step + 1}; stopped. "
-                                    + (f"The last good checkpoint (step {saved}) is in {folder}"
-                                       if saved else "No checkpoint was written yet")
-                                    + "; try a lower --lr")
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(parameters, options.clip_grad)
-            lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            row: dict[str, float] = {"step": step, "loss": loss_value, "lr": lr, "val_abs_rel": math.nan,
-                                     "val_delta1": math.nan}
-            rows.append(row)
-            reporter.step(step, loss_value, lr, images_per_step / max(time.perf_counter() - tick, 1e-9))
-            if val_pairs and (step % options.val_every == 0 or step == total):
-                if world.main:
-                    abs_rel, delta1 = _validate(network, val_pairs, crop, device, dtype, options)
-                    row.update(val_abs_rel=abs_rel, val_delta1=delta1)
-                    reporter.validated(step, abs_rel, delta1)
-                distributed.barrier(world)
-            if step % options.save_every == 0 or step == total or not math.isnan(row["val_abs_rel"]):
-                save(step)
-    except (torch.cuda.OutOfMemoryError, MemoryError):
-        raise TrainingError(f"out of memory at step {step + 1} with batch size {options.batch_size} and input size "
-                            f"{crop}: lower --batch-size (raise --grad-accum to keep the batch) or --input-size") from None
-    except KeyboardInterrupt:
-        reporter.note(f"interrupted at step {step}; the last checkpoint (step {saved}) is in {folder}: "
-                      f"continue with --resume {folder}")
-        raise
-    finally:
-        reporter.stop()
-    validated = [(int(r["step"]), r["val_abs_rel"], r["val_delta1"]) for r in rows if not math.isnan(r["val_abs_rel"])]
-    best = min(validated, key=lambda v: v[1], default=None)
-    return TrainSummary(folder, step - start, start, total, time.perf_counter() - began,
-                        (step - start) * images_per_step, loss_value, report, best, sorted(failures))
+    def _steps(self) -> None:
+        """Train to the last step, validating and saving on schedule."""
+        while self.step < self.total:
+            self._train_step()
+            validated = self._maybe_validate()
+            if self.step % self.options.save_every == 0 or self.step == self.total or validated:
+                self._save()
+
+    def run(self) -> TrainSummary:
+        """Train from the start step to the end; the summary."""
+        self.reporter.start(self.total, self.start, self.images_per_step)
+        began = time.perf_counter()
+        try:
+            self._steps()
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            raise TrainingError(f"out of memory at step {self.step + 1} with batch size {self.options.batch_size} and "
+                                f"input size {self.crop}: lower --batch-size (raise --grad-accum to keep the batch) "
+                                "or --input-size") from None
+        except KeyboardInterrupt:
+            self.reporter.note(f"interrupted at step {self.step}; the last checkpoint (step {self.saved}) is in "
+                               f"{self.folder}: continue with --resume {self.folder}")
+            raise
+        finally:
+            self.reporter.stop()
+        return self._summary(time.perf_counter() - began)
+
+    def _summary(self, seconds: float) -> TrainSummary:
+        validated = [(int(r["step"]), r["val_abs_rel"], r["val_delta1"]) for r in self.rows
+                     if not math.isnan(r["val_abs_rel"])]
+        best = min(validated, key=lambda v: v[1], default=None)
+        done = self.step - self.start
+        return TrainSummary(self.folder, done, self.start, self.total, seconds, done * self.images_per_step, self.loss,
+                            self.data.report, best, sorted(self.failures))
+
+
+def _train(options: TrainOptions, world: World, device: torch.device, reporter: Reporter) -> TrainSummary:
+    start = _resume(options, reporter) if options.resume else _begin(options, world)
+    return _Run(start, world, device, reporter).run()

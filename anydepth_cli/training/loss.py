@@ -1,18 +1,29 @@
-"""The training loss: scale-and-shift-invariant error plus multi-scale gradient matching, in the target space.
+"""The training loss: the activated prediction regressed onto a target normalised to a fixed range, plus
+multi-scale gradient matching.
 
-Per image, over its valid pixels (both maps are in the target space: depth, or disparity = 1/depth):
+Per image, over its valid pixels (the target t is in the target space: depth, or disparity = 1/depth):
 
-1. The target t is normalised to median 0 and mean absolute deviation 1: t̂ = (t − med(t)) / mean|t − med(t)|,
-   so the loss does not depend on the units or range of the ground truth.
-2. The prediction p is aligned to t̂ by the least-squares scale s and shift b (`fit_scale_shift_batch`,
-   the batched form of `inference.align.fit_scale_shift`): r = s·p + b − t̂.
-3. L_ssi = mean r² (scale-and-shift-invariant MSE).
+1. The target is mapped affinely so that its 2nd percentile goes to 0 and its 98th to 1:
+   t̂ = (t − q₂(t)) / (q₉₈(t) − q₂(t)) (percentiles interpolated linearly between the sorted values, as
+   `torch.quantile` does; the tails fall just outside [0, 1]). Any positive scale and any shift of the ground
+   truth give the same t̂, so the loss does not depend on its units, scale or offset.
+2. The prediction p is the network's output after its final activation (ReLU, plus 0.001 for depth), compared
+   with t̂ as it is, with no alignment: r = p − t̂. A prediction that runs the wrong way round, or whose spread
+   is not that of t̂, keeps a large loss, so training fixes the output's sign (large = far for depth, large =
+   near for disparity) and anchors its scale to the range [0, 1].
+3. L_reg = mean |r|.
 4. L_grad = Σ_{k=0..3} (Σ |∂x r_k| + Σ |∂y r_k|) / (valid pixels of r_k), with r_k = r sampled every 2^k pixels
    and a difference counted only where both its pixels are valid (multi-scale gradient matching).
-5. L = L_ssi + GRADIENT_WEIGHT · L_grad.
+5. L = L_reg + GRADIENT_WEIGHT · L_grad, with GRADIENT_WEIGHT = 0.5.
 
-The batch loss is the mean of the per-image losses (an image without two valid pixels counts 0), so it does
-not depend on how a batch is split across processes or accumulation steps.
+An image with fewer than two valid pixels, or whose target has no spread (q₉₈ = q₂), counts 0. The batch loss is
+the mean of the per-image losses, so it does not depend on how a batch is split across processes or accumulation
+steps.
+
+The gradient of the final ReLU is that of `relu_raising_below`: where the ReLU clips, the gradient still passes
+when it would raise the output, so a pixel pushed below the floor is pulled back toward a target above it and a
+head cannot die during training (as one re-anchoring a checkpoint's output range at a high learning rate would).
+The loss's value is unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +34,30 @@ import torch
 
 GRADIENT_WEIGHT = 0.5
 GRADIENT_SCALES = 4
+TARGET_QUANTILES = (0.02, 0.98)
+"""The target percentiles mapped to 0 and 1."""
+TARGET_MIDDLE = 0.5
+"""The middle of the normalised target's range (where a fresh head's output starts)."""
+
+
+class _ReluRaisingBelow(torch.autograd.Function):
+    """ReLU whose gradient also passes where the input is ≤ 0, when descending it would raise the input."""
+
+    @staticmethod
+    def forward(ctx, raw: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - autograd's signature
+        ctx.save_for_backward(raw)
+        return raw.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (raw,) = ctx.saved_tensors
+        return torch.where((raw > 0) | (grad < 0), grad, 0.0)
+
+
+def relu_raising_below(raw: torch.Tensor, floor: float) -> torch.Tensor:
+    """The final activation relu(raw) + floor as training differentiates it (see the module docstring)."""
+    out = _ReluRaisingBelow.apply(raw)
+    return out + floor if floor else out
 
 
 @dataclass(frozen=True)
@@ -30,38 +65,30 @@ class LossTerms:
     """The batch loss and its two terms (each a batch mean of per-image values)."""
 
     total: torch.Tensor
-    ssi: torch.Tensor
+    regression: torch.Tensor
     gradient: torch.Tensor
 
 
-def fit_scale_shift_batch(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image least-squares (scale, shift) minimising Σ w·(scale·pred + shift − target)², for (B, …) maps.
-
-    The same rule as `inference.align.fit_scale_shift`: an image whose prediction has no spread gets scale 1
-    and the shift of the means; one with no weight gets (1, 0).
-    """
-    w = weight.flatten(1).to(pred.dtype)
-    p, t = pred.flatten(1), target.flatten(1)
-    count = w.sum(1)
-    safe = count.clamp_min(1e-12)
-    mean_p, mean_t = (w * p).sum(1) / safe, (w * t).sum(1) / safe
-    dp, dt = p - mean_p[:, None], t - mean_t[:, None]
-    var = (w * dp * dp).sum(1)
-    flat = var <= 1e-12 * count.clamp_min(1.0)
-    scale = torch.where(flat, torch.ones_like(var), (w * dp * dt).sum(1) / torch.where(flat, torch.ones_like(var), var))
-    shift = mean_t - scale * mean_p
-    empty = count <= 0
-    return torch.where(empty, torch.ones_like(scale), scale), torch.where(empty, torch.zeros_like(shift), shift)
+def masked_quantiles(values: torch.Tensor, valid: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """(B, len(quantiles)): each image's quantiles of its valid values, interpolated linearly (as
+    `torch.quantile`); 0 for an image without a valid value."""
+    count = valid.flatten(1).sum(1)
+    ordered = torch.where(valid, values, torch.inf).flatten(1).sort(1).values
+    position = torch.tensor(quantiles, dtype=values.dtype, device=values.device)[None] * (count[:, None] - 1).clamp_min(0)
+    below = position.floor().long()
+    above = torch.minimum(below + 1, (count[:, None] - 1).clamp_min(0))
+    low, high = ordered.gather(1, below), ordered.gather(1, above)
+    result = low + (high - low).nan_to_num(0.0, 0.0, 0.0) * (position - below)
+    return torch.where(count[:, None] > 0, result, 0.0)
 
 
-def normalise_target(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Each (H, W) target shifted to median 0 and scaled to mean absolute deviation 1 over its valid pixels."""
-    flat = torch.where(valid, target, torch.nan).flatten(1)
-    median = flat.nanmedian(1).values.nan_to_num(0.0)
-    spread = torch.where(valid.flatten(1), (flat - median[:, None]).abs(), 0.0).sum(1)
-    spread = spread / valid.flatten(1).sum(1).clamp_min(1)
-    out = (target - median[:, None, None]) / spread.clamp_min(1e-6)[:, None, None]
-    return torch.where(valid, out, 0.0)
+def normalise_target(target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (H, W) target mapped to t̂ (step 1 above; 0 at invalid pixels), and whether it has any spread."""
+    low, high = masked_quantiles(target, valid, TARGET_QUANTILES).unbind(1)
+    spread = high - low
+    usable = spread > 1e-6 * torch.maximum(high.abs(), low.abs()).clamp_min(1e-12)
+    out = (target - low[:, None, None]) / torch.where(usable, spread, 1.0)[:, None, None]
+    return torch.where(valid, out, 0.0), usable
 
 
 def gradient_matching(residual: torch.Tensor, valid: torch.Tensor, scales: int = GRADIENT_SCALES) -> torch.Tensor:
@@ -78,15 +105,15 @@ def gradient_matching(residual: torch.Tensor, valid: torch.Tensor, scales: int =
 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> LossTerms:
-    """The loss of (B, H, W) predictions against targets in the same space over `valid` (see the module docstring)."""
+    """The loss of (B, H, W) activated predictions against targets in the same space over `valid` (see the
+    module docstring)."""
     dtype = torch.promote_types(pred.dtype, torch.float32)
     pred, target = pred.to(dtype), target.to(dtype)
-    usable = valid.flatten(1).sum(1) >= 2
-    valid = valid & usable[:, None, None]
-    normalised = normalise_target(target, valid)
-    scale, shift = fit_scale_shift_batch(pred, normalised, valid)
-    residual = torch.where(valid, scale[:, None, None] * pred + shift[:, None, None] - normalised, 0.0)
-    ssi = (residual * residual).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
+    valid = valid & (valid.flatten(1).sum(1) >= 2)[:, None, None]
+    normalised, spread = normalise_target(target, valid)
+    valid = valid & spread[:, None, None]
+    residual = torch.where(valid, pred - normalised, 0.0)
+    regression = residual.abs().sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
     gradient = gradient_matching(residual, valid)
-    per_image = ssi + GRADIENT_WEIGHT * gradient
-    return LossTerms(per_image.mean(), ssi.mean(), gradient.mean())
+    per_image = regression + GRADIENT_WEIGHT * gradient
+    return LossTerms(per_image.mean(), regression.mean(), gradient.mean())
