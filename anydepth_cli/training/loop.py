@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anydepth_cli.errors import TrainingError, UsageError
@@ -28,6 +27,7 @@ from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.preprocess import resize_map
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
@@ -438,7 +438,7 @@ class _Run:
                     features, grid = self.network.encoder(image)
                 raw = self.head(features, grid)
             pred = relu_raising_below(raw.to(self.exact), self.config.output_floor)
-            pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            pred = resize_map(pred, tuple(target.shape[-2:]), self.config)
             terms = depth_loss(pred, target, valid)
             self.scaler.scale(terms.total / self.options.grad_accum).backward()
         losses = torch.stack([terms.total, terms.regression, terms.gradient]).detach() / self.options.grad_accum
@@ -499,6 +499,10 @@ class _Run:
             if self.saved == self.start:
                 run.write_arch(self.folder, self.config)
                 write_data_lists(self.folder, self.data.report)
+            # last.pth goes last: a run killed in between resumes from the previous one, and the metrics already
+            # hold every row up to it.
+            run.write_metrics(self.folder, self.rows)
+            run.plot_losses(self.folder, self.rows)
             run.save_model(self.folder, self.network)
             run.save_last(self.folder, {
                 "step": self.step, "arch": self.config.to_dict(), "head": self.network.head.state_dict(),
@@ -506,8 +510,6 @@ class _Run:
                 "scaler": self.scaler.state_dict(), "rng": _rng_state(), "settings": settings(self.options),
                 "world_size": self.world.size,
             })
-            run.write_metrics(self.folder, self.rows)
-            run.plot_losses(self.folder, self.rows)
         self.saved = self.step
 
     def _steps(self) -> None:
