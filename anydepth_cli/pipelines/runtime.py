@@ -21,7 +21,8 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
                    local_rank: int | None = None, backend: str = "torch",
                    onnx: Path | None = None) -> tuple[BatchedPredictor, str]:
     """A predictor for the chosen weights (downloaded if needed), or for an exported ONNX model with
-    `backend="onnxruntime"`, and a label naming them; `local_rank` picks a launched process's own GPU.
+    `backend="onnxruntime"`, and a label naming them; `local_rank` picks a launched process's own GPU. On the
+    CPU the process keeps the memory it frees for reuse (`keep_freed_memory`).
 
     The weights are found first, before torch is imported, so that weights which cannot be had
     (the Hub unreachable, nothing cached) are reported within a second.
@@ -34,12 +35,15 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
         raise UsageError("--onnx runs with --backend onnxruntime")
     choice = choose_weights(model, checkpoint, arch)
     weights = weights_path(choice)
+    from anydepth_cli.inference.memory import keep_freed_memory
     from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.weights.checkpoint import load_network
 
     target = select_device(device, local_rank)
     dtype = select_dtype(precision, target)
+    if target.type == "cpu":
+        keep_freed_memory()
     network = prepare_for_inference(load_network(choice.config, weights, target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label
