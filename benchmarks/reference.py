@@ -43,11 +43,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from anydepth_cli.bench.weights import lift_outputs, output_difference, vary_weights
+from anydepth_cli.bench.weights import lift_outputs, output_difference, photo_batch, vary_weights
 from anydepth_cli.evaluation.sanity import sample_photo
 from anydepth_cli.inference.memory import keep_freed_memory
-from anydepth_cli.inference.preprocess import prepare_batch
-from anydepth_cli.io.images import read_image
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import DEFAULT_MODEL, MODELS, get_model
@@ -130,11 +128,6 @@ def checkpoint_keys(network: DepthNetwork) -> dict[str, torch.Tensor]:
     names = {"encoder.": "pretrained.", "head.": "depth_head."}
     return {names[key.split(".", 1)[0] + "."] + key.split(".", 1)[1]: value
             for key, value in network.state_dict().items()}
-
-
-def photo_batch(size: int) -> torch.Tensor:
-    """The Grace Hopper photo as a normalised 1×3×size×size batch."""
-    return prepare_batch([read_image(sample_photo(), None)], (size, size))
 
 
 def our_call(args: argparse.Namespace, checkpoint: Path) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -240,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.size % spec.config.patch_size:
         raise SystemExit(f"--size must be a multiple of {spec.config.patch_size}")
     torch.manual_seed(args.seed)
-    batch = photo_batch(args.size)
+    batch = photo_batch(sample_photo(), args.size)
     network = lift_outputs(vary_weights(build_network(spec.config), args.seed), batch)
     with tempfile.TemporaryDirectory() as folder:
         torch.save(checkpoint_keys(network), Path(folder) / "weights.pth")

@@ -26,8 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
+from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory
+from anydepth_cli.inference.onnx_backend import cpu_name
 from anydepth_cli.inference.predictor import select_device, select_dtype
 from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.fastpath import ONEDNN_LINEAR
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
@@ -205,13 +208,14 @@ class Measurement:
 
 @dataclass(frozen=True)
 class MatmulPeak:
-    """The best FLOP/s of an n×n by n×n `torch.mm` in the run's dtype (2n³ FLOPs each)."""
+    """The best FLOP/s of an n×n by n×n product in the run's dtype (2n³ FLOPs each) by any of `kernels`."""
 
     size: int
     dtype: str
     flops_per_s: float
     samples: tuple[float, ...]
     """Best FLOP/s of each probe: one before every configuration and one after the last."""
+    kernels: tuple[str, ...] = ("torch.mm",)
 
 
 @dataclass(frozen=True)
@@ -377,9 +381,19 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def matmul_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
+    """The matrix products a peak is taken over: `torch.mm`, and on the CPU in float32 also oneDNN's matmul, which
+    the fast path runs linear layers on (MKL's `torch.mm` uses only AVX2 on AMD processors)."""
+    kernels: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {"torch.mm": torch.mm}
+    if device.type == "cpu" and dtype == torch.float32 and ONEDNN_LINEAR:
+        kernels["oneDNN matmul"] = lambda a, b: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return kernels
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None,
                 samples: int = MATMUL_SAMPLES) -> tuple[int, float]:
-    """(n, best FLOP/s) of an n×n `torch.mm` in `dtype` on `device`, best of `samples` timings.
+    """(n, best FLOP/s) of an n×n by n×n product in `dtype` on `device`: the best of `samples` timings of each of
+    `matmul_kernels`.
 
     n defaults to MATMUL_SIZE for the device type; on GPUs each timing covers 10 products.
     """
@@ -389,23 +403,25 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = Non
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = math.inf
     with torch.inference_mode():
-        torch.mm(a, b)
-        for _ in range(samples):
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(repeat):
-                torch.mm(a, b)
-            synchronize(device)
-            best = min(best, (time.perf_counter() - start) / repeat)
+        for product in matmul_kernels(device, dtype).values():
+            product(a, b)
+            for _ in range(samples):
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    product(a, b)
+                synchronize(device)
+                best = min(best, (time.perf_counter() - start) / repeat)
     return n, 2 * n**3 / best
 
 
 class PeakMemory:
     """Peak memory of one configuration: CUDA peak allocated, or the process's peak RSS on the CPU.
 
-    On Linux the RSS high-water mark is reset per configuration (`/proc/self/clear_refs`), so it is
-    the most the whole process held while that configuration ran; where that reset is refused it
-    is process-wide and only grows (`scope` says which).
+    On Linux the RSS high-water mark is reset per configuration (`/proc/self/clear_refs`), after the
+    memory the process holds free is handed back, so it is the most the whole process held while
+    that configuration ran; where that reset is refused it is process-wide and only grows (`scope`
+    says which).
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -424,6 +440,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.device.type == "cpu":
+            release_freed_memory()
             self._reset_rss()
 
     def read(self) -> int | None:
@@ -458,15 +475,8 @@ def peak_rss_bytes() -> int:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU, GPU, torch and thread details of the machine the run is on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     info: dict[str, Any] = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "anydepth_cli": __version__, "device": str(device), "gpu": None,
     }
@@ -570,6 +580,8 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
             check_resolution(model, resolution)
     device = select_device(settings.device)
     dtype = select_dtype(settings.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `anydepth predict` runs on the CPU
     warmup = settings.warmup if settings.warmup is not None else auto_warmup(device, settings.compile)
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     benchmark_flag = torch.backends.cudnn.benchmark
@@ -601,7 +613,7 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
         peaks.append(matmul_peak(device, dtype, size)[1])
     finally:
         torch.backends.cudnn.benchmark = benchmark_flag
-    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks))
+    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
     measurements = [replace(m, matmul_peak_flops=peak.flops_per_s) for m in measurements]
     resolved = {
         "encoder": settings.encoder, "arch": settings.arch.to_dict() if settings.arch else None,

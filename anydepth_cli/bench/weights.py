@@ -8,9 +8,13 @@ they compute. `vary_weights` fixes the first three and `lift_outputs` the last.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from anydepth_cli.inference.preprocess import prepare_batch
+from anydepth_cli.io.images import read_image
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.sdt import DySample
 from anydepth_cli.models.vit import LayerScale
@@ -73,3 +77,8 @@ def output_difference(ours: torch.Tensor, reference: torch.Tensor) -> dict[str, 
     largest = float((ours - reference).abs().max())
     return {"max_abs_difference": largest, "output_min": float(reference.min()), "output_max": float(reference.max()),
             "max_difference_over_range": largest / spread if spread > 0 else float("inf")}
+
+
+def photo_batch(photo: Path, height: int, width: int | None = None) -> torch.Tensor:
+    """`photo` resized to height × width (default square) and normalised, as a 1×3×H×W batch."""
+    return prepare_batch([read_image(photo, None)], (height, width or height))
