@@ -117,10 +117,11 @@ class GatherDySample(nn.Module):
         offset = offset.permute(3, 0, 1, 5, 2, 6, 4).contiguous()
         columns = (torch.arange(w, dtype=x.dtype) + 0.5).view(1, 1, 1, w, 1, 1)
         rows = (torch.arange(h, dtype=x.dtype) + 0.5).view(1, h, 1, 1, 1, 1)
-        left, right = source_pixels(offset[0], columns, w)
-        top, down = source_pixels(offset[1], rows, h)
-        up, leftward = 1 - down, 1 - right
-        weights = torch.stack([up * leftward, up * right, down * leftward, down * right], dim=-1)
+        left, x_fraction = source_pixels(offset[0], columns, w)
+        top, y_fraction = source_pixels(offset[1], rows, h)
+        x_rest, y_rest = 1 - x_fraction, 1 - y_fraction
+        weights = torch.stack([y_rest * x_rest, y_rest * x_fraction, y_fraction * x_rest, y_fraction * x_fraction],
+                              dim=-1)
         index = self._table_rows(top, left, b, h, w)
         table = x.permute(0, 2, 3, 1).reshape(b * h * w * GROUPS, c // GROUPS)
         out = F.embedding_bag(index.view(-1, 4), table, per_sample_weights=weights.view(-1, 4), mode="sum")
