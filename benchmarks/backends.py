@@ -4,19 +4,23 @@
     python benchmarks/backends.py --model dav2-dpt-vits --repeats 10
     python benchmarks/backends.py --device cuda                # PyTorch bf16 autocast against ONNX Runtime's CUDA provider
 
-Builds the registry model's architecture with random weights (no download), applies the inference fast path
-(`prepare_for_inference`, as `anydepth predict` does), exports it with `anydepth_cli.export.onnx` into a temporary
-folder, and times one network call on a normalised batch with each backend's `run`, the only code in which the
-two predictors differ. Calls alternate between the backends (after one untimed warm-up each), so other load on a
-shared machine affects both alike; the median and the fastest of each are kept. Both use as many threads as PyTorch
-does. Prints the timings, their ratio (ONNX Runtime / PyTorch) and the largest difference between the outputs as
-JSON.
+Builds the registry model's architecture with random weights whose outputs vary (no download;
+`anydepth_cli.bench.weights`: BatchNorms, LayerScales, position table and DySample offsets varied, and the head's
+last bias lifted so that most of the output sits above the final ReLU), applies the inference fast path
+(`prepare_for_inference`) and the CPU memory policy (`keep_freed_memory`), as `anydepth predict` does, exports it
+with `anydepth_cli.export.onnx` into a temporary folder, and times one network call on the normalised Grace Hopper
+photo with each backend's `run`, the only code in which the two predictors differ. Calls alternate between the
+backends (after one untimed warm-up each), so other load on a shared machine affects both alike; the median and
+the fastest of each are kept. Both use as many threads as PyTorch does. Prints JSON: the timings, their ratio
+(ONNX Runtime / PyTorch), the largest difference between the outputs relative to the output's range (with the
+range, so that a constant map cannot pass for parity), and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,7 +31,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from anydepth_cli.bench.weights import lift_outputs, output_difference, photo_batch, vary_weights
+from anydepth_cli.evaluation.sanity import sample_photo
 from anydepth_cli.export.onnx import export_network
+from anydepth_cli.inference.memory import keep_freed_memory
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.onnx_backend import OnnxPredictor
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
@@ -60,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.size % patch:
         raise SystemExit(f"--size must be a multiple of {patch}")
     device = select_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(0)
-    network = prepare_for_inference(build_network(spec.config))
+    batch = photo_batch(sample_photo(), args.size).expand(args.batch_size, -1, -1, -1).contiguous()
+    network = prepare_for_inference(lift_outputs(vary_weights(build_network(spec.config)), batch))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{spec.name}.onnx"
         started = time.perf_counter()
@@ -72,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "torch": DepthPredictor(network, args.size, device, select_dtype("auto", device), args.batch_size),
             "onnxruntime": OnnxPredictor(path, args.size, device.type, args.batch_size),
         }
-        batch = torch.randn(args.batch_size, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
         inputs = {"torch": batch.to(device), "onnxruntime": batch}
         outputs = {name: predictor.run(inputs[name]).float().cpu() for name, predictor in backends.items()}
+        load_before = os.getloadavg()
         times: dict[str, list[float]] = {name: [] for name in backends}
         for _ in range(args.repeats):
             for name, predictor in backends.items():
@@ -90,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "all_seconds": {name: [round(v, 4) for v in values] for name, values in times.items()},
         "ratio_onnxruntime_over_torch": round(median["onnxruntime"] / median["torch"], 3),
         "faster": min(median, key=median.get),
-        "max_output_difference": float((outputs["onnxruntime"] - outputs["torch"]).abs().max()),
-        "output_range": [float(outputs["torch"].min()), float(outputs["torch"].max())],
+        "output": output_difference(outputs["onnxruntime"], outputs["torch"]),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "onnxruntime": __import__("onnxruntime").__version__},
     }

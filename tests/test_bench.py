@@ -182,7 +182,9 @@ def tiny_result() -> BenchResult:
                                          resolutions=(28, 56), device="cpu", precision="fp32", runs=2, warmup=1),
                            lambda text, done, total: steps.append((text, done, total)))
     torch.set_num_threads(threads)
-    assert ("SDT 56² · run 2/2", 1, 6) in steps and steps[-1] == ("matmul peak", 6, 6)
+    assert ("SDT 56² · run 2/2", 3, 6) in steps and steps[-1] == ("matmul peak", 6, 6)
+    runs = [text for text, _, _ in steps if "· run" in text]
+    assert runs[:6] == [f"{head} 28² · run {i}/2" for i in (1, 2) for head in ("SDT", "DPT", "DAV2-DPT")]
     return result
 
 

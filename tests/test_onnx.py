@@ -5,8 +5,10 @@ both backends)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from anydepth_cli import __version__  # noqa: E402
 from anydepth_cli.errors import UsageError  # noqa: E402
 from anydepth_cli.export import onnx as onnx_export  # noqa: E402
 from anydepth_cli.inference.model_card import ModelCard  # noqa: E402
-from anydepth_cli.inference.onnx_backend import OnnxPredictor  # noqa: E402
+from anydepth_cli.inference.onnx_backend import TIMING_KEY, CpuTiming, OnnxPredictor  # noqa: E402
 from anydepth_cli.inference.preprocess import MEAN, STD  # noqa: E402
 from anydepth_cli.models.config import NetworkConfig  # noqa: E402
 from anydepth_cli.models.fuse import prepare_for_inference  # noqa: E402
@@ -159,6 +161,44 @@ def test_the_export_command_reports_one_line(cli_export):
     assert "Traceback" not in result.stderr and "[torch.onnx]" not in result.stdout + result.stderr
     line, = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith(f"wrote {path}") and "outputs depth" in line and "ONNX Runtime matches PyTorch" in line
+    assert re.search(r"ONNX Runtime [\d.]+ s, PyTorch [\d.]+ s per \d+×\d+ call on \d+ thread\(s\) on this CPU", line)
+
+
+def with_timing(source: Path, target: Path, **changes) -> Path:
+    """A copy of the exported `source` whose recorded CPU timing has `changes` (e.g. onnxruntime=..., cpu=...)."""
+    proto = onnx.load(str(source))
+    entry = next(p for p in proto.metadata_props if p.key == TIMING_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), **changes})
+    onnx.save_model(proto, str(target))
+    return target
+
+
+def test_auto_backend_runs_the_export_only_where_it_was_timed_faster_here(tmp_path, cli_export):
+    model = cli_export[1]
+    weights = dict(model=None, checkpoint=tiny_model_args()[1], arch=Path(tiny_model_args()[3]), device="cpu")
+    timing = CpuTiming.from_metadata(onnx_metadata(model))
+    assert timing is not None and timing.from_here() and timing.torch > 0 and timing.onnxruntime > 0
+
+    def backend(path: Path, **options) -> str:
+        predictor, label = open_predictor(**{**weights, **options}, onnx=path)
+        return "onnxruntime" if isinstance(predictor, OnnxPredictor) else "torch"
+
+    faster = with_timing(model, tmp_path / "faster.onnx", torch=2.0, onnxruntime=1.0)
+    slower = with_timing(model, tmp_path / "slower.onnx", torch=1.0, onnxruntime=0.97)
+    elsewhere = with_timing(model, tmp_path / "elsewhere.onnx", torch=2.0, onnxruntime=1.0, cpu="another CPU")
+    assert backend(faster) == "onnxruntime" and backend(slower) == backend(elsewhere) == "torch"
+    assert backend(faster, precision="bf16") == "torch"
+    alone = open_predictor(None, None, None, device="cpu", onnx=slower)[0]
+    assert isinstance(alone, OnnxPredictor)  # the only model given
+    other = tiny_model_args("tiny_da3_sdt")
+    with pytest.raises(UsageError, match="faster.onnx is an export of tiny_dav2_sdt.pth, not of tiny_da3_sdt.pth"):
+        open_predictor(None, other[1], Path(other[3]), device="cpu", onnx=faster)
+    with pytest.raises(UsageError, match="is an export of tiny_dav2_sdt.pth in another architecture"):
+        open_predictor("anydepth-dav2-vitb", weights["checkpoint"], None, device="cpu", onnx=faster)
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def test_onnx_backend_usage_errors(tmp_path, cli_export):
@@ -171,7 +211,7 @@ def test_onnx_backend_usage_errors(tmp_path, cli_export):
     onnx.save_model(bare, str(tmp_path / "bare.onnx"))
     cases = [
         (dict(backend="onnxruntime"), "needs --onnx"),
-        (dict(onnx=model), "--onnx runs with --backend onnxruntime"),
+        (dict(backend="torch", onnx=model), "--onnx runs with --backend onnxruntime or auto"),
         (dict(backend="onnxruntime", onnx=model, model="anydepth-dav2-vitb"), "drop --model"),
         (dict(backend="onnxruntime", onnx=model, precision="bf16"), "float32"),
         (dict(backend="onnxruntime", onnx=model, device="mps"), "auto, cpu or cuda"),

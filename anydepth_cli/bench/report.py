@@ -204,8 +204,9 @@ def markdown(result: BenchResult) -> str:
         f"- Device {s['device']}, precision {s['precision']}, batch {s['batch_size']}, "
         f"compile {'on' if s['compile'] else 'off'}, warm-up {s['warmup']}, "
         f"runs {s['runs'] if s['runs'] is not None else 'auto'}, weights {s['weights']}",
-        f"- Matmul peak: {peak.flops_per_s / 1e9:,.1f} GFLOP/s ({peak.dtype} {peak.size}×{peak.size} `torch.mm`, "
-        f"2n³ FLOPs; best of {len(peak.samples)} probes, one before each configuration and one after the last: "
+        f"- Matmul peak: {peak.flops_per_s / 1e9:,.1f} GFLOP/s ({peak.dtype} {peak.size}×{peak.size}, "
+        + ("the faster of " if len(peak.kernels) > 1 else "") + " and ".join(f"`{k}`" for k in peak.kernels)
+        + f", 2n³ FLOPs; best of {len(peak.samples)} probes, one before each configuration and one after the last: "
         + ", ".join(f"{v / 1e9:,.1f}" for v in peak.samples) + ")",
         "",
         "## Results",

@@ -3,7 +3,8 @@
 `run_bench(settings)` builds each requested head (BENCH_HEADS) on the chosen encoder with random
 weights (no download), counts its FLOPs on the meta device both correctly and by the paper's
 convention, times it at every resolution and returns a `BenchResult`; `report.py` turns that
-into files.
+into files. At each resolution the heads' timed forwards alternate (one of each per round), so
+that load from other processes on a shared machine falls on all heads alike.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
+from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory
+from anydepth_cli.inference.onnx_backend import cpu_name
 from anydepth_cli.inference.predictor import select_device, select_dtype
 from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.fastpath import ONEDNN_LINEAR
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
@@ -205,13 +209,14 @@ class Measurement:
 
 @dataclass(frozen=True)
 class MatmulPeak:
-    """The best FLOP/s of an n×n by n×n `torch.mm` in the run's dtype (2n³ FLOPs each)."""
+    """The best FLOP/s of an n×n by n×n product in the run's dtype (2n³ FLOPs each) by any of `kernels`."""
 
     size: int
     dtype: str
     flops_per_s: float
     samples: tuple[float, ...]
     """Best FLOP/s of each probe: one before every configuration and one after the last."""
+    kernels: tuple[str, ...] = ("torch.mm",)
 
 
 @dataclass(frozen=True)
@@ -377,9 +382,19 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def matmul_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
+    """The matrix products a peak is taken over: `torch.mm`, and on the CPU in float32 also oneDNN's matmul, which
+    the fast path runs linear layers on (MKL's `torch.mm` uses only AVX2 on AMD processors)."""
+    kernels: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {"torch.mm": torch.mm}
+    if device.type == "cpu" and dtype == torch.float32 and ONEDNN_LINEAR:
+        kernels["oneDNN matmul"] = lambda a, b: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return kernels
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None,
                 samples: int = MATMUL_SAMPLES) -> tuple[int, float]:
-    """(n, best FLOP/s) of an n×n `torch.mm` in `dtype` on `device`, best of `samples` timings.
+    """(n, best FLOP/s) of an n×n by n×n product in `dtype` on `device`: the best of `samples` timings of each of
+    `matmul_kernels`.
 
     n defaults to MATMUL_SIZE for the device type; on GPUs each timing covers 10 products.
     """
@@ -389,34 +404,38 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = Non
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = math.inf
     with torch.inference_mode():
-        torch.mm(a, b)
-        for _ in range(samples):
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(repeat):
-                torch.mm(a, b)
-            synchronize(device)
-            best = min(best, (time.perf_counter() - start) / repeat)
+        for product in matmul_kernels(device, dtype).values():
+            product(a, b)
+            for _ in range(samples):
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    product(a, b)
+                synchronize(device)
+                best = min(best, (time.perf_counter() - start) / repeat)
     return n, 2 * n**3 / best
 
 
 class PeakMemory:
     """Peak memory of one configuration: CUDA peak allocated, or the process's peak RSS on the CPU.
 
-    On Linux the RSS high-water mark is reset per configuration (`/proc/self/clear_refs`), so it is
-    the most the whole process held while that configuration ran; where that reset is refused it
-    is process-wide and only grows (`scope` says which).
+    On Linux the RSS high-water mark is reset per configuration (`/proc/self/clear_refs`), after the
+    memory the process holds free is handed back, so it is the most the whole process held while
+    that configuration ran; where that reset is refused it is process-wide and only grows (`scope`
+    says which).
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         if device.type == "cuda":
-            self.description = "CUDA peak allocated by tensors (torch.cuda.max_memory_allocated), per configuration"
+            self.description = ("CUDA peak allocated by tensors (torch.cuda.max_memory_allocated) over each "
+                                "configuration's warm-up, without the other heads' weights")
         elif device.type == "cpu":
             per_config = self._reset_rss()
-            self.description = ("peak resident set size (VmHWM) of the whole process: interpreter, weights and "
-                                "activations, " + ("reset before each configuration" if per_config else
-                                                   "process-wide and monotonic (the reset was refused)"))
+            self.description = ("peak resident set size (VmHWM) of the whole process over each configuration's "
+                                "warm-up: interpreter, weights and activations, without the other heads' weights, "
+                                + ("reset before each configuration" if per_config else
+                                   "process-wide and monotonic (the reset was refused)"))
         else:
             self.description = f"not measured on {device.type}"
 
@@ -424,6 +443,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.device.type == "cpu":
+            release_freed_memory()
             self._reset_rss()
 
     def read(self) -> int | None:
@@ -458,15 +478,8 @@ def peak_rss_bytes() -> int:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU, GPU, torch and thread details of the machine the run is on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     info: dict[str, Any] = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "anydepth_cli": __version__, "device": str(device), "gpu": None,
     }
@@ -500,25 +513,29 @@ def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager
     return torch.autocast(device.type, dtype=dtype)
 
 
-def time_forwards(forward: Callable[[], Any], device: torch.device, warmup: int, runs: int | None,
-                  progress: Step, what: str) -> tuple[list[float], int]:
-    """Seconds of each timed forward after `warmup` untimed ones, and the warm-up count.
+@dataclass
+class Configuration:
+    """One head at one resolution while it is measured: its forward, counts, warm-up and timed seconds."""
 
-    With `runs` None the count comes from `auto_runs` at the speed of the last warm-up (or of
-    the first timed forward when there is no warm-up).
-    """
-    last = None
-    for index in range(warmup):
-        progress(f"{what} · warm-up {index + 1}/{warmup}")
-        last = _timed(forward, device)
-    target = runs if runs is not None else (auto_runs(device, last) if last is not None else None)
-    seconds: list[float] = []
-    while target is None or len(seconds) < target:
-        progress(f"{what} · run {len(seconds) + 1}/{target or '?'}")
-        seconds.append(_timed(forward, device))
-        if target is None:
-            target = auto_runs(device, seconds[0])
-    return seconds, warmup
+    model: BenchModel
+    resolution: int
+    forward: Callable[[], Any]
+    flops: FlopCount
+    parameters: tuple[int, int]
+    warmup: int
+    seconds: list[float]
+    probe_seconds: float = math.nan
+    """Wall time of its last warm-up (or first timed) forward, which sets the run count when `runs` is not given."""
+    memory_bytes: int | None = None
+
+    @property
+    def what(self) -> str:
+        return f"{self.model.head.upper()} {self.resolution}²"
+
+    def measurement(self, batch_size: int) -> Measurement:
+        m = self.model
+        return Measurement(m.encoder, m.head, m.label, m.paper, self.resolution, batch_size, *self.parameters,
+                           self.flops, Latency.from_seconds(self.seconds, self.warmup), self.memory_bytes, math.nan)
 
 
 def _timed(forward: Callable[[], Any], device: torch.device) -> float:
@@ -529,19 +546,36 @@ def _timed(forward: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _inference_network(config: NetworkConfig, device: torch.device, compile: bool) -> nn.Module:
-    """Random-weight network on `device`, prepared for inference and optionally compiled."""
-    network: DepthNetwork = prepare_for_inference(build_network(config, device))
-    return torch.compile(network) if compile else network
+def inference_networks(models: Sequence[BenchModel], device: torch.device, compile: bool,
+                       seed: int) -> dict[str, nn.Module]:
+    """Random-weight networks on `device`, one per model, prepared for inference and optionally compiled. They
+    share one encoder (the bench's heads all sit on the same one): timings are the same, and the memory is
+    one encoder's."""
+    networks: dict[str, nn.Module] = {}
+    encoder = None
+    for model in models:
+        torch.manual_seed(seed)
+        network: DepthNetwork = build_network(model.config, device)
+        if encoder is not None and type(encoder) is type(network.encoder) and encoder.layers == network.encoder.layers:
+            network.encoder = encoder
+        encoder = network.encoder
+        network = prepare_for_inference(network)
+        networks[model.head] = torch.compile(network) if compile else network
+    return networks
 
 
-def _measure(network: nn.Module, model: BenchModel, resolution: int, settings: BenchSettings, device: torch.device,
-             dtype: torch.dtype, warmup: int, memory: PeakMemory, progress: Step) -> Measurement:
-    """Count, time and take the peak memory of one head at one resolution (the matmul peak is filled in later)."""
+def _weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def prepare_configuration(network: nn.Module, others: int, model: BenchModel, resolution: int,
+                          settings: BenchSettings, device: torch.device, dtype: torch.dtype, warmup: int,
+                          memory: PeakMemory, progress: Step) -> Configuration:
+    """Count one head's FLOPs at one resolution and run its first forwards on their own: the warm-ups (or, with
+    none, the first timed forward). Its peak memory is taken over these, less `others`, the bytes of the other
+    heads' weights, which the process also holds."""
     what = f"{model.head.upper()} {resolution}²"
     progress(f"{what} · counting FLOPs")
-    decoder_params, total_params = head_parameters(model.config)
-    flops = count_flops(model.config, resolution)
     with torch.inference_mode():
         image = torch.randn(settings.batch_size, 3, resolution, resolution, device=device)
 
@@ -549,10 +583,31 @@ def _measure(network: nn.Module, model: BenchModel, resolution: int, settings: B
         with torch.inference_mode(), autocast(device, dtype):
             network(image)
 
-    seconds, used_warmup = time_forwards(forward, device, warmup, settings.runs, progress, what)
-    return Measurement(model.encoder, model.head, model.label, model.paper, resolution, settings.batch_size,
-                       decoder_params, total_params, flops, Latency.from_seconds(seconds, used_warmup), memory.read(),
-                       math.nan)
+    config = Configuration(model, resolution, forward, count_flops(model.config, resolution),
+                           head_parameters(model.config), warmup, [])
+    memory.reset()
+    for index in range(warmup):
+        progress(f"{what} · warm-up {index + 1}/{warmup}")
+        config.probe_seconds = _timed(forward, device)
+    if not warmup:
+        progress(f"{what} · run 1")
+        config.seconds.append(_timed(forward, device))
+        config.probe_seconds = config.seconds[0]
+    used = memory.read()
+    config.memory_bytes = None if used is None else max(0, used - others)
+    return config
+
+
+def interleaved_runs(configurations: list[Configuration], device: torch.device, runs: int | None,
+                     progress: Step) -> None:
+    """Time the configurations' forwards in rounds, one forward of each per round, so that load from other
+    processes falls on all alike; `runs` of each, or with None as many as `auto_runs` gives for the slowest."""
+    target = runs if runs is not None else auto_runs(device, max(c.probe_seconds for c in configurations))
+    while any(len(c.seconds) < target for c in configurations):
+        for config in configurations:
+            if len(config.seconds) < target:
+                progress(f"{config.what} · run {len(config.seconds) + 1}/{target}")
+                config.seconds.append(_timed(config.forward, device))
 
 
 def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, total: None) -> BenchResult:
@@ -570,6 +625,8 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
             check_resolution(model, resolution)
     device = select_device(settings.device)
     dtype = select_dtype(settings.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `anydepth predict` runs on the CPU
     warmup = settings.warmup if settings.warmup is not None else auto_warmup(device, settings.compile)
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     benchmark_flag = torch.backends.cudnn.benchmark
@@ -582,27 +639,32 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
         def step(text: str) -> None:
             progress(text, len(measurements), len(models) * len(resolutions))
 
-        for model in models:
-            step(f"{model.label}: building")
-            torch.manual_seed(settings.seed)
-            network = _inference_network(model.config, device, settings.compile)
-            for resolution in resolutions:
+        step("building the networks")
+        networks = inference_networks(models, device, settings.compile, settings.seed)
+        heads = {name: _weight_bytes(network.head) for name, network in networks.items()}
+        for resolution in resolutions:
+            configurations = []
+            for model in models:
                 step("matmul peak")
                 size, flops_per_s = matmul_peak(device, dtype)
                 peaks.append(flops_per_s)
-                memory.reset()
-                measurements.append(_measure(network, model, resolution, settings, device, dtype, warmup, memory,
-                                             step))
-            del network
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+                others = sum(b for name, b in heads.items() if name != model.head)
+                configurations.append(prepare_configuration(networks[model.head], others, model, resolution,
+                                                            settings, device, dtype, warmup, memory, step))
+            interleaved_runs(configurations, device, settings.runs, step)
+            measurements.extend(c.measurement(settings.batch_size) for c in configurations)
+        del networks
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         step("matmul peak")
         peaks.append(matmul_peak(device, dtype, size)[1])
     finally:
         torch.backends.cudnn.benchmark = benchmark_flag
-    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks))
-    measurements = [replace(m, matmul_peak_flops=peak.flops_per_s) for m in measurements]
+    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
+    order = [m.head for m in models]
+    measurements = [replace(m, matmul_peak_flops=peak.flops_per_s)
+                    for m in sorted(measurements, key=lambda m: (order.index(m.head), m.resolution))]
     resolved = {
         "encoder": settings.encoder, "arch": settings.arch.to_dict() if settings.arch else None,
         "heads": list(settings.heads), "resolutions": list(resolutions), "device": str(device),

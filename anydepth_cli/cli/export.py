@@ -29,7 +29,7 @@ def export(
 
     The model card (output kind, activation, patch size, mean/std, input size, architecture, version) is stored in the ONNX metadata; the file is written only after onnx.checker passes and ONNX Runtime reproduces PyTorch.
 
-    Run it with `anydepth predict PHOTO --backend onnxruntime --onnx FILE`.
+    Both runtimes are then timed on this CPU (three alternating calls each) and the timing is stored in the file: `anydepth predict PHOTO --onnx FILE` runs it on ONNX Runtime; `anydepth predict PHOTO -m NAME --onnx FILE` (the default --backend auto) runs ONNX Runtime only where it was timed faster than PyTorch on this CPU.
     """
     from anydepth_cli.export.onnx import export_model
 
@@ -41,5 +41,6 @@ def export(
     err.print(f"wrote {summary.path}{data} ({summary.size_bytes / 2**20:.1f} MB, {format.value}): {card.model}, "
               f"outputs {card.output} ({card.activation}), patch {card.patch_size}, input size {card.input_size}; "
               f"ONNX Runtime matches PyTorch to {summary.max_difference:.1e} at "
-              f"{summary.check_shape[0]}×{summary.check_shape[1]}; {summary.seconds:.0f} s",
+              f"{summary.check_shape[0]}×{summary.check_shape[1]}; {summary.timing.describe()} on this CPU; "
+              f"{summary.seconds:.0f} s",
               highlight=False, soft_wrap=True, markup=False)

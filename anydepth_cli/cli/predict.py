@@ -42,6 +42,7 @@ class Codec(str, Enum):
 
 
 class Backend(str, Enum):
+    auto = "auto"
     torch = "torch"
     onnxruntime = "onnxruntime"
 
@@ -109,8 +110,8 @@ def predict(
     checkpoint: Annotated[Optional[str], typer.Option(help="Your own .pth/.safetensors weights: a file, or hf://ORG/REPO/FILE on the Hub.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint (a fixture .json works as is).", rich_help_panel=MODEL)] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Size the network sees, in pixels: the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's (see `models info`). \\[default: the model's: 518, 504 for DA3]", show_default=False, rich_help_panel=MODEL)] = None,
-    backend: Annotated[Backend, typer.Option(help="Runtime: torch, or onnxruntime for a model made by `anydepth export` (give it with --onnx).", rich_help_panel=MODEL)] = Backend.torch,
-    onnx: Annotated[Optional[Path], typer.Option(help="ONNX model for --backend onnxruntime; it holds the weights, so no --model or --checkpoint.", rich_help_panel=MODEL)] = None,
+    backend: Annotated[Backend, typer.Option(help="auto: PyTorch, or ONNX Runtime for --onnx FILE given alone, or beside --model/--checkpoint where the export was timed faster on this CPU; torch; onnxruntime.", rich_help_panel=MODEL)] = Backend.auto,
+    onnx: Annotated[Optional[Path], typer.Option(help="ONNX model made by `anydepth export -m NAME -o FILE`, which also times it against PyTorch on this CPU; it holds the weights.", rich_help_panel=MODEL)] = None,
     cmap: Annotated[Optional[str], typer.Option(help="Matplotlib colour map for the depth picture. \\[default: inferno]", show_default=False, rich_help_panel=OUTPUT)] = None,
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from typing import Callable, Iterator
 import torch
 
 from anydepth_cli.errors import ExportError, MissingExtraError
+from anydepth_cli.inference.memory import keep_freed_memory
 from anydepth_cli.inference.model_card import ModelCard
-from anydepth_cli.inference.onnx_backend import OnnxPredictor
+from anydepth_cli.inference.onnx_backend import TIMING_KEY, CpuTiming, OnnxPredictor, cpu_name
 from anydepth_cli.inference.preprocess import network_size
 from anydepth_cli.io.writers import atomic_write
 from anydepth_cli.models.fuse import prepare_for_inference
@@ -31,6 +33,7 @@ SINGLE_FILE_LIMIT = 2_000_000_000
 """Weights larger than this (bytes; protobuf's 2 GB limit) go to NAME.onnx.data beside the model."""
 TOLERANCE = 1e-3
 """Largest |ONNX Runtime − PyTorch| accepted, relative to the output's largest magnitude (at least 1)."""
+TIMING_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ExportSummary:
     external_data: Path | None
     check_shape: tuple[int, int]
     max_difference: float
+    timing: CpuTiming
+    """Both backends timed on this CPU, as recorded in the file for `predict --backend auto`."""
     seconds: float
 
 
@@ -88,22 +93,41 @@ def trace(network: DepthNetwork) -> "torch.onnx.ONNXProgram":
         raise ExportError(f"torch.onnx.export failed: {lines[-1] if lines else type(exc).__name__}") from None
 
 
-def check_with_onnxruntime(path: Path, network: DepthNetwork, shape: tuple[int, int]) -> float:
+def check_with_onnxruntime(predictor: OnnxPredictor, network: DepthNetwork, shape: tuple[int, int]) -> float:
     """max |ONNX Runtime − PyTorch| on a random input of `shape`, relative to the output's largest magnitude."""
     sample = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected = network(sample)
-    output = OnnxPredictor(path, device="cpu").run(sample)
+    output = predictor.run(sample)
     if output.shape != expected.shape:
         raise ExportError(f"the exported model gives shape {tuple(output.shape)}, PyTorch {tuple(expected.shape)}")
     return float((output - expected).abs().max() / max(float(expected.abs().max()), 1.0))
+
+
+def time_backends(predictor: OnnxPredictor, network: DepthNetwork, shape: tuple[int, int]) -> CpuTiming:
+    """Median seconds per call of PyTorch's fast path and of ONNX Runtime on one image of `shape`, on this CPU:
+    one untimed call each, then TIMING_RUNS calls each, alternating, so that other load falls on both alike."""
+    keep_freed_memory()  # as `anydepth predict` runs PyTorch on the CPU
+    sample = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(1))
+    calls = {"torch": lambda: network(sample), "onnxruntime": lambda: predictor.run(sample)}
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for index in range(TIMING_RUNS + 1):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call()
+                if index:
+                    seconds[name].append(time.perf_counter() - started)
+    return CpuTiming(cpu_name(), torch.get_num_threads(), shape, statistics.median(seconds["torch"]),
+                     statistics.median(seconds["onnxruntime"]))
 
 
 def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> ExportSummary:
     """Write `network` (in eval mode, on the CPU, float32) to `path` as ONNX with `card` in its metadata.
 
     The file appears only once `onnx.checker` passed and ONNX Runtime reproduced the network within TOLERANCE at a
-    size other than the traced one.
+    size other than the traced one. Both backends are then timed on this CPU at that size (`time_backends`), and
+    the timing is stored in the file (TIMING_KEY) for `predict --backend auto`.
     """
     import onnx
 
@@ -117,18 +141,27 @@ def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> Export
     external = Path(path).name + ".data" if weight_bytes > SINGLE_FILE_LIMIT else None
     check_shape = network_size(3, 4, card.input_size, card.patch_size)
     differences: list[float] = []
+    timings: list[CpuTiming] = []
 
-    def write(temp: Path) -> None:
+    def save(temp: Path) -> None:
         onnx.save_model(proto, str(temp), save_as_external_data=external is not None, all_tensors_to_one_file=True,
                         location=external)
+
+    def write(temp: Path) -> None:
+        save(temp)
         try:
             onnx.checker.check_model(str(temp), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"onnx.checker rejects the exported model: {str(exc).strip().splitlines()[0]}") from None
-        differences.append(check_with_onnxruntime(temp, network, check_shape))
+        predictor = OnnxPredictor(temp, device="cpu")
+        differences.append(check_with_onnxruntime(predictor, network, check_shape))
         if differences[0] > TOLERANCE:
             raise ExportError(f"ONNX Runtime differs from PyTorch by {differences[0]:.2e} (relative) at "
                               f"{check_shape[0]}×{check_shape[1]}; the export is not written")
+        timings.append(time_backends(predictor, network, check_shape))
+        del predictor
+        proto.metadata_props.add(key=TIMING_KEY, value=timings[0].to_metadata())
+        save(temp)
 
     data = Path(path).with_name(external) if external else None
     try:
@@ -138,7 +171,8 @@ def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> Export
             data.unlink(missing_ok=True)
         raise
     size = Path(path).stat().st_size + (data.stat().st_size if data else 0)
-    return ExportSummary(Path(path), card, size, data, check_shape, differences[0], time.perf_counter() - started)
+    return ExportSummary(Path(path), card, size, data, check_shape, differences[0], timings[0],
+                         time.perf_counter() - started)
 
 
 def export_model(model: str | None, checkpoint: str | None, arch: Path | None, path: Path | None,

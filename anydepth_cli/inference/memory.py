@@ -1,9 +1,12 @@
 """How much memory a batch may take: what the machine has free, what an architecture needs per patch token,
-and whether an exception was an allocation failure."""
+and whether an exception was an allocation failure; and the C allocator's policy for CPU inference."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import platform
 
 import torch
 
@@ -19,7 +22,59 @@ def available_memory(device: torch.device) -> int | None:
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     known = [value for value in (_meminfo_available(), _cgroup_headroom(), _address_space_headroom())
              if value is not None]
-    return min(known) if known else None
+    return min(known) + retained_free_bytes() if known else None
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+"""glibc's `mallopt` parameters (malloc.h)."""
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc 2.33 or later (with `mallopt` and `mallinfo2`), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    if not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    return libc
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory it frees instead of handing it back to the system (glibc only; whether
+    it applied is returned).
+
+    By default glibc maps every block over 32 MB afresh and unmaps it when freed, so each forward pass of a
+    network at full resolution faults in its large activations page by page, zero-filled by the kernel: on a
+    CPU that is about a tenth of the time of a 518² SDT forward. Kept, the freed blocks serve the next
+    allocations. The process's resident size then stays near its peak until it exits; `available_memory`
+    counts what it holds free.
+    """
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def release_freed_memory() -> None:
+    """Hand the memory this process holds free back to the system (glibc's `malloc_trim`)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def retained_free_bytes() -> int:
+    """Bytes the C allocator holds free for this process's next allocations (0 where unknown)."""
+    libc = _glibc()
+    return int(libc.mallinfo2().fordblks) if libc is not None else 0
 
 
 def _read_number(path: str, key: str | None = None) -> int | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import platform
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Mapping
 
 import torch
 
@@ -15,6 +19,56 @@ from anydepth_cli.inference.preprocess import resizing_of
 from anydepth_cli.models.config import NetworkConfig
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+TIMING_KEY = "anydepth.cpu_timing"
+FASTER_BY = 0.05
+"""How much less time ONNX Runtime must have taken for `--backend auto` to run it instead of PyTorch."""
+
+
+def cpu_name() -> str:
+    """This machine's processor model (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class CpuTiming:
+    """Median seconds per network call of PyTorch's fast path and of ONNX Runtime, timed alternately on one CPU
+    (its model and thread count) when the model was exported."""
+
+    cpu: str
+    threads: int
+    shape: tuple[int, int]
+    torch: float
+    onnxruntime: float
+
+    def to_metadata(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str]) -> "CpuTiming | None":
+        """The timing an export recorded, or None (none recorded, or unreadable)."""
+        try:
+            values = json.loads(props[TIMING_KEY])
+            return cls(str(values["cpu"]), int(values["threads"]), tuple(values["shape"]), float(values["torch"]),
+                       float(values["onnxruntime"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def from_here(self) -> bool:
+        """Whether it was timed on this machine's processor model with the threads PyTorch uses now."""
+        return self.cpu == cpu_name() and self.threads == torch.get_num_threads()
+
+    def onnxruntime_faster(self) -> bool:
+        return self.onnxruntime <= (1 - FASTER_BY) * self.torch
+
+    def describe(self) -> str:
+        return (f"ONNX Runtime {self.onnxruntime:.2f} s, PyTorch {self.torch:.2f} s per "
+                f"{self.shape[0]}×{self.shape[1]} call on {self.threads} thread(s)")
 
 
 def import_onnxruntime() -> ModuleType:
@@ -59,7 +113,9 @@ class OnnxPredictor(BatchedPredictor):
         except Exception as exc:  # onnxruntime raises its own unrelated types for unreadable or invalid models
             lines = str(exc).strip().splitlines()
             raise UsageError(f"ONNX Runtime cannot open {path.name}: {lines[-1] if lines else type(exc).__name__}") from None
-        self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, path.name)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.card = ModelCard.from_metadata(metadata, path.name)
+        self.cpu_timing = CpuTiming.from_metadata(metadata)
         self.input_size = input_size or self.card.input_size
         check_predictor_settings(self.input_size, self.card.patch_size, batch_size)
         self.patch_size = self.card.patch_size

@@ -1,5 +1,6 @@
 """Inference-time rewrites that keep a network's outputs: BatchNorm and LayerScale folding, in-place ReLU,
-channels-last convolutions."""
+channels-last convolutions, and the faster CPU kernels of `fastpath` (linear layers with the GELU after them on
+oneDNN, DySample as a gather)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import torch
 from torch import nn
 
 from anydepth_cli.models.dpt_dinov3 import Reassemble
+from anydepth_cli.models.fastpath import FastLinear, GatherDySample, SplitReadout
 from anydepth_cli.models.network import DepthNetwork
-from anydepth_cli.models.vit import Block, LayerScale
+from anydepth_cli.models.readout import ReadoutProject
+from anydepth_cli.models.sdt import DySample
+from anydepth_cli.models.vit import Attention, Block, LayerScale, Mlp
 
 
 def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
@@ -46,29 +50,65 @@ def fold_layerscale(linear: nn.Linear, gamma: torch.Tensor) -> None:
             linear.bias.mul_(gamma)
 
 
+def fold_key_bias_mask(attention: Attention) -> None:
+    """Multiply a stored qkv `bias_mask` into the qkv bias and drop it (DINOv3 zeroes the key bias so)."""
+    mask = getattr(attention.qkv, "bias_mask", None)
+    if mask is not None:
+        with torch.no_grad():
+            attention.qkv.bias.mul_(mask)
+        del attention.qkv.bias_mask
+
+
 def _fold_sequential(block: nn.Sequential) -> None:
     for i in range(len(block) - 1):
-        conv, norm = block[i], block[i + 1]
-        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-            block[i] = fold_batchnorm(conv, norm)
+        first, second = block[i], block[i + 1]
+        if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+            block[i] = fold_batchnorm(first, second)
             block[i + 1] = nn.Identity()
+        elif type(first) is nn.Linear and isinstance(second, nn.GELU) and second.approximate == "none":
+            block[i] = FastLinear(first, gelu=True)
+            block[i + 1] = nn.Identity()
+        elif type(first) is DySample:
+            block[i] = GatherDySample(first)
+
+
+def _split_readouts(network: nn.Module) -> None:
+    """Compute each cls-token readout without joining the tokens (`SplitReadout`)."""
+    for module in list(network.modules()):
+        if isinstance(module, nn.ModuleList):
+            for i, child in enumerate(module):
+                if type(child) is ReadoutProject:
+                    module[i] = SplitReadout(child)
+
+
+def _fast_linears(network: nn.Module) -> None:
+    """Put every remaining `nn.Linear` on the oneDNN path, the MLPs' fc1 with their GELU."""
+    for module in list(network.modules()):
+        if isinstance(module, Mlp) and type(module.fc1) is nn.Linear:
+            module.fc1, module.act = FastLinear(module.fc1, gelu=True), nn.Identity()
+        for name, child in module.named_children():
+            if type(child) is nn.Linear:
+                setattr(module, name, FastLinear(child))
 
 
 def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
-    """Fold BatchNorms into their convs and LayerScales into their linears, make ReLUs in-place, and run the
-    head's convolutions channels-last.
+    """Fold BatchNorms into their convs, LayerScales and key-bias masks into their linears, make ReLUs in-place,
+    run the head's convolutions channels-last, and put linear layers (with the GELUs after them), the cls
+    readouts and DySample on the faster CPU kernels of `fastpath`.
 
     The network must be in eval mode and is changed in place (its state dict no longer matches a
     checkpoint); outputs equal the original's up to float rounding.
     """
     if network.training:
         raise ValueError("prepare_for_inference needs a network in eval mode")
+    _split_readouts(network)
     for module in list(network.modules()):
         if isinstance(module, nn.Sequential):
             _fold_sequential(module)
         elif isinstance(module, nn.ReLU):
             module.inplace = True
         elif isinstance(module, Block) and isinstance(module.ls1, LayerScale):
+            fold_key_bias_mask(module.attn)
             fold_layerscale(module.attn.proj, module.ls1.gamma)
             fold_layerscale(module.mlp.fc2, module.ls2.gamma)
             module.ls1 = nn.Identity()
@@ -81,6 +121,7 @@ def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
         if enhancer is not None and isinstance(enhancer.norm, nn.BatchNorm2d):
             enhancer.dwconv = fold_batchnorm(enhancer.dwconv, enhancer.norm)
             enhancer.norm = nn.Identity()
+    _fast_linears(network)
     network.head.to(memory_format=torch.channels_last)
     network.head.memory_format = torch.channels_last
     return network

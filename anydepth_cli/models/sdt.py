@@ -50,9 +50,13 @@ class DySample(nn.Module):
                 self._grid_cache = {key: grid}  # the latest size only: many sizes must not grow it
         return grid
 
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 32, H, W): x then y offsets in input pixels of each group's 2×2 sub-pixels, from their centres."""
+        return self.offset(x) * torch.sigmoid(self.scope(x)) * 0.5 + self.init_pos
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        offset = self.offset(x) * torch.sigmoid(self.scope(x)) * 0.5 + self.init_pos
+        offset = self.offsets(x)
         size = torch.tensor([w, h], device=x.device, dtype=x.dtype).view(1, 2, 1, 1, 1)
         coords = offset.view(b, 2, -1, h, w) + self._pixel_centres(h, w, x)
         coords = 2 * coords / size - 1

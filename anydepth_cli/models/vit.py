@@ -36,13 +36,16 @@ class Attention(nn.Module):
         if key_bias_mask:
             self.qkv.register_buffer("bias_mask", torch.ones(dim * 3))
 
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused q, k, v projection (B, N, 3C), with the key bias masked where the layout stores a mask."""
+        mask = getattr(self.qkv, "bias_mask", None)
+        if mask is None:
+            return self.qkv(x)
+        return F.linear(x, self.qkv.weight, self.qkv.bias * mask)
+
     def forward(self, x: torch.Tensor, rotary: RotaryFn | None = None) -> torch.Tensor:
         b, n, c = x.shape
-        bias = self.qkv.bias
-        mask = getattr(self.qkv, "bias_mask", None)
-        if mask is not None:
-            bias = bias * mask
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, c // self.heads)
+        qkv = self.project_qkv(x).view(b, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
@@ -56,10 +59,11 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):

@@ -7,42 +7,81 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anydepth_cli.errors import UsageError
-from anydepth_cli.weights.choice import choose_weights, weights_path
+from anydepth_cli.weights.choice import WeightsChoice, choose_weights, weights_path
 
 if TYPE_CHECKING:
+    from anydepth_cli.inference.onnx_backend import OnnxPredictor
     from anydepth_cli.inference.predictor import BatchedPredictor
     from anydepth_cli.inference.tiling import TileConfig
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None, device: str = "auto",
                    precision: str = "auto", batch_size: int = 4, input_size: int | None = None,
-                   local_rank: int | None = None, backend: str = "torch",
+                   local_rank: int | None = None, backend: str = "auto",
                    onnx: Path | None = None) -> tuple[BatchedPredictor, str]:
-    """A predictor for the chosen weights (downloaded if needed), or for an exported ONNX model with
-    `backend="onnxruntime"`, and a label naming them; `local_rank` picks a launched process's own GPU.
+    """A predictor and a label naming it: PyTorch for the chosen weights (downloaded if needed), or ONNX Runtime
+    for an exported model (`onnx`); `local_rank` picks a launched process's own GPU.
 
-    The weights are found first, before torch is imported, so that weights which cannot be had
-    (the Hub unreachable, nothing cached) are reported within a second.
+    `backend="auto"` runs PyTorch unless `onnx` is given: then ONNX Runtime when the export is the only model
+    given, or when it was timed faster than PyTorch on this CPU when it was exported (`exported_if_faster`).
+    On the CPU the process keeps the memory it frees for reuse (`keep_freed_memory`). The weights are found
+    first, before torch is imported, so that weights which cannot be had (the Hub unreachable, nothing cached)
+    are reported within a second.
     """
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
-    if backend == "onnxruntime":
+    only_export = onnx is not None and not any((model, checkpoint, arch))
+    if backend == "onnxruntime" or (backend == "auto" and only_export):
         return open_onnx_predictor(onnx, model, checkpoint, arch, device, precision, batch_size, input_size)
-    if onnx is not None:
-        raise UsageError("--onnx runs with --backend onnxruntime")
+    if onnx is not None and backend == "torch":
+        raise UsageError("--onnx runs with --backend onnxruntime or auto")
     choice = choose_weights(model, checkpoint, arch)
     weights = weights_path(choice)
+    note = ""
+    if onnx is not None:
+        exported, note = exported_if_faster(onnx, choice, device, precision, batch_size, input_size, local_rank)
+        if exported is not None:
+            return exported, f"{choice.label} via ONNX Runtime ({Path(onnx).name}, {exported.provider}){note}"
+    from anydepth_cli.inference.memory import keep_freed_memory
     from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.weights.checkpoint import load_network
 
     target = select_device(device, local_rank)
     dtype = select_dtype(precision, target)
+    if target.type == "cpu":
+        keep_freed_memory()
     network = prepare_for_inference(load_network(choice.config, weights, target))
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
-    return predictor, choice.label
+    return predictor, choice.label + note
+
+
+def exported_if_faster(onnx: Path, choice: WeightsChoice, device: str, precision: str, batch_size: int,
+                       input_size: int | None, local_rank: int | None) -> tuple[OnnxPredictor | None, str]:
+    """For `--backend auto` with both weights and their export: the ONNX Runtime predictor when the run is on the
+    CPU in float32 and the export's timing, taken on this CPU, has ONNX Runtime faster by FASTER_BY; else None
+    (PyTorch runs). With a note saying why, for the label."""
+    from anydepth_cli.inference.predictor import select_device
+
+    if select_device(device, local_rank).type != "cpu":
+        return None, " (auto: PyTorch on the GPU)"
+    if precision not in ("auto", "fp32"):
+        return None, f" (auto: PyTorch for --precision {precision})"
+    from anydepth_cli.inference.onnx_backend import OnnxPredictor
+
+    predictor = OnnxPredictor(onnx, input_size, "cpu", batch_size)
+    card, timing = predictor.card, predictor.cpu_timing
+    if card.model != choice.label:
+        raise UsageError(f"--onnx {Path(onnx).name} is an export of {card.model}, not of {choice.label}")
+    if card.architecture != choice.config.to_dict():
+        raise UsageError(f"--onnx {Path(onnx).name} is an export of {card.model} in another architecture")
+    if timing is None or not timing.from_here():
+        return None, f" (auto: PyTorch; {Path(onnx).name} was not timed on this CPU)"
+    if timing.onnxruntime_faster():
+        return predictor, f" (auto: {timing.describe()} on this CPU at export)"
+    return None, f" (auto: PyTorch; {timing.describe()} on this CPU at export)"
 
 
 def open_onnx_predictor(onnx: Path | None, model: str | None, checkpoint: str | None, arch: Path | None,
