@@ -19,7 +19,10 @@ from anydepth_cli.datasets.sources import GroundTruth, parse_source
 from anydepth_cli.errors import UsageError
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.sources import open_sources, scan, weigh, write_data_lists
+from anydepth_cli.datasets.files import read_rgb
+from anydepth_cli.evaluation.presets import get_preset
+from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.training.sources import open_sources, scan, validation_sources, weigh, write_data_lists
 from fixtures_dir import fixtures_dir
 from test_train import ARCH, run_train
 from make_toy_dataset import save_fixture_encoder  # noqa: E402  (test_train puts tools/ on the path)
@@ -317,6 +320,40 @@ def test_keep_filters_within_each_source_and_lists_the_dropped_per_source(tmp_pa
     assert len(lines) == 2 + 25 - len(big.samples) - len(small.samples)
 
 
+# ------------------------------------------------------------------------------------- validation
+
+
+class Oracle:
+    """Predicts the decoded ground truth of each photo it is shown (sky and holes at 0), in depth."""
+
+    output_kind = "depth"
+
+    def __init__(self, pairs: list[Pair], truth: GroundTruth) -> None:
+        self.maps = {read_rgb(pair.image).tobytes(): truth.read(pair)[0] for pair in pairs}
+
+    def predict_batch(self, images, sizes) -> list[np.ndarray]:
+        return [self.maps[image.tobytes()] for image in images]
+
+
+def test_validation_reads_named_sources_as_training_does_and_skips_what_it_cannot_read(tmp_path):
+    data = tmp_path / "data"
+    images = make_vkitti(data, 3)
+    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{vkitti._depth_of(image).relative_to(data)}")
+            for image in images]
+    write_list(tmp_path / "val.txt", rows + [(f"{FOREIGN}/vkitti2/gone.jpg", f"{FOREIGN}/vkitti2/gone.png")])
+    notes: list[str] = []
+    [source] = validation_sources([f"vkitti:{tmp_path / 'val.txt'}"], notes.append, roots=[data])
+    assert notes == [f"{tmp_path / 'val.txt'}: replaced the prefix {FOREIGN}/vkitti2 of its paths with {data}"]
+    readable = source.samples[:3]
+    oracle = Oracle(readable, source.truth)
+    named = run_eval(source.samples, {"m": oracle}, get_preset("default"), truths=[source.truth] * 4)
+    assert named.aggregates["m"]["n_images"] == 3 and named.aggregates["m"]["abs_rel"] < 1e-5
+    [(image, reason)] = named.failures
+    assert image.endswith("gone.jpg") and "gone" in reason
+    generic = run_eval(readable, {"m": oracle}, get_preset("default"))  # PNG / 1000 with the sky's 65535 as depth
+    assert generic.aggregates["m"]["abs_rel"] > 0.1
+
+
 # ------------------------------------------------------------------------------ all five, end to end
 
 
@@ -336,10 +373,12 @@ def test_a_run_over_all_five_sets_trains_without_an_unreadable_sample(tmp_path):
     done = run_train(*args, "--data-root", f"vkitti={data / 'vkitti'}", "--mix",
                      "hypersim=0.5,vkitti=0.1,irs=0.1,blendedmvs=0.1,tartanair=0.2", "--arch", ARCH,
                      "--encoder-weights", encoder, "--input-size", 28, "--steps", 3, "--batch-size", 4, "--workers", 0,
-                     "-o", tmp_path / "run")
+                     "--val", f"tartanair:{data / 'tartanair'}", "--val", args[0], "-o", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     said = " ".join(done.stderr.split())
     assert f"replaced the prefix {FOREIGN}/vkitti2 of its paths with {data / 'vkitti'}" in said
     assert "20 of 20 sample(s) to train on" in said and "unreadable" not in said
     assert "datasets drawn --mix: vkitti 10.0%, hypersim 50.0%, irs 10.0%" in said, done.stderr
     assert re.search(r"\bskipped 0\b", said), done.stderr
+    last = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[-1].split(",")
+    assert 0 < float(last[3]) < 1 and 0 <= float(last[4]) <= 1  # validated on TartanAir's and the listed vKITTI samples

@@ -9,6 +9,7 @@ import numpy as np
 
 from anydepth_cli.datasets.files import read_mask, read_rgb
 from anydepth_cli.datasets.generic import Pair, read_depth
+from anydepth_cli.datasets.sources import GroundTruth
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
@@ -71,11 +72,16 @@ class EvalResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _load(pair: Pair, preset: Preset, depth_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """RGB, GT depth and mask of a sample; InputError if unreadable or it has fewer than two valid pixels."""
+def _load(pair: Pair, preset: Preset, depth_scale: float,
+          truth: GroundTruth | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """RGB, GT depth and mask of a sample (read by `truth` when given); InputError if unreadable or it has fewer
+    than two valid pixels."""
     rgb = read_rgb(pair.image)
-    gt = read_depth(pair.depth, depth_scale)
-    mask = read_mask(pair.mask) if pair.mask is not None else None
+    if truth is not None:
+        gt, mask = truth.read(pair)
+    else:
+        gt = read_depth(pair.depth, depth_scale)
+        mask = read_mask(pair.mask) if pair.mask is not None else None
     if int(preset.valid_mask(gt, mask).sum()) < 2:
         raise InputError(f"{pair.depth}: fewer than two valid ground-truth pixels under preset {preset.name!r}")
     return rgb, gt, mask
@@ -102,6 +108,7 @@ def run_eval(
     depth_scale: float | None = None,
     batch_size: int = 1,
     output_kind: str = "model",
+    truths: Sequence[GroundTruth] | None = None,
 ) -> EvalResult:
     """Evaluate every predictor on every pair under `preset`.
 
@@ -110,7 +117,8 @@ def run_eval(
     `output_kind` (one of ALIGNMENT_MODES) picks the space each model is aligned in: `model`,
     the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
     and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
-    divisor. A sample that cannot be read or has no valid pixels is recorded in `failures` and
+    divisor; `truths`, one per pair, read each ground truth the way its dataset defines instead (a
+    named training source's decoder, mask and depth cap). A sample that cannot be read or has no valid pixels is recorded in `failures` and
     skipped. `progress` is called once per pair.
     """
     if not predictors:
@@ -131,10 +139,11 @@ def run_eval(
     result = EvalResult(preset=preset.name, models=list(predictors))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
+        readers = truths[start : start + batch_size] if truths is not None else [None] * len(chunk)
         loaded: list[tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]] = []
-        for pair in chunk:
+        for pair, truth in zip(chunk, readers):
             try:
-                loaded.append((pair, *_load(pair, preset, scale)))
+                loaded.append((pair, *_load(pair, preset, scale, truth)))
             except InputError as exc:
                 result.failures.append((str(pair.image), str(exc)))
         if loaded:

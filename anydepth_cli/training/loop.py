@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from anydepth_cli.errors import TrainingError, UsageError
-from anydepth_cli.datasets.generic import Pair
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
@@ -38,7 +37,8 @@ from anydepth_cli.training.data import batches_per_epoch, make_loader
 from anydepth_cli.training.distributed import World
 from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss, relu_raising_below
 from anydepth_cli.training.report import Reporter, TrainSummary
-from anydepth_cli.training.sources import DataReport, load_sources, parse_values, training_data, write_data_lists
+from anydepth_cli.training.sources import (DataReport, Source, parse_values, training_data, validation_sources,
+                                          write_data_lists)
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
 
@@ -242,18 +242,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _validate(network: DepthNetwork, pairs: list[Pair], size: int, device: torch.device, dtype: torch.dtype,
-              options: TrainOptions) -> tuple[float, float]:
-    """Mean AbsRel and δ1 of the network on the validation pairs, aligned in its own space (as `anydepth eval`).
+def _validate(network: DepthNetwork, sources: list[Source], size: int, device: torch.device, dtype: torch.dtype,
+              options: TrainOptions) -> tuple[float, float, list[tuple[str, str]]]:
+    """Mean AbsRel and δ1 of the network on the validation sources, aligned in its own space (as `anydepth eval`),
+    and the samples that could not be scored (image, reason).
 
     An fp64 network is validated through an fp32 copy.
     """
     if dtype == torch.float64:
         network, dtype = copy.deepcopy(network).float(), torch.float32
     predictor = DepthPredictor(network, size, device, dtype, options.batch_size)
-    result = run_eval(pairs, {"model": predictor}, get_preset("default"), depth_scale=options.depth_scale,
-                      batch_size=options.batch_size)
-    return result.aggregates["model"]["abs_rel"], result.aggregates["model"]["delta1"]
+    pairs = [pair for source in sources for pair in source.samples]
+    truths = [source.truth for source in sources for _ in source.samples]
+    result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=options.batch_size, truths=truths)
+    return result.aggregates["model"]["abs_rel"], result.aggregates["model"]["delta1"], result.failures
 
 
 def train(options: TrainOptions, reporter: Reporter) -> TrainSummary:
@@ -319,11 +321,11 @@ def _begin(options: TrainOptions, world: World) -> _Start:
 
 @dataclass
 class _Data:
-    """The training samples, this process's stream of their batches, and the validation pairs."""
+    """The training samples, this process's stream of their batches, and the validation sources."""
 
     report: DataReport
     batches: Iterator[dict[str, Any]]
-    val: list[Pair]
+    val: list[Source]
     per_epoch: int
 
 
@@ -333,7 +335,7 @@ def _training_data(options: TrainOptions, world: World, reporter: Reporter, crop
     stream at optimizer step `start`; UsageError when the data cannot fill one step."""
     report = training_data(options.data, world, reporter, roots=options.data_root, mix=options.mix, keep=options.keep,
                            depth_scale=options.depth_scale, max_depth=options.max_depth, workers=max(1, options.workers))
-    val_pairs = load_sources(options.val)
+    val = validation_sources(options.val, reporter.note, options.data_root, options.depth_scale, options.max_depth)
     count = len(report.samples)
     per_epoch = batches_per_epoch(count, options.batch_size, world)
     if per_epoch < options.grad_accum:
@@ -341,7 +343,7 @@ def _training_data(options: TrainOptions, world: World, reporter: Reporter, crop
                          "images: lower --batch-size or --grad-accum, or add data")
     loader = make_loader(report, crop, options.target, options.seed, options.batch_size, world,
                          start * options.grad_accum, options.workers, device.type == "cuda")
-    return _Data(report, iter(loader), val_pairs, per_epoch)
+    return _Data(report, iter(loader), val, per_epoch)
 
 
 def _total_steps(options: TrainOptions, per_epoch: int) -> tuple[int, int]:
@@ -389,6 +391,7 @@ class _Run:
         self.images_per_step = self.options.batch_size * self.options.grad_accum * world.size
         self.failures: set[str] = set()
         self.loss = math.nan
+        self.val_failures_noted = False
 
     def _optimisation(self, warmup: int) -> None:
         """AdamW on the head, its warmup-then-cosine schedule, and the fp16 gradient scaler."""
@@ -486,12 +489,21 @@ class _Run:
         if not self.data.val or (self.step % self.options.val_every and self.step != self.total):
             return False
         if self.world.main:
-            abs_rel, delta1 = _validate(self.network, self.data.val, self.crop, self.device, self.dtype, self.options)
+            abs_rel, delta1, failures = _validate(self.network, self.data.val, self.crop, self.device, self.dtype,
+                                                  self.options)
+            self._note_val_failures(failures)
             set_training_mode(self.network, self.network.head, self.options.batchnorm)
             self.rows[-1].update(val_abs_rel=abs_rel, val_delta1=delta1)
             self.reporter.validated(self.step, abs_rel, delta1)
         distributed.barrier(self.world)
         return True
+
+    def _note_val_failures(self, failures: list[tuple[str, str]]) -> None:
+        """Say once which validation samples are left out."""
+        if failures and not self.val_failures_noted:
+            image, reason = failures[0]
+            self.reporter.note(f"validation skips {len(failures)} unreadable sample(s), e.g. {image}: {reason}")
+        self.val_failures_noted = self.val_failures_noted or bool(failures)
 
     def _save(self) -> None:
         """Write the run folder (rank 0): architecture, weights, resumable state, metrics and curves."""

@@ -16,7 +16,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from anydepth_cli.datasets.generic import Pair, load_pairs
+from anydepth_cli.datasets.generic import Pair
 from anydepth_cli.datasets.sources import (DATASETS, GroundTruth, SourceSpec, default_max_depth, parse_source,
                                           source_pairs)
 from anydepth_cli.errors import AnyDepthError, InputError, UsageError
@@ -24,11 +24,6 @@ from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.io.writers import write_lines
 from anydepth_cli.training import distributed, run
 from anydepth_cli.training.distributed import World
-
-def load_sources(sources: Sequence[Path]) -> list[Pair]:
-    """The pairs of every source (a folder or a manifest, as `anydepth eval` reads them), in the order given."""
-    return [pair for source in sources for pair in load_pairs(source)]
-
 
 class DataReporter(Protocol):
     """What the data check tells its user (`training.report.Reporter` does)."""
@@ -169,16 +164,30 @@ def _grouped(sources: list[Source]) -> list[Source]:
     return sorted(sources, key=lambda source: first[source.name])
 
 
+def _open_all(specs: list[SourceSpec], roots: Sequence[Path | str], caps: dict[str, float], depth_scale: float,
+              note: Callable[[str], None]) -> list[Source]:
+    """The sources of `specs`, each list under its dataset's data root and depth capped by its dataset's cap."""
+    folders = parse_roots(roots)
+    return [_open(spec, folders.get(spec.dataset, folders.get(None)), caps.get(spec.dataset, default_max_depth(spec.dataset)),
+                  depth_scale, note) for spec in specs]
+
+
 def open_sources(data: Sequence[Path | str], note: Callable[[str], None], roots: Sequence[Path | str] = (),
                  depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
     """The sources of the data arguments, grouped by dataset; `note` is told which prefixes of list files were
     replaced (or should be)."""
-    folders = parse_roots(roots)
     caps = parse_values(max_depth, "--max-depth", finite=False)
     specs = [parse_source(str(item)) for item in data]
     _check_names({spec.dataset for spec in specs}, caps, "--max-depth", every=False)
-    return _grouped([_open(spec, folders.get(spec.dataset, folders.get(None)),
-                           caps.get(spec.dataset, default_max_depth(spec.dataset)), depth_scale, note) for spec in specs])
+    return _grouped(_open_all(specs, roots, caps, depth_scale, note))
+
+
+def validation_sources(val: Sequence[Path | str], note: Callable[[str], None], roots: Sequence[Path | str] = (),
+                       depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
+    """The --val arguments, read as the training data is (named datasets, lists, data roots, depth caps), in the
+    order given and unchecked: the evaluation skips and reports what it cannot read."""
+    caps = parse_values(max_depth, "--max-depth", finite=False)
+    return _open_all([parse_source(str(item)) for item in val], roots, caps, depth_scale, note)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
