@@ -137,6 +137,26 @@ def depth_maps(folder: Path) -> None:
     (folder / "notes.txt").write_text("not a depth map")
 
 
+def test_eval_reads_a_named_training_set_list_re_rooted(tmp_path):
+    from test_train_data import FOREIGN, H, W, make_vkitti, vkitti, write_list
+
+    data = tmp_path / "data"
+    images = make_vkitti(data, 2)
+    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{vkitti._depth_of(image).relative_to(data)}")
+            for image in images]
+    write_list(tmp_path / "test.txt", rows)
+    out = tmp_path / "report"
+    result = run_cli("eval", f"vkitti:{tmp_path / 'test.txt'}", "--data-root", data, "-o", out, "--input-size", "56",
+                     *tiny_model_args())
+    assert result.returncode == 0, result.stderr
+    assert f"replaced the prefix {FOREIGN}/vkitti2 of its paths with {data}" in " ".join(result.stderr.split())
+    scored = read_csv(out / "eval_per_image.csv")
+    assert [Path(r["image"]) for r in scored] == images
+    assert all(int(r["n_valid"]) == (H - 3) * W for r in scored), "the sky's rows (65535) are not depth"
+    result = run_cli("eval", f"vkitti:{tmp_path / 'test.txt'}", "--depth-scale", "100", *tiny_model_args())
+    assert_one_line_error(result, 2, "own units: drop --depth-scale")
+
+
 def test_score_ranks_and_keeps(tmp_path):
     maps = tmp_path / "maps"
     depth_maps(maps)
