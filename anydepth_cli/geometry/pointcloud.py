@@ -243,6 +243,41 @@ def build_point_cloud(
     ``frame`` is "opengl" (x right, y up, z toward the viewer) or "opencv" (x right, y
     down, z forward); the camera is at the origin in both.
     """
+    _check_settings(kind, max_points, downsample, edge_threshold, sky_fraction, frame)
+    v = np.array(values, dtype=np.float32)  # a copy: sky is blanked in it
+    rgb = np.asarray(rgb)
+    if v.ndim != 2 or rgb.shape != (*v.shape, 3) or rgb.dtype != np.uint8:
+        raise ValueError(f"expected H×W {kind} and H×W×3 uint8 image, got {v.shape} and {rgb.dtype} {rgb.shape}")
+    width, pixels = v.shape[1], v.size
+    notes = [_drop_sky(v, kind, sky_fraction)] if sky_fraction is not None else []
+    rule = DepthRule.fit(v, kind=kind, near=near, far=far, depth_at=depth_at)
+    depth = rule.apply(v)
+    del v
+    index, flying = _kept_pixels(depth, edge_threshold)
+    notes += [flying] if flying is not None else []
+    index, sampling = _sample(index, max_points, downsample, seed)
+    rows, cols = np.divmod(index, width)
+    points = unproject_pixels(rows, cols, depth.ravel()[index], intrinsics)
+    colors = rgb.reshape(-1, 3)[index]
+    normal = _normals(depth, intrinsics, rows, cols, points) if normals else None
+    del rows, cols, index
+    if downsample == "voxel" and max_points is not None and len(points) > max_points:
+        size = _voxel_size(points, max_points)
+        points, colors, normal = _voxel_average(points, colors, normal, size)
+        sampling += f"; averaged in voxels of {size:.3g}"
+    if frame == "opengl":
+        _flip_to_opengl(points, normal)
+    dropped = f" ({', '.join(note for note in notes if note)} dropped)" if any(notes) else ""
+    description = (
+        f"{len(points):,} points from {pixels:,} pixels{dropped}{sampling}; {rule.description}; "
+        f"fx {intrinsics.fx:.1f} px from {intrinsics.source}"
+    )
+    return PointCloud(points=points, colors=colors, normals=normal, description=description)
+
+
+def _check_settings(kind: str, max_points: int | None, downsample: str, edge_threshold: float | None,
+                    sky_fraction: float | None, frame: str) -> None:
+    """UsageError for a setting of `build_point_cloud` out of its range."""
     if downsample not in ("voxel", "random"):
         raise UsageError(f"downsampling must be 'voxel' or 'random', got {downsample!r}")
     if frame not in ("opengl", "opencv"):
@@ -254,66 +289,48 @@ def build_point_cloud(
     if sky_fraction is not None and not 0 <= sky_fraction < 1:
         raise UsageError(f"the sky fraction must be in [0, 1), got {sky_fraction:g}")
     _check_kind(kind)
-    v = np.array(values, dtype=np.float32)  # a copy: sky is blanked in it
-    rgb = np.asarray(rgb)
-    if v.ndim != 2 or rgb.shape != (*v.shape, 3) or rgb.dtype != np.uint8:
-        raise ValueError(f"expected H×W {kind} and H×W×3 uint8 image, got {v.shape} and {rgb.dtype} {rgb.shape}")
-    width = v.shape[1]
-    pixels = v.size
-    notes = []
 
-    if sky_fraction is not None:
-        valid = v[_valid(v)]
-        if valid.size:
-            if kind == "depth":
-                sky = v * np.float32(sky_fraction) > float(np.percentile(valid, DEPTH_PERCENTILES[0]))
-            else:
-                sky = v < sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
-            del valid
-            notes.append(f"sky {_percent(np.count_nonzero(sky), pixels)}")
-            v[sky] = np.nan
-            del sky
 
-    rule = DepthRule.fit(v, kind=kind, near=near, far=far, depth_at=depth_at)
-    depth = rule.apply(v)
-    del v
+def _drop_sky(v: np.ndarray, kind: str, sky_fraction: float) -> str | None:
+    """Blank (NaN) the sky in the map `v` of `kind`, as `build_point_cloud` defines it; the note on how much."""
+    valid = v[_valid(v)]
+    if not valid.size:
+        return None
+    if kind == "depth":
+        sky = v * np.float32(sky_fraction) > float(np.percentile(valid, DEPTH_PERCENTILES[0]))
+    else:
+        sky = v < sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
+    del valid
+    v[sky] = np.nan
+    return f"sky {_percent(np.count_nonzero(sky), v.size)}"
+
+
+def _kept_pixels(depth: np.ndarray, edge_threshold: float | None) -> tuple[np.ndarray, str | None]:
+    """Flat indices of the pixels with a finite depth that are not flying pixels, and the note on the latter."""
     keep = np.isfinite(depth)
-    if edge_threshold is not None:
-        flying = edge_mask(depth, edge_threshold)
-        notes.append(f"flying {_percent(np.count_nonzero(flying), pixels)}")
-        keep &= ~flying
-        del flying
-    index = np.flatnonzero(keep)
-    del keep
+    if edge_threshold is None:
+        return np.flatnonzero(keep), None
+    flying = edge_mask(depth, edge_threshold)
+    keep &= ~flying
+    return np.flatnonzero(keep), f"flying {_percent(np.count_nonzero(flying), depth.size)}"
 
+
+def _sample(index: np.ndarray, max_points: int | None, downsample: str, seed: int) -> tuple[np.ndarray, str]:
+    """`index` cut by a seeded random sample to the budget of `max_points` under `downsample`, and the note."""
+    if max_points is None:
+        return index, ""
+    budget = max_points if downsample == "random" else VOXEL_CANDIDATES_PER_POINT * max_points
+    if index.size <= budget:
+        return index, ""
     rng = np.random.default_rng(seed)
-    sampling = ""
-    if max_points is not None:
-        budget = max_points if downsample == "random" else VOXEL_CANDIDATES_PER_POINT * max_points
-        if index.size > budget:
-            index = np.sort(rng.choice(index, size=budget, replace=False))
-            sampling = f"; {budget:,} sampled at random"
-    rows, cols = np.divmod(index, width)
-    points = unproject_pixels(rows, cols, depth.ravel()[index], intrinsics)
-    colors = rgb.reshape(-1, 3)[index]
-    normal = _normals(depth, intrinsics, rows, cols, points) if normals else None
-    del rows, cols, index
+    return np.sort(rng.choice(index, size=budget, replace=False)), f"; {budget:,} sampled at random"
 
-    if downsample == "voxel" and max_points is not None and len(points) > max_points:
-        size = _voxel_size(points, max_points)
-        points, colors, normal = _voxel_average(points, colors, normal, size)
-        sampling += f"; averaged in voxels of {size:.3g}"
-    if frame == "opengl":
-        points[:, 1:] *= -1
-        if normal is not None:
-            normal[:, 1:] *= -1
 
-    dropped = f" ({', '.join(notes)} dropped)" if notes else ""
-    description = (
-        f"{len(points):,} points from {pixels:,} pixels{dropped}{sampling}; {rule.description}; "
-        f"fx {intrinsics.fx:.1f} px from {intrinsics.source}"
-    )
-    return PointCloud(points=points, colors=colors, normals=normal, description=description)
+def _flip_to_opengl(points: np.ndarray, normal: np.ndarray | None) -> None:
+    """OpenCV's camera frame (y down, z forward) to OpenGL's (y up, z toward the viewer), in place."""
+    points[:, 1:] *= -1
+    if normal is not None:
+        normal[:, 1:] *= -1
 
 
 def _percent(count: int, total: int) -> str:
