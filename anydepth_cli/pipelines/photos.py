@@ -118,74 +118,94 @@ def run_images(
     batch_size: int = 1,
 ) -> Summary:
     """Predict and write every item; one bad file is recorded in the summary and never stops the run."""
-    summary = Summary()
+    run = _PhotoRun(predictor, outputs, tiling, reporter, batch_size)
     start = time.perf_counter()
-    todo = []
-    for item in items:
-        if skip_existing and all(p.exists() for p in outputs.paths(item, predictor.output_kind).values()):
-            summary.skipped += 1
-            reporter.image_done(item, None)
-        else:
-            todo.append(item)
-    pending: list[tuple[InputItem, np.ndarray]] = []
-
-    def fail(item: InputItem, exc: AnyDepthError) -> None:
-        summary.failed.append((item.path, str(exc)))
-        reporter.image_done(item, str(exc))
-
-    def finish(item: InputItem, image: np.ndarray, values: np.ndarray, confidence: np.ndarray | None) -> None:
-        try:
-            note = write_outputs(item, image, values, predictor.output_kind, confidence, outputs)
-        except AnyDepthError as exc:
-            fail(item, exc)
-            return
-        summary.written += 1
-        if note:
-            summary.notes.append(f"{item.relative}: {note}")
-        reporter.image_done(item, None)
-
-    def flush() -> None:
-        batch = pending[:]
-        pending.clear()
-        if not batch:
-            return
-        try:
-            maps = predictor.predict_batch([image for _, image in batch])
-        except InputError as exc:
-            if len(batch) == 1:
-                fail(batch[0][0], exc)
-                return
-            # An image did not fit in memory even alone: run them one by one so only it fails.
-            for entry in batch:
-                pending.append(entry)
-                flush()
-            return
-        for (item, image), values in zip(batch, maps):
-            finish(item, image, values, None)
-
+    todo = [item for item in items if not (skip_existing and run.skip_if_done(item))]
     reader = prefetch_images(todo, max_pixels, ahead=max(8, 2 * batch_size))
     try:
         for item, image in reader:
-            if isinstance(image, AnyDepthError):
-                fail(item, image)
-            elif tiling.applies(image, predictor.input_size):
-                progress = _bind(reporter.tiles, item)
-                try:
-                    result = predict_tiled(image, predictor, tiling.config, progress, confidence=outputs.confidence)
-                except InputError as exc:
-                    fail(item, exc)
-                    continue
-                summary.tiled += 1
-                finish(item, image, result.values, result.confidence)
-            else:
-                pending.append((item, image))
-                if len(pending) >= batch_size:
-                    flush()
-        flush()
+            run.take(item, image)
+        run.flush()
     finally:
         reader.close()
-        summary.seconds = time.perf_counter() - start
-    return summary
+        run.summary.seconds = time.perf_counter() - start
+    return run.summary
+
+
+class _PhotoRun:
+    """One `run_images` call: photos are batched for the network or tiled, then written, each failure recorded."""
+
+    def __init__(self, predictor: MapPredictor, outputs: OutputOptions, tiling: TilingOptions, reporter: Reporter,
+                 batch_size: int) -> None:
+        self.predictor, self.outputs, self.tiling, self.reporter = predictor, outputs, tiling, reporter
+        self.batch_size = batch_size
+        self.summary = Summary()
+        self.pending: list[tuple[InputItem, np.ndarray]] = []
+
+    def skip_if_done(self, item: InputItem) -> bool:
+        """Whether every output of `item` exists (then it counts as skipped)."""
+        if not all(p.exists() for p in self.outputs.paths(item, self.predictor.output_kind).values()):
+            return False
+        self.summary.skipped += 1
+        self.reporter.image_done(item, None)
+        return True
+
+    def take(self, item: InputItem, image: np.ndarray | AnyDepthError) -> None:
+        """One photo as read: a read error is recorded, a large photo tiled, the others batched."""
+        if isinstance(image, AnyDepthError):
+            self.fail(item, image)
+        elif self.tiling.applies(image, self.predictor.input_size):
+            self.tile(item, image)
+        else:
+            self.pending.append((item, image))
+            if len(self.pending) >= self.batch_size:
+                self.flush()
+
+    def fail(self, item: InputItem, exc: AnyDepthError) -> None:
+        self.summary.failed.append((item.path, str(exc)))
+        self.reporter.image_done(item, str(exc))
+
+    def finish(self, item: InputItem, image: np.ndarray, values: np.ndarray, confidence: np.ndarray | None) -> None:
+        """Write the outputs of one photo."""
+        try:
+            note = write_outputs(item, image, values, self.predictor.output_kind, confidence, self.outputs)
+        except AnyDepthError as exc:
+            self.fail(item, exc)
+            return
+        self.summary.written += 1
+        if note:
+            self.summary.notes.append(f"{item.relative}: {note}")
+        self.reporter.image_done(item, None)
+
+    def tile(self, item: InputItem, image: np.ndarray) -> None:
+        """Predict one photo by tiles and write it."""
+        try:
+            result = predict_tiled(image, self.predictor, self.tiling.config, _bind(self.reporter.tiles, item),
+                                   confidence=self.outputs.confidence)
+        except InputError as exc:
+            self.fail(item, exc)
+            return
+        self.summary.tiled += 1
+        self.finish(item, image, result.values, result.confidence)
+
+    def flush(self) -> None:
+        """Predict the pending photos as one batch and write them."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            maps = self.predictor.predict_batch([image for _, image in batch])
+        except InputError as exc:
+            if len(batch) == 1:
+                self.fail(batch[0][0], exc)
+                return
+            # An image did not fit in memory even alone: run them one by one so only it fails.
+            for entry in batch:
+                self.pending.append(entry)
+                self.flush()
+            return
+        for (item, image), values in zip(batch, maps):
+            self.finish(item, image, values, None)
 
 
 def _bind(callback: Callable[[InputItem, int, int], None], item: InputItem) -> Callable[[int, int], None]:
