@@ -118,52 +118,78 @@ def run_eval(
     the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
     and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
     divisor; `truths`, one per pair, read each ground truth the way its dataset defines instead (a
-    named training source's decoder, mask and depth cap). A sample that cannot be read or has no valid pixels is recorded in `failures` and
-    skipped. `progress` is called once per pair.
+    named training source's decoder, mask and depth cap). A sample that cannot be read or has no
+    valid pixels is recorded in `failures` and skipped. `progress` is called once per pair.
     """
     if not predictors:
         raise UsageError("no model to evaluate")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     mode = check_alignment_mode(output_kind)
-    declared = {name: predictor.output_kind for name, predictor in predictors.items()}
-    for name, kind in declared.items():
-        if kind not in KINDS:
-            raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")
-    tried = {name: KINDS if mode == "auto" else (kind if mode == "model" else mode,)
-             for name, kind in declared.items()}
+    declared = _declared_kinds(predictors)
     rows: dict[str, dict[str, list[dict[str, object]]]] = {
-        name: {kind: [] for kind in kinds} for name, kinds in tried.items()
+        name: {kind: [] for kind in (KINDS if mode == "auto" else (kind if mode == "model" else mode,))}
+        for name, kind in declared.items()
     }
     scale = preset.depth_scale if depth_scale is None else depth_scale
     result = EvalResult(preset=preset.name, models=list(predictors))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         readers = truths[start : start + batch_size] if truths is not None else [None] * len(chunk)
-        loaded: list[tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]] = []
-        for pair, truth in zip(chunk, readers):
-            try:
-                loaded.append((pair, *_load(pair, preset, scale, truth)))
-            except InputError as exc:
-                result.failures.append((str(pair.image), str(exc)))
-        if loaded:
-            for name, predictor in predictors.items():
-                predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded],
-                                                      [gt.shape for _, _, gt, _ in loaded])
-                for (pair, _, gt, mask), pred in zip(loaded, predictions):
-                    for kind, kind_rows in rows[name].items():
-                        row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
-                        row.update(evaluate_sample(pred, gt, mask, preset, kind))
-                        kind_rows.append(row)
+        loaded = _load_chunk(chunk, readers, preset, scale, result.failures)
+        for name, predictor in predictors.items():
+            _score_chunk(name, predictor, loaded, preset, rows[name])
         if progress is not None:
             for _ in chunk:
                 progress()
     for name in result.models:
-        alignment = _choose(declared[name], mode, rows[name])
-        chosen = rows[name][alignment.kind]
-        for row in chosen:
-            row.update(aligned_as=alignment.kind, kind_source=alignment.source)
-        result.rows.extend(chosen)
-        result.alignments[name] = alignment
-        result.aggregates[name] = aggregate(chosen)
+        _settle(result, name, _choose(declared[name], mode, rows[name]), rows[name])
     return result
+
+
+def _declared_kinds(predictors: Mapping[str, MapPredictor]) -> dict[str, str]:
+    """The output kind each model declares; UsageError for one that is not a kind."""
+    declared = {name: predictor.output_kind for name, predictor in predictors.items()}
+    for name, kind in declared.items():
+        if kind not in KINDS:
+            raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")
+    return declared
+
+
+Loaded = tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]
+"""A sample read for scoring: its pair, RGB, ground-truth depth and mask."""
+
+
+def _load_chunk(chunk: Sequence[Pair], readers: Sequence[GroundTruth | None], preset: Preset, scale: float,
+                failures: list[tuple[str, str]]) -> list[Loaded]:
+    """The readable samples of `chunk`; the others are added to `failures`."""
+    loaded: list[Loaded] = []
+    for pair, truth in zip(chunk, readers):
+        try:
+            loaded.append((pair, *_load(pair, preset, scale, truth)))
+        except InputError as exc:
+            failures.append((str(pair.image), str(exc)))
+    return loaded
+
+
+def _score_chunk(name: str, predictor: MapPredictor, loaded: list[Loaded], preset: Preset,
+                 rows: dict[str, list[dict[str, object]]]) -> None:
+    """One model's predictions for the loaded samples, scored in each space tried (a row each in `rows`)."""
+    if not loaded:
+        return
+    predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded], [gt.shape for _, _, gt, _ in loaded])
+    for (pair, _, gt, mask), pred in zip(loaded, predictions):
+        for kind, kind_rows in rows.items():
+            row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
+            row.update(evaluate_sample(pred, gt, mask, preset, kind))
+            kind_rows.append(row)
+
+
+def _settle(result: EvalResult, name: str, alignment: Alignment, rows: Mapping[str, list[dict[str, object]]]) -> None:
+    """Keep a model's rows of the space it is aligned in, and their means."""
+    chosen = rows[alignment.kind]
+    for row in chosen:
+        row.update(aligned_as=alignment.kind, kind_source=alignment.source)
+    result.rows.extend(chosen)
+    result.alignments[name] = alignment
+    result.aggregates[name] = aggregate(chosen)
