@@ -184,6 +184,67 @@ def _align_tile(
     return fit.apply(prediction), spread
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """The tiles' spans along one image axis, their blending windows and the windows' sum per pixel."""
+
+    spans: list[tuple[int, int]]
+    windows: list[np.ndarray]
+    weight: np.ndarray
+
+    @classmethod
+    def of(cls, length: int, config: TileConfig) -> _Axis:
+        spans = _axis_spans(length, config.tile_size, config.overlap)
+        windows = [_axis_window(start, end, length, config.overlap) for start, end in spans]
+        weight = np.zeros(length, dtype=np.float32)
+        for (start, end), window in zip(spans, windows):
+            weight[start:end] += window
+        return cls(spans, windows, weight)
+
+
+class _Blend:
+    """The running window-weighted sums of the aligned tiles (and, for confidence, of their squared deviations
+    from the global pass)."""
+
+    def __init__(self, image: np.ndarray, global_map: np.ndarray, config: TileConfig, confidence: bool) -> None:
+        height, width = image.shape[:2]
+        self.rows, self.cols = _Axis.of(height, config), _Axis.of(width, config)
+        self.global_map = global_map
+        self.value_range = _robust_range(global_map)
+        self.extent = max(height, width)
+        self.total = np.zeros((height, width), dtype=np.float32)
+        self.squares = np.zeros((height, width), dtype=np.float32) if confidence else None
+        self.spreads: list[float] = []
+
+    def add(self, r: int, c: int, prediction: np.ndarray) -> None:
+        """Align tile (r, c) to the global pass and add it under its window."""
+        (y0, y1), (x0, x1) = self.rows.spans[r], self.cols.spans[c]
+        reference = self.global_map[y0:y1, x0:x1]
+        aligned, spread = _align_tile(prediction, reference, self.value_range, self.extent)
+        self.spreads.append(spread)
+        window = np.outer(self.rows.windows[r], self.cols.windows[c])
+        self.total[y0:y1, x0:x1] += window * aligned
+        if self.squares is not None:
+            aligned -= reference
+            np.square(aligned, out=aligned)
+            self.squares[y0:y1, x0:x1] += window * aligned
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The blended map and the confidence, normalised in place a strip of rows at a time."""
+        tau_sq = max(FIT_CUTOFF * float(np.median(self.spreads)), 1e-6 * self.value_range) ** 2
+        for top in range(0, self.total.shape[0], _FINALIZE_ROWS):
+            bottom = min(top + _FINALIZE_ROWS, self.total.shape[0])
+            weight = np.outer(self.rows.weight[top:bottom], self.cols.weight)
+            self.total[top:bottom] /= weight
+            if self.squares is not None:
+                strip = self.squares[top:bottom]
+                weight *= tau_sq
+                strip /= weight
+                strip += 1.0
+                np.reciprocal(strip, out=strip)
+        return self.total, self.squares
+
+
 def predict_tiled(
     image: np.ndarray,
     predictor: MapPredictor,
@@ -198,58 +259,18 @@ def predict_tiled(
     batch. With `confidence`, the result carries a per-pixel confidence in [0, 1] (see the
     module docstring).
     """
-    height, width = image.shape[:2]
-    rows = _axis_spans(height, config.tile_size, config.overlap)
-    cols = _axis_spans(width, config.tile_size, config.overlap)
-    row_windows = [_axis_window(y0, y1, height, config.overlap) for y0, y1 in rows]
-    col_windows = [_axis_window(x0, x1, width, config.overlap) for x0, x1 in cols]
-    row_weight = np.zeros(height, dtype=np.float32)
-    for (y0, y1), window in zip(rows, row_windows):
-        row_weight[y0:y1] += window
-    col_weight = np.zeros(width, dtype=np.float32)
-    for (x0, x1), window in zip(cols, col_windows):
-        col_weight[x0:x1] += window
-    tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
-
     global_map = np.asarray(predictor.predict_batch([image])[0], dtype=np.float32)
-    value_range = _robust_range(global_map)
-    extent = max(height, width)
-
-    total = np.zeros((height, width), dtype=np.float32)
-    squares = np.zeros((height, width), dtype=np.float32) if confidence else None
-    spreads: list[float] = []
+    blend = _Blend(image, global_map, config, confidence)
+    rows, cols = blend.rows.spans, blend.cols.spans
+    tiles = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
     if progress is not None:
         progress(0, len(tiles))
     for first in range(0, len(tiles), config.batch_size):
         batch = tiles[first : first + config.batch_size]
-        crops = [
-            np.ascontiguousarray(image[rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]])
-            for r, c in batch
-        ]
-        predictions = predictor.predict_batch(crops)
-        for (r, c), prediction in zip(batch, predictions):
-            (y0, y1), (x0, x1) = rows[r], cols[c]
-            reference = global_map[y0:y1, x0:x1]
-            aligned, spread = _align_tile(prediction, reference, value_range, extent)
-            spreads.append(spread)
-            window = np.outer(row_windows[r], col_windows[c])
-            total[y0:y1, x0:x1] += window * aligned
-            if squares is not None:
-                aligned -= reference
-                np.square(aligned, out=aligned)
-                squares[y0:y1, x0:x1] += window * aligned
+        crops = [np.ascontiguousarray(image[rows[r][0] : rows[r][1], cols[c][0] : cols[c][1]]) for r, c in batch]
+        for (r, c), prediction in zip(batch, predictor.predict_batch(crops)):
+            blend.add(r, c, prediction)
         if progress is not None:
             progress(first + len(batch), len(tiles))
-
-    tau_sq = max(FIT_CUTOFF * float(np.median(spreads)), 1e-6 * value_range) ** 2
-    for top in range(0, height, _FINALIZE_ROWS):
-        bottom = min(top + _FINALIZE_ROWS, height)
-        weight = np.outer(row_weight[top:bottom], col_weight)
-        total[top:bottom] /= weight
-        if squares is not None:
-            strip = squares[top:bottom]
-            weight *= tau_sq
-            strip /= weight
-            strip += 1.0
-            np.reciprocal(strip, out=strip)
-    return TiledResult(values=total, confidence=squares, tiles=len(tiles))
+    values, confidences = blend.finish()
+    return TiledResult(values=values, confidence=confidences, tiles=len(tiles))
