@@ -240,10 +240,7 @@ def run_video(
     relative = Path(relative or summary.video.name)
     queue_size = 2 * batch_size + 2
     with FrameReader(video, options.start, options.max_frames, options.stride, queue_size) as reader:
-        width, height = reader.info.width, reader.info.height
-        if max_pixels is not None and width * height > max_pixels:
-            raise InputError(f"{summary.video.name}: frames are too large ({width}x{height} = {width * height} "
-                             f"pixels, limit {max_pixels}); pass --max-pixels {width * height} to allow it")
+        _check_frame_size(summary.video, reader, max_pixels)
         summary.expected, summary.fps = reader.expected, reader.info.fps / options.stride
         reporter.started(relative, reader.expected)
 
@@ -253,32 +250,51 @@ def run_video(
 
         kind = predictor.output_kind
         outputs = _Outputs(summary, options, options.paths(relative, kind), kind, queue_size, warn)
-        stabilizer = FrameStabilizer() if options.stabilize else None
-        colour_range = ClipColourRange() if options.stabilize else None
         try:
-            for frames, maps in _predicted(reader, predictor, tiling, batch_size, summary):
-                for (index, rgb), values in zip(frames, maps):
-                    fit = value_range = None
-                    if stabilizer is not None and colour_range is not None:
-                        fit = stabilizer.fit(values)
-                        value_range = colour_range.update(values, fit)
-                    outputs.put(_FrameJob(index, rgb, values, fit, value_range))
-                summary.frames += len(frames)
-                reporter.frames_done(len(frames))
+            _write_frames(_predicted(reader, predictor, tiling, batch_size, summary), outputs, options.stabilize,
+                          summary, reporter)
             if summary.frames == 0:
                 raise InputError(f"no frame of {summary.video} could be decoded from frame {options.start} on")
             summary.outputs = outputs.close()
         except BaseException:
-            written, kept = outputs.abort()
-            if kept:
-                reporter.warn(f"stopped: kept the {written} frame(s) written so far as "
-                              + ", ".join(str(path) for path in kept))
+            _abort(outputs, reporter)
             raise
         shortfall = reader.shortfall()
         if shortfall:
             warn(shortfall)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_frame_size(video: Path, reader: FrameReader, max_pixels: int | None) -> None:
+    """InputError when the clip's frames are over `max_pixels`."""
+    width, height = reader.info.width, reader.info.height
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError(f"{video.name}: frames are too large ({width}x{height} = {width * height} "
+                         f"pixels, limit {max_pixels}); pass --max-pixels {width * height} to allow it")
+
+
+def _write_frames(predicted: Iterator[tuple[_Frames, list[np.ndarray]]], outputs: _Outputs, stabilize: bool,
+                  summary: VideoSummary, reporter: VideoReporter) -> None:
+    """Hand each predicted frame to the writers, stabilised against the clip so far when `stabilize`."""
+    stabilizer = FrameStabilizer() if stabilize else None
+    colour_range = ClipColourRange() if stabilize else None
+    for frames, maps in predicted:
+        for (index, rgb), values in zip(frames, maps):
+            fit = value_range = None
+            if stabilizer is not None and colour_range is not None:
+                fit = stabilizer.fit(values)
+                value_range = colour_range.update(values, fit)
+            outputs.put(_FrameJob(index, rgb, values, fit, value_range))
+        summary.frames += len(frames)
+        reporter.frames_done(len(frames))
+
+
+def _abort(outputs: _Outputs, reporter: VideoReporter) -> None:
+    """Stop the writers, saying which partial outputs are kept."""
+    written, kept = outputs.abort()
+    if kept:
+        reporter.warn(f"stopped: kept the {written} frame(s) written so far as " + ", ".join(str(path) for path in kept))
 
 
 _Frames = list[tuple[int, np.ndarray]]
