@@ -612,12 +612,7 @@ def interleaved_runs(configurations: list[Configuration], device: torch.device, 
 
 def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, total: None) -> BenchResult:
     """Measure every requested head at every resolution (see the module docstring)."""
-    if settings.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if (settings.runs is not None and settings.runs < 1) or (settings.warmup is not None and settings.warmup < 0):
-        raise UsageError("--runs must be at least 1 and --warmup at least 0")
-    if not settings.resolutions:
-        raise UsageError("give at least one --resolution")
+    _check_settings(settings)
     models = resolve_models(settings.encoder, settings.heads, settings.arch)
     resolutions = tuple(sorted(set(settings.resolutions)))
     for model in models:
@@ -629,39 +624,13 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
         keep_freed_memory()  # as `anydepth predict` runs on the CPU
     warmup = settings.warmup if settings.warmup is not None else auto_warmup(device, settings.compile)
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    memory = PeakMemory(device)
     benchmark_flag = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"
     try:
-        memory = PeakMemory(device)
-        peaks: list[float] = []
-        measurements: list[Measurement] = []
-
-        def step(text: str) -> None:
-            progress(text, len(measurements), len(models) * len(resolutions))
-
-        step("building the networks")
-        networks = inference_networks(models, device, settings.compile, settings.seed)
-        heads = {name: _weight_bytes(network.head) for name, network in networks.items()}
-        for resolution in resolutions:
-            configurations = []
-            for model in models:
-                step("matmul peak")
-                size, flops_per_s = matmul_peak(device, dtype)
-                peaks.append(flops_per_s)
-                others = sum(b for name, b in heads.items() if name != model.head)
-                configurations.append(prepare_configuration(networks[model.head], others, model, resolution,
-                                                            settings, device, dtype, warmup, memory, step))
-            interleaved_runs(configurations, device, settings.runs, step)
-            measurements.extend(c.measurement(settings.batch_size) for c in configurations)
-        del networks
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        step("matmul peak")
-        peaks.append(matmul_peak(device, dtype, size)[1])
+        measurements, peak = _measure(models, resolutions, settings, device, dtype, warmup, memory, progress)
     finally:
         torch.backends.cudnn.benchmark = benchmark_flag
-    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
     order = [m.head for m in models]
     measurements = [replace(m, matmul_peak_flops=peak.flops_per_s)
                     for m in sorted(measurements, key=lambda m: (order.index(m.head), m.resolution))]
@@ -674,6 +643,50 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
     }
     return BenchResult(resolved, machine_info(device), peak, memory.description, measurements,
                        decoder_parameter_table(), started, time.perf_counter() - clock)
+
+
+def _check_settings(settings: BenchSettings) -> None:
+    """UsageError for a batch size, run count, warm-up or resolution list out of range."""
+    if settings.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if (settings.runs is not None and settings.runs < 1) or (settings.warmup is not None and settings.warmup < 0):
+        raise UsageError("--runs must be at least 1 and --warmup at least 0")
+    if not settings.resolutions:
+        raise UsageError("give at least one --resolution")
+
+
+def _measure(models: list[BenchModel], resolutions: tuple[int, ...], settings: BenchSettings, device: torch.device,
+             dtype: torch.dtype, warmup: int, memory: PeakMemory,
+             progress: Progress) -> tuple[list[Measurement], MatmulPeak]:
+    """Every model at every resolution, their timed runs alternating, and the matmul peak measured around them."""
+    peaks: list[float] = []
+    measurements: list[Measurement] = []
+
+    def step(text: str) -> None:
+        progress(text, len(measurements), len(models) * len(resolutions))
+
+    step("building the networks")
+    networks = inference_networks(models, device, settings.compile, settings.seed)
+    heads = {name: _weight_bytes(network.head) for name, network in networks.items()}
+    for resolution in resolutions:
+        configurations = []
+        for model in models:
+            step("matmul peak")
+            size, flops_per_s = matmul_peak(device, dtype)
+            peaks.append(flops_per_s)
+            others = sum(b for name, b in heads.items() if name != model.head)
+            configurations.append(prepare_configuration(networks[model.head], others, model, resolution,
+                                                        settings, device, dtype, warmup, memory, step))
+        interleaved_runs(configurations, device, settings.runs, step)
+        measurements.extend(c.measurement(settings.batch_size) for c in configurations)
+    del networks
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    step("matmul peak")
+    peaks.append(matmul_peak(device, dtype, size)[1])
+    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
+    return measurements, peak
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
