@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import load_pairs
+from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
@@ -57,7 +57,7 @@ class Losses(Reporter):
 
 def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) -> dict[str, float]:
     """AbsRel in fp32 and bf16, the smallest and largest per-image scale (fp32), and the output's relative spread."""
-    pairs = load_pairs(val)
+    pairs = discover_pairs(val)
     out: dict[str, float] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         predictor = DepthPredictor(network, size, device, dtype, 4)

@@ -115,7 +115,7 @@ def test_eval_manifest_with_a_bad_line_names_it(tmp_path):
     manifest = data / "list.txt"
     manifest.write_text("# image,depth\nimage/frame0.png,depth/frame0.png\n\nimage/frame1.png\n", encoding="utf-8")
     result = run_cli("eval", manifest, "-o", tmp_path / "report", *tiny_model_args())
-    assert_one_line_error(result, 2, "list.txt:4", "image,depth[,mask]")
+    assert_one_line_error(result, 2, "list.txt:4", "RGB DEPTH [MASK]")
     assert not (tmp_path / "report").exists(), "nothing may be written on a usage error"
 
 

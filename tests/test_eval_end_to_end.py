@@ -15,7 +15,8 @@ from PIL import Image
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.presets import DEFAULT, NYU
 from anydepth_cli.datasets.files import read_mask, read_rgb
-from anydepth_cli.datasets.generic import Pair, discover_pairs, read_depth, read_manifest
+from anydepth_cli.datasets.generic import Pair, discover_pairs, read_depth
+from anydepth_cli.datasets.lists import read_list
 from anydepth_cli.evaluation.runner import Alignment, run_eval
 from anydepth_cli.evaluation.report import write_eval_report
 
@@ -210,14 +211,13 @@ def test_side_by_side_layout_with_masks(tmp_path: Path) -> None:
         discover_pairs(tmp_path / "missing")
 
 
-def test_manifest_parsing_and_errors(dataset: list[Pair], tmp_path: Path) -> None:
+def test_list_files_of_pairs_parse_and_name_a_bad_line(dataset: list[Pair], tmp_path: Path) -> None:
     root = dataset[0].image.parent.parent
-    manifest = root / "list.txt"
-    manifest.write_text(
-        "# image,depth[,mask]\n\nimage/frame00.png, depth/frame00.png\nimage/frame01.png,depth/frame01.png,depth/frame01.png\n"
+    listing = root / "list.txt"
+    listing.write_text(
+        "# image,depth[,mask]\n\nimage/frame00.png, depth/frame00.png\nimage/frame01.png depth/frame01.png\tdepth/frame01.png\n"
     )
-    pairs = read_manifest(manifest)
-    assert pairs == [
+    assert read_list(listing).pairs == [
         Pair(root / "image/frame00.png", root / "depth/frame00.png"),
         Pair(root / "image/frame01.png", root / "depth/frame01.png", root / "depth/frame01.png"),
     ]
@@ -225,15 +225,24 @@ def test_manifest_parsing_and_errors(dataset: list[Pair], tmp_path: Path) -> Non
         "image/frame00.png\n": 1,
         "# ok\nimage/frame00.png,depth/frame00.png\n\nimage/frame01.png,,\n": 4,
         "image/frame00.png,depth/frame00.png,a,b\n": 1,
-        "\n\nimage/frame00.png,depth/missing.png\n": 3,
     }
     for text, line in bad_lines.items():
-        manifest.write_text(text)
+        listing.write_text(text)
         with pytest.raises(UsageError, match=rf"list\.txt:{line}:"):
-            read_manifest(manifest)
-    manifest.write_text("# nothing\n")
-    with pytest.raises(UsageError, match="no pairs"):
-        read_manifest(manifest)
+            read_list(listing)
+    listing.write_text("# nothing\n")
+    with pytest.raises(UsageError, match="names no samples"):
+        read_list(listing)
+
+
+def test_a_listed_pair_whose_files_are_missing_is_named_not_fatal(dataset: list[Pair], tmp_path: Path) -> None:
+    root = dataset[0].image.parent.parent
+    listing = root / "list.txt"
+    listing.write_text("image/frame00.png,depth/frame00.png\nimage/frame01.png,depth/missing.png\n")
+    result = run_eval(read_list(listing).pairs, {"oracle": OraclePredictor(dataset[:1], seed=0)}, DEFAULT)
+    assert [Path(str(row["image"])).name for row in result.rows] == ["frame00.png"]
+    [(image, reason)] = result.failures
+    assert image.endswith("frame01.png") and "missing.png" in reason
 
 
 def test_depth_readers(tmp_path: Path) -> None:

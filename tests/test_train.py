@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import load_pairs
+from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.inference.predictor import DepthPredictor, select_dtype
@@ -205,7 +205,7 @@ def test_global_batchnorm_is_batchnorm_in_one_process(tmp_path):
 def held_out(network: DepthNetwork, val: Path, precision: str = "fp32") -> tuple[float, list[float], float]:
     """Held-out mean AbsRel and per-image scales as `anydepth eval` computes them at 56 px, and the output's
     spread (2nd to 98th percentile) over its mean, averaged over the images."""
-    pairs = load_pairs(val)
+    pairs = discover_pairs(val)
     predictor = DepthPredictor(network, 56, torch.device("cpu"), select_dtype(precision, torch.device("cpu")), 4)
     result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4)
     maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])

@@ -145,13 +145,13 @@ def _open_predictors(choices: list[Choice], device: str, precision: str, batch_s
 
 
 def evaluate(
-    data: Annotated[Optional[Path], typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), a manifest file with `image,depth[,mask]` per line, or DATASET:PATH for one of the training sets' formats as `anydepth train` reads them (hypersim, vkitti, irs, blendedmvs, tartanair). Not with --benchmark.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), a list file with `image depth [mask]` per line (whitespace- or comma-separated, as `anydepth train` reads it), or DATASET:PATH for one of the training sets' formats as `anydepth train` reads them (hypersim, vkitti, irs, blendedmvs, tartanair). Not with --benchmark.", show_default=False)] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Size the networks see, in pixels: the shorter side for Depth Anything V2's pipeline, the longer for Depth Anything 3's (see `models info`). \\[default: each model's own]", show_default=False, rich_help_panel=MODEL)] = None,
     benchmark: Annotated[Optional[str], typer.Option(help="Score on the standard zero-shot sets instead of DATA, each by its own protocol: nyu, kitti, eth3d, scannet, diode, comma-separated, or all.", metavar="NAME[,NAME...]", show_default=False, rich_help_panel=BENCHMARKS)] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding the sets as distributed: nyuv2/, kitti/, eth3d/, scannet/ and diode/, each with its standard tar (read in place) or that tar's contents extracted. With a DATASET:PATH list instead, the folder its paths resolve against (foreign absolute paths re-rooted, as `anydepth train --data-root`).", metavar="DIR", show_default=False, rich_help_panel=BENCHMARKS)] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding the sets as distributed: nyuv2/, kitti/, eth3d/, scannet/ and diode/, each with its standard tar (read in place) or that tar's contents extracted. With a list file as DATA instead, the folder its paths resolve against (foreign absolute paths re-rooted, as `anydepth train --data-root`).", metavar="DIR", show_default=False, rich_help_panel=BENCHMARKS)] = None,
     list_file: Annotated[Optional[Path], typer.Option("--list", help="A standard filename list for the one --benchmark named (`RGB DEPTH [THIRD]` per line, relative to the set). \\[default: every sample with ground truth in the set]", metavar="FILE", show_default=False, rich_help_panel=BENCHMARKS)] = None,
     save_predictions: Annotated[Optional[Path], typer.Option(help="Also save each raw prediction, at the ground truth's size and before alignment, as DIR/<benchmark>/<image path>.npy (DIR/<model>/<benchmark>/… with several models).", metavar="DIR", show_default=False, rich_help_panel=BENCHMARKS)] = None,
     tile: Annotated[str, typer.Option(help="With --benchmark: off (one pass at the model's input size, as the field scores), on, or auto (tiled full-resolution inference for images whose shorter side is over twice the model's input size: ETH3D's).", rich_help_panel=BENCHMARKS)] = "off",
@@ -193,7 +193,7 @@ def evaluate(
     if given:
         raise UsageError(f"{', '.join(given)}: only with --benchmark")
     if data is None:
-        raise UsageError("give DATA (a folder or list of image/depth pairs, or DATASET:PATH) or --benchmark NAME "
+        raise UsageError("give DATA (a folder or list file of image/depth pairs, or DATASET:PATH) or --benchmark NAME "
                          "--data-root DIR")
     _evaluate_folder(data, data_root, preset or "default", depth_scale, _model_choices(model or [], checkpoint, arch),
                      running, output, output_kind)
@@ -203,19 +203,18 @@ def _samples(data: Path, root: Path | None, depth_scale: float | None) -> tuple[
     """The pairs DATA names and, for a named dataset, how each one's ground truth reads."""
     from rich.markup import escape
 
-    from anydepth_cli.datasets.generic import load_pairs
     from anydepth_cli.datasets.sources import GENERIC, GroundTruth, default_max_depth, parse_source, source_pairs
 
     spec = parse_source(str(data))
-    if spec.dataset == GENERIC:
-        if root is not None:
-            raise UsageError("--data-root: only with --benchmark or a DATASET:PATH list")
-        return load_pairs(spec.path), None
-    if depth_scale is not None:
+    if root is not None and not spec.path.is_file():
+        raise UsageError("--data-root: only with --benchmark or a list file as DATA")
+    if spec.dataset != GENERIC and depth_scale is not None:
         raise UsageError(f"{spec.dataset} ground truth has its own units: drop --depth-scale")
     listed = source_pairs(spec, root)
     if listed.note:
         err.print(f"[dim]{escape(listed.note)}[/]", highlight=False)
+    if spec.dataset == GENERIC:
+        return listed.pairs, None
     truth = GroundTruth(spec.dataset, max_depth=default_max_depth(spec.dataset))
     return listed.pairs, [truth] * len(listed.pairs)
 

@@ -2,7 +2,7 @@
 
 - `files`: the file decoders every family uses (images, 8/16-bit PNG, `.npy`, `.pfm`, `.exr`), from bytes, so
   that a file on disk and a member of a tar archive are read the same way.
-- `generic`: the user's own data: image/depth folders and manifests, PNG depth divided by one `depth_scale`.
+- `generic`: the user's own data: image/depth folders, PNG depth divided by one `depth_scale`.
 - `hypersim`, `vkitti`, `irs`, `blendedmvs`, `tartanair`: the paper's training sets. Each has a `NAME`, a
   `decode(bytes, name)` to depth and validity, a `find(folder)` of its own layout and a default `MAX_DEPTH`.
 - `lists` (published split files, re-rooted), `layout` (finding pairs by rule), `sources` (`DATASET:PATH`

@@ -1,4 +1,4 @@
-"""The user's own data: image/depth folders and manifests, with PNG depth divided by one `depth_scale`.
+"""The user's own data: image/depth folders (`lists` reads list files of pairs), PNG depth divided by one `depth_scale`.
 
 Depth files: `.png` (8/16-bit, value / depth_scale metres, 0 = invalid), `.npy` (metres), `.exr` and `.pfm`
 (float metres, single channel or the red one). Masks: any image or `.npy`, nonzero = valid.
@@ -109,44 +109,3 @@ def discover_pairs(folder: str | Path) -> list[Pair]:
             "or NAME.jpg next to NAME_depth.png"
         )
     return sorted(pairs, key=lambda p: p.image.name)
-
-
-def read_manifest(path: str | Path) -> list[Pair]:
-    """Pairs listed in a manifest: one `image,depth[,mask]` per line, relative to the manifest's folder.
-
-    Blank lines and lines starting with `#` are ignored; paths may not contain commas. A malformed
-    line or a missing file is a UsageError naming the line number.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read manifest {path}: {exc}") from None
-    pairs: list[Pair] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) not in (2, 3) or not all(fields):
-            raise UsageError(f"{path}:{number}: expected 'image,depth[,mask]', got {line!r}")
-        files = [path.parent / f for f in fields]
-        for file in files:
-            if not file.is_file():
-                raise UsageError(f"{path}:{number}: no such file {file}")
-        pairs.append(Pair(files[0], files[1], files[2] if len(files) == 3 else None))
-    if not pairs:
-        raise UsageError(f"manifest {path} lists no pairs")
-    return pairs
-
-
-def load_pairs(data: Path) -> list[Pair]:
-    """The samples named by DATA: a folder's pairs (`discover_pairs`), or a manifest file's lines."""
-    data = Path(data)
-    if data.is_dir():
-        return discover_pairs(data)
-    if data.is_file():
-        return read_manifest(data)
-    raise UsageError(f"{data}: no such folder or manifest file")
-
-
