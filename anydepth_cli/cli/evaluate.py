@@ -145,7 +145,7 @@ def _open_predictors(choices: list[Choice], device: str, precision: str, batch_s
 
 
 def evaluate(
-    data: Annotated[Optional[Path], typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), a list file with `image depth [mask]` per line (whitespace- or comma-separated, as `anydepth train` reads it), or DATASET:PATH for one of the training sets' formats as `anydepth train` reads them (hypersim, vkitti, irs, blendedmvs, tartanair). Not with --benchmark.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Argument(help="Folder of image + depth pairs (image/ + depth/ [+ mask/] subfolders, or NAME.jpg beside NAME_depth.png), a list file with `image depth \\[mask]` per line (whitespace- or comma-separated, as `anydepth train` reads it), or DATASET:PATH for one of the training sets' formats as `anydepth train` reads them (hypersim, vkitti, irs, blendedmvs, tartanair). Not with --benchmark.", show_default=False)] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Registry model to evaluate; repeat for several side by side. \\[default: anydepth-dav2-vitb unless --checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Also evaluate your own .pth/.safetensors weights (a file or hf://ORG/REPO/FILE), labelled by file name.", rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint. \\[default: that of anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
