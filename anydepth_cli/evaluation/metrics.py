@@ -71,6 +71,21 @@ def align_and_convert(
     return np.clip(depth, min_depth, max_depth), fit
 
 
+def metric_sums(pred_depth: np.ndarray, gt_depth: np.ndarray) -> np.ndarray:
+    """The sums behind `METRICS` over paired pixels (float64, gt > 0): Σ|d − g|/g, the counts of
+    max(d/g, g/d) < 1.25**k for k = 1, 2, 3, and Σ(d − g)², so that a large image can be summed in parts."""
+    d, g = np.asarray(pred_depth, dtype=np.float64), np.asarray(gt_depth, dtype=np.float64)
+    ratio = np.maximum(d / g, g / d)
+    return np.array([np.sum(np.abs(d - g) / g), np.sum(ratio < 1.25), np.sum(ratio < 1.25**2),
+                     np.sum(ratio < 1.25**3), np.sum((d - g) ** 2)])
+
+
+def metrics_from_sums(sums: np.ndarray, count: int) -> dict[str, float]:
+    """`METRICS` from the `metric_sums` of `count` pixels."""
+    abs_rel, delta1, delta2, delta3, squares = (float(value) for value in sums / count)
+    return {"abs_rel": abs_rel, "delta1": delta1, "delta2": delta2, "delta3": delta3, "rmse": math.sqrt(squares)}
+
+
 def depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """AbsRel, δ1, δ2, δ3 and RMSE of `pred_depth` against `gt_depth` over `mask` (gt must be > 0 there).
 
@@ -78,18 +93,10 @@ def depth_metrics(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray
     RMSE = sqrt(mean((d - g)**2)).
     """
     mask = np.asarray(mask, dtype=bool)
-    d = np.asarray(pred_depth, dtype=np.float64)[mask]
-    g = np.asarray(gt_depth, dtype=np.float64)[mask]
+    g = np.asarray(gt_depth)[mask]
     if g.size == 0:
         raise ValueError("no pixels to score")
-    ratio = np.maximum(d / g, g / d)
-    return {
-        "abs_rel": float(np.mean(np.abs(d - g) / g)),
-        "delta1": float(np.mean(ratio < 1.25)),
-        "delta2": float(np.mean(ratio < 1.25**2)),
-        "delta3": float(np.mean(ratio < 1.25**3)),
-        "rmse": float(np.sqrt(np.mean((d - g) ** 2))),
-    }
+    return metrics_from_sums(metric_sums(np.asarray(pred_depth)[mask], g), g.size)
 
 
 def evaluate_sample(

@@ -13,6 +13,14 @@ CropFn = Callable[[int, int], tuple[slice, slice]]
 """`(height, width) -> (row slice, column slice)` of the region that is scored."""
 
 
+def region_mask(shape: tuple[int, ...], region: CropFn) -> np.ndarray:
+    """The pixels of an image of `shape` (height, width) inside `region`."""
+    rows, cols = region(shape[0], shape[1])
+    inside = np.zeros(shape[:2], dtype=bool)
+    inside[rows, cols] = True
+    return inside
+
+
 def nyu_crop(height: int, width: int) -> tuple[slice, slice]:
     """Eigen crop: rows 45:471, columns 41:601 of a 480×640 frame (scaled proportionally for other sizes)."""
     return (
@@ -52,10 +60,7 @@ class Preset:
         if self.max_depth is not None:
             valid &= gt < self.max_depth
         if self.crop is not None:
-            rows, cols = self.crop(gt.shape[0], gt.shape[1])
-            region = np.zeros(gt.shape, dtype=bool)
-            region[rows, cols] = True
-            valid &= region
+            valid &= region_mask(gt.shape, self.crop)
         if mask is not None:
             if mask.shape != gt.shape:
                 raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but depth is {gt.shape[1]}x{gt.shape[0]}")

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from anydepth_cli.errors import InputError
+from anydepth_cli.evaluation.metrics import metric_sums, metrics_from_sums
+from anydepth_cli.evaluation.presets import CropFn, region_mask
 from anydepth_cli.inference.align import Affine, fit_scale_shift
 from anydepth_cli.models.config import OUTPUT_KINDS
-
-Region = Callable[[int, int], tuple[slice, slice]]
-"""`(height, width) -> (row slice, column slice)`."""
 
 DISPARITY_FLOOR = 1e-3
 """The least aligned disparity, so that it can be inverted."""
@@ -78,8 +76,8 @@ class Protocol:
     name: str
     min_depth: float
     max_depth: float
-    region: Region | None = None
-    crop: Region | None = None
+    region: CropFn | None = None
+    crop: CropFn | None = None
     fit_max_side: int | None = None
     mask_only: bool = False
 
@@ -93,10 +91,7 @@ class Protocol:
         if not self.mask_only:
             valid &= (depth > self.min_depth) & (depth < self.max_depth)
         if self.region is not None:
-            rows, cols = self.region(*depth.shape)
-            inside = np.zeros(depth.shape, dtype=bool)
-            inside[rows, cols] = True
-            valid &= inside
+            valid &= region_mask(depth.shape, self.region)
         if int(valid.sum()) < 2:
             raise InputError(f"fewer than two valid ground-truth pixels under the {self.name} protocol")
         return rgb, depth, valid
@@ -132,13 +127,9 @@ class Protocol:
             inside = valid[top: top + step]
             g = depth[top: top + step][inside].astype(np.float64)
             p = self.aligned_depth(pred[top: top + step][inside].astype(np.float64), fit, kind)
-            ratio = np.maximum(p / g, g / p)
-            sums += (np.sum(np.abs(p - g) / g), np.sum(ratio < 1.25), np.sum(ratio < 1.25**2),
-                     np.sum(ratio < 1.25**3), np.sum((p - g) ** 2))
+            sums += metric_sums(p, g)
         count = int(valid.sum())
-        abs_rel, delta1, delta2, delta3, squares = sums / count
-        return {"abs_rel": abs_rel, "delta1": delta1, "delta2": delta2, "delta3": delta3,
-                "rmse": math.sqrt(squares), "scale": fit.scale, "shift": fit.shift, "n_valid": count}
+        return {**metrics_from_sums(sums, count), "scale": fit.scale, "shift": fit.shift, "n_valid": count}
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
