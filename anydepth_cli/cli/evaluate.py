@@ -203,20 +203,17 @@ def _samples(data: Path, root: Path | None, depth_scale: float | None) -> tuple[
     """The pairs DATA names and, for a named dataset, how each one's ground truth reads."""
     from rich.markup import escape
 
-    from anydepth_cli.datasets.sources import GENERIC, GroundTruth, default_max_depth, parse_source, source_pairs
+    from anydepth_cli.datasets.sources import GENERIC, default_max_depth, open_source, parse_source
 
     spec = parse_source(str(data))
     if root is not None and not spec.path.is_file():
         raise UsageError("--data-root: only with --benchmark or a list file as DATA")
     if spec.dataset != GENERIC and depth_scale is not None:
         raise UsageError(f"{spec.dataset} ground truth has its own units: drop --depth-scale")
-    listed = source_pairs(spec, root)
+    listed, truth = open_source(spec, root, cap=default_max_depth(spec.dataset))
     if listed.note:
         err.print(f"[dim]{escape(listed.note)}[/]", highlight=False)
-    if spec.dataset == GENERIC:
-        return listed.pairs, None
-    truth = GroundTruth(spec.dataset, max_depth=default_max_depth(spec.dataset))
-    return listed.pairs, [truth] * len(listed.pairs)
+    return listed.pairs, None if spec.dataset == GENERIC else [truth] * len(listed.pairs)
 
 
 def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: float | None, choices: list[Choice],

@@ -6,6 +6,7 @@ PATH is then a folder in that dataset's own layout or a list file (see `lists`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -88,3 +89,11 @@ def source_pairs(spec: SourceSpec, root: Path | None = None) -> SampleList:
     if spec.path.is_file():
         return read_list(spec.path, root)
     raise UsageError(f"{spec.text}: no such folder or list file")
+
+
+def open_source(spec: SourceSpec, root: Path | None = None, depth_scale: float = 1000.0,
+                cap: float | None = None) -> tuple[SampleList, GroundTruth]:
+    """The samples of a source (see `source_pairs`) and how its ground truth reads, depth capped at `cap` metres
+    (None or inf: no cap)."""
+    truth = GroundTruth(spec.dataset, depth_scale, None if cap is None or math.isinf(cap) else cap)
+    return source_pairs(spec, root), truth

@@ -503,7 +503,7 @@ class _Run:
         if failures and not self.val_failures_noted:
             image, reason = failures[0]
             self.reporter.note(f"validation skips {len(failures)} unreadable sample(s), e.g. {image}: {reason}")
-        self.val_failures_noted = self.val_failures_noted or bool(failures)
+            self.val_failures_noted = True
 
     def _save(self) -> None:
         """Write the run folder (rank 0): architecture, weights, resumable state, metrics and curves."""

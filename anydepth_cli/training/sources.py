@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.sources import (DATASETS, GroundTruth, SourceSpec, default_max_depth, parse_source,
-                                          source_pairs)
+from anydepth_cli.datasets.sources import (DATASETS, GroundTruth, SourceSpec, default_max_depth, open_source,
+                                          parse_source)
 from anydepth_cli.errors import AnyDepthError, InputError, UsageError
 from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.io.writers import write_lines
@@ -149,10 +149,9 @@ def _check_names(names: set[str], given: dict[str, float], option: str, every: b
 def _open(spec: SourceSpec, root: Path | None, cap: float | None, depth_scale: float,
           note: Callable[[str], None]) -> Source:
     """The source of one data argument, its depth capped at `cap` metres (None or inf: no cap)."""
-    listed = source_pairs(spec, root)
+    listed, truth = open_source(spec, root, depth_scale, cap)
     if listed.note:
         note(listed.note)
-    truth = GroundTruth(spec.dataset, depth_scale, None if cap is None or math.isinf(cap) else cap)
     return Source(spec.text, spec.dataset, truth, listed.pairs)
 
 
