@@ -1,18 +1,18 @@
-"""Photos through the network: read ahead → predict in batches (or tiles) → write every output."""
+"""Photos through the streaming engine: decoded ahead → predicted in batches (or tiles) → every output written behind."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from anydepth_cli.errors import AnyDepthError, InputError
+from anydepth_cli.inference.engine import Engine, Loaded, Outcome, Prediction, TilePolicy
 from anydepth_cli.inference.predictor import MapPredictor
-from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
-from anydepth_cli.io.images import InputItem, prefetch_images
+from anydepth_cli.inference.tiling import TileConfig, should_tile
+from anydepth_cli.io.images import InputItem, read_image
 from anydepth_cli.io.writers import (
     DEFAULT_CMAP,
     colorize,
@@ -86,6 +86,10 @@ class TilingOptions:
             return should_tile(*image.shape[:2], input_size)
         return self.mode == "on"
 
+    def policy(self, input_size: int) -> TilePolicy:
+        """The engine's tiling policy: this geometry for the images it applies to at `input_size`."""
+        return lambda image: self.config if self.applies(image, input_size) else None
+
 
 class Reporter(Protocol):
     """Where progress goes (a rich progress bar in the CLI)."""
@@ -117,99 +121,49 @@ def run_images(
     skip_existing: bool = False,
     batch_size: int = 1,
 ) -> Summary:
-    """Predict and write every item; one bad file is recorded in the summary and never stops the run."""
-    run = _PhotoRun(predictor, outputs, tiling, reporter, batch_size)
+    """Predict and write every item through the streaming engine (photos decoded ahead, written behind); one bad
+    file is recorded in the summary and never stops the run."""
+    summary = Summary()
     start = time.perf_counter()
-    todo = [item for item in items if not (skip_existing and run.skip_if_done(item))]
-    reader = prefetch_images(todo, max_pixels, ahead=max(8, 2 * batch_size))
+    kind = predictor.output_kind
+    todo = [item for item in items if not (skip_existing and _skip_if_done(item, kind, outputs, summary, reporter))]
+
+    def load(item: InputItem) -> Loaded:
+        return Loaded(read_image(item.path, max_pixels))
+
+    def finish(item: InputItem, loaded: Loaded, prediction: Prediction) -> str | None:
+        return write_outputs(item, loaded.image, prediction.values, kind, prediction.confidence, outputs)
+
+    engine = Engine(predictor, batch_size, tiling=tiling.policy(predictor.input_size), confidence=outputs.confidence,
+                    tile_progress=reporter.tiles)
     try:
-        for item, image in reader:
-            run.take(item, image)
-        run.flush()
+        for outcome in engine.stream(todo, load, finish):
+            _record(outcome, summary, reporter)
     finally:
-        reader.close()
-        run.summary.seconds = time.perf_counter() - start
-    return run.summary
+        summary.seconds = time.perf_counter() - start
+    return summary
 
 
-class _PhotoRun:
-    """One `run_images` call: photos are batched for the network or tiled, then written, each failure recorded."""
-
-    def __init__(self, predictor: MapPredictor, outputs: OutputOptions, tiling: TilingOptions, reporter: Reporter,
-                 batch_size: int) -> None:
-        self.predictor, self.outputs, self.tiling, self.reporter = predictor, outputs, tiling, reporter
-        self.batch_size = batch_size
-        self.summary = Summary()
-        self.pending: list[tuple[InputItem, np.ndarray]] = []
-
-    def skip_if_done(self, item: InputItem) -> bool:
-        """Whether every output of `item` exists (then it counts as skipped)."""
-        if not all(p.exists() for p in self.outputs.paths(item, self.predictor.output_kind).values()):
-            return False
-        self.summary.skipped += 1
-        self.reporter.image_done(item, None)
-        return True
-
-    def take(self, item: InputItem, image: np.ndarray | AnyDepthError) -> None:
-        """One photo as read: a read error is recorded, a large photo tiled, the others batched."""
-        if isinstance(image, AnyDepthError):
-            self.fail(item, image)
-        elif self.tiling.applies(image, self.predictor.input_size):
-            self.tile(item, image)
-        else:
-            self.pending.append((item, image))
-            if len(self.pending) >= self.batch_size:
-                self.flush()
-
-    def fail(self, item: InputItem, exc: AnyDepthError) -> None:
-        self.summary.failed.append((item.path, str(exc)))
-        self.reporter.image_done(item, str(exc))
-
-    def finish(self, item: InputItem, image: np.ndarray, values: np.ndarray, confidence: np.ndarray | None) -> None:
-        """Write the outputs of one photo."""
-        try:
-            note = write_outputs(item, image, values, self.predictor.output_kind, confidence, self.outputs)
-        except AnyDepthError as exc:
-            self.fail(item, exc)
-            return
-        self.summary.written += 1
-        if note:
-            self.summary.notes.append(f"{item.relative}: {note}")
-        self.reporter.image_done(item, None)
-
-    def tile(self, item: InputItem, image: np.ndarray) -> None:
-        """Predict one photo by tiles and write it."""
-        try:
-            result = predict_tiled(image, self.predictor, self.tiling.config, _bind(self.reporter.tiles, item),
-                                   confidence=self.outputs.confidence)
-        except InputError as exc:
-            self.fail(item, exc)
-            return
-        self.summary.tiled += 1
-        self.finish(item, image, result.values, result.confidence)
-
-    def flush(self) -> None:
-        """Predict the pending photos as one batch and write them."""
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        try:
-            maps = self.predictor.predict_batch([image for _, image in batch])
-        except InputError as exc:
-            if len(batch) == 1:
-                self.fail(batch[0][0], exc)
-                return
-            # An image did not fit in memory even alone: run them one by one so only it fails.
-            for entry in batch:
-                self.pending.append(entry)
-                self.flush()
-            return
-        for (item, image), values in zip(batch, maps):
-            self.finish(item, image, values, None)
+def _skip_if_done(item: InputItem, kind: str, outputs: OutputOptions, summary: Summary, reporter: Reporter) -> bool:
+    """Whether every output of `item` exists (then it counts as skipped)."""
+    if not all(path.exists() for path in outputs.paths(item, kind).values()):
+        return False
+    summary.skipped += 1
+    reporter.image_done(item, None)
+    return True
 
 
-def _bind(callback: Callable[[InputItem, int, int], None], item: InputItem) -> Callable[[int, int], None]:
-    return lambda done, total: callback(item, done, total)
+def _record(outcome: Outcome[InputItem, str | None], summary: Summary, reporter: Reporter) -> None:
+    """Count one photo's outcome and report it."""
+    item = outcome.job
+    if outcome.error is not None:
+        summary.failed.append((item.path, str(outcome.error)))
+        reporter.image_done(item, str(outcome.error))
+        return
+    summary.written += 1
+    if outcome.result:
+        summary.notes.append(f"{item.relative}: {outcome.result}")
+    reporter.image_done(item, None)
 
 
 def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: str,
