@@ -22,7 +22,7 @@ from anydepth_cli.datasets.archive import Sample, TarFiles, locate
 from anydepth_cli.datasets.benchmarks import BENCHMARKS, choose_benchmarks, find_samples, listed_samples
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation import benchmark_run
-from anydepth_cli.evaluation.benchmark_run import Loaded, RunOptions, SetRun, load_sample, read_ahead
+from anydepth_cli.evaluation.benchmark_run import Loaded, RunOptions, SetRun, load_sample
 from anydepth_cli.evaluation.protocols import PROTOCOLS, nearest_columns
 
 NAMES = tuple(BENCHMARKS)
@@ -182,19 +182,29 @@ def test_eth3d_fits_on_the_columns_torch_keeps(roots):
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
-def test_reading_ahead_holds_a_bounded_number_of_large_samples():
+def test_reading_ahead_holds_a_bounded_number_of_large_samples(monkeypatch):
     running, most = [0], [0]
     samples = [Sample(f"{i}.jpg", f"{i}.bin") for i in range(6)]
+    big = np.broadcast_to(np.float32(1), (4032, 6048))  # ETH3D's size, without the memory
 
-    def load(sample: Sample) -> Loaded:
+    def load(benchmark, files, sample: Sample) -> Loaded:
         running[0] += 1
         most[0] = max(most[0], running[0])
-        big = np.broadcast_to(np.float32(1), (4032, 6048))  # ETH3D's size, without the memory
-        return Loaded(sample, big, big, big.astype(bool, copy=False))
+        return Loaded(sample, np.broadcast_to(np.uint8(1), (*big.shape, 3)), big, big.astype(bool, copy=False))
 
-    for sample, loaded in read_ahead(samples, load):
-        assert loaded.sample == sample
-        running[0] -= 1
+    class Releasing(_Recorder):
+        def predict_batch(self, images, sizes=None):
+            running[0] -= len(images)
+            return [np.ones(size, np.float32) for size in sizes]
+
+    monkeypatch.setattr(benchmark_run, "load_sample", load)
+    class Unscored(SetRun):
+        def _score(self, name, sample, read, prediction):
+            return {"image": sample.rgb}
+
+    result = Unscored(BENCHMARKS["eth3d"], {"m": Releasing(518)}, RunOptions({"m": "depth"}, batch_size=4)).run(
+        None, samples)
+    assert len(result.rows) == 6
     assert most[0] <= 1 + benchmark_run.READ_AHEAD_PIXELS // (4032 * 6048)
 
 
@@ -257,10 +267,10 @@ def test_reading_inference_and_scoring_overlap(roots, monkeypatch):
             return super().predict_batch(images, sizes)
 
     class WaitingRun(SetRun):
-        def _score(self, item, maps):
-            if item.sample == samples[0]:
+        def _score(self, name, sample, read, prediction):
+            if sample == samples[0]:
                 overlapped.append(("inference during scoring", predicting[1].wait(10)))
-            return super()._score(item, maps)
+            return super()._score(name, sample, read, prediction)
 
     monkeypatch.setattr(benchmark_run, "load_sample", watched_load)
     result = WaitingRun(module, {"m": Waiting(518)}, RunOptions({"m": "depth"}, batch_size=1)).run(files, samples)

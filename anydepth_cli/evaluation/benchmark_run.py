@@ -1,31 +1,31 @@
-"""One standard set through every model: samples read ahead in threads, predicted in batches (or tiles),
-scored in background threads, so that reading, inference and scoring overlap.
+"""One standard set through every model, on the streaming engine (`evaluation.scoring`): samples read ahead in
+threads, predicted in batches (or tiles), scored in background threads, so that reading, inference and scoring
+overlap.
 
-Memory stays bounded whatever the set: photos are read ahead only up to `READ_AHEAD_PIXELS`, a network call
-takes at most `BATCH_PIXELS` of full-resolution photos (one ETH3D image alone), and at most
-`SCORE_AHEAD_PIXELS` of predictions wait to be scored.
+Memory stays bounded whatever the set: samples in flight (read, predicted, waiting to be scored) hold at most
+`READ_AHEAD_PIXELS` of photos (at least one), and a network call takes at most `BATCH_PIXELS` of full-resolution
+photos (one ETH3D image alone).
 """
 
 from __future__ import annotations
 
-import os
 import re
+import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from anydepth_cli.datasets.archive import Sample, SetFiles
 from anydepth_cli.datasets.files import decode_rgb
-from anydepth_cli.errors import InputError
 from anydepth_cli.evaluation.protocols import PROTOCOLS, Protocol
+from anydepth_cli.evaluation.scoring import score_models
+from anydepth_cli.inference.engine import Engine, Prediction
+from anydepth_cli.inference.engine import Loaded as EngineInput
 from anydepth_cli.io.writers import write_npy
 
 if TYPE_CHECKING:  # both import torch, which reading and scoring do not need
@@ -34,9 +34,6 @@ if TYPE_CHECKING:  # both import torch, which reading and scoring do not need
 
 READ_AHEAD_PIXELS = 48_000_000
 BATCH_PIXELS = 8_000_000
-SCORE_AHEAD_PIXELS = 48_000_000
-WORKERS = max(2, min(4, (os.cpu_count() or 2) // 2))
-"""Threads reading samples, and threads scoring them (numpy releases the GIL for the heavy work)."""
 TILE_MODES = ("off", "on", "auto")
 
 
@@ -90,42 +87,6 @@ def load_sample(benchmark: ModuleType, files: SetFiles, sample: Sample) -> Loade
     return Loaded(sample, *PROTOCOLS[benchmark.NAME].prepare(rgb, depth, measured))
 
 
-def read_ahead(samples: Sequence[Sample], load: Callable[[Sample], Loaded],
-               workers: int = WORKERS) -> Iterator[tuple[Sample, Loaded | InputError]]:
-    """`load` each sample in background threads and yield them in order, with InputErrors yielded, not raised.
-
-    As many are queued as `READ_AHEAD_PIXELS` holds of the last one read (at least one, at most 16).
-    """
-    remaining = iter(samples)
-    queue: deque[tuple[Sample, Future]] = deque()
-    ahead = 1
-
-    def attempt(sample: Sample) -> Loaded | InputError:
-        try:
-            return load(sample)
-        except InputError as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anydepth-bench-read") as pool:
-
-        def top_up() -> None:
-            while len(queue) < ahead and (sample := next(remaining, None)) is not None:
-                queue.append((sample, pool.submit(attempt, sample)))
-
-        try:
-            top_up()
-            while queue:
-                sample, future = queue.popleft()
-                result = future.result()
-                if isinstance(result, Loaded):
-                    ahead = min(16, max(1, READ_AHEAD_PIXELS // result.pixels))
-                top_up()  # before handing this one over, so the next ones are read while it is used
-                yield sample, result
-        finally:
-            for _, future in queue:
-                future.cancel()
-
-
 def prediction_path(save_dir: Path, benchmark: str, rgb: str, model: str | None = None) -> Path:
     """Where a raw prediction is saved: `DIR/<benchmark>/<rgb path with .npy>`, or with a `model` (when several
     are compared) `DIR/<model>/<benchmark>/…`, the model's label made a folder name."""
@@ -143,108 +104,57 @@ class SetRun:
         self.protocol: Protocol = PROTOCOLS[benchmark.NAME]
         self.predictors = predictors
         self.options = options
-        self.progress = progress or (lambda: None)
+        self.progress = progress
         self.tiles_progress = tiles_progress
         self.result = SetResult(benchmark)
-        self.pending: deque[tuple[Loaded, Future]] = deque()
+        self._counting = threading.Lock()
 
     def run(self, files: SetFiles, samples: Sequence[Sample]) -> SetResult:
-        """Score every sample; unreadable ones are recorded in `failures` and skipped for every model."""
+        """Score every sample; unreadable ones, and ones a model fails on, are recorded in `failures` and skipped
+        for every model."""
         start = time.perf_counter()
-        batch: list[Loaded] = []
-        reader = read_ahead(samples, lambda s: load_sample(self.benchmark, files, s))
-        with closing(reader), ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="anydepth-bench-score") as scorer:
-            for sample, loaded in reader:
-                if isinstance(loaded, InputError):
-                    self._fail(sample, loaded)
-                    continue
-                batch.append(loaded)
-                if len(batch) >= self.options.batch_size or sum(item.pixels for item in batch) >= BATCH_PIXELS:
-                    self._predict(batch, scorer)
-                    batch = []
-            self._predict(batch, scorer)
-            while self.pending:
-                self._collect()
+        scores = score_models(samples, self.predictors, self._engine, lambda s: self._load(files, s), self._score,
+                              self.progress)
+        self.result.failures = [(sample.rgb, reason) for sample, reason in scores.failures]
+        self.result.rows = [row for _, by_model in scores.scored for row in by_model.values()]
         self.result.seconds = time.perf_counter() - start
         return self.result
 
-    def _fail(self, sample: Sample, error: Exception) -> None:
-        self.result.failures.append((sample.rgb, str(error)))
-        self.progress()
+    def _engine(self, name: str, predictor: MapPredictor) -> Engine:
+        """The model's engine: photos tiled where the options say, at most BATCH_PIXELS of them to a network call."""
+        from anydepth_cli.inference.tiling import should_tile
 
-    def _predict(self, batch: list[Loaded], scorer: ThreadPoolExecutor) -> None:
-        """Run every model on `batch` and queue each sample's scoring; a sample a model fails on is skipped."""
-        maps: list[dict[str, np.ndarray] | InputError] = [{} for _ in batch]
-        for name, predictor in self.predictors.items():
-            for index, values in enumerate(self._maps(name, predictor, batch)):
-                if isinstance(maps[index], dict):
-                    maps[index] = values if isinstance(values, InputError) else {**maps[index], name: values}
-        for item, item_maps in zip(batch, maps):
-            if isinstance(item_maps, InputError):
-                self._fail(item.sample, item_maps)
-                continue
-            self.pending.append((item, scorer.submit(self._score, item, item_maps)))
-            while sum(queued.pixels for queued, _ in self.pending) > SCORE_AHEAD_PIXELS and len(self.pending) > 1:
-                self._collect()
+        mode, config = self.options.tile_mode, self.options.tiles.get(name)
 
-    def _maps(self, name: str, predictor: MapPredictor, batch: list[Loaded]) -> list[np.ndarray | InputError]:
-        """The model's map of each photo (tiled where the options say; else at its ground truth's size, by the
-        model's own resizing) or the InputError it failed with."""
-        from anydepth_cli.inference.tiling import predict_tiled, should_tile
+        def tiling(image: np.ndarray) -> TileConfig | None:
+            tiled = mode == "on" or (mode == "auto" and should_tile(*image.shape[:2], predictor.input_size))
+            return config if tiled else None
 
-        images = [item.rgb for item in batch]
-        mode = self.options.tile_mode
-        tiled = [mode == "on" or (mode == "auto" and should_tile(*image.shape[:2], predictor.input_size))
-                 for image in images]
-        results: list[np.ndarray | InputError] = [np.empty(0)] * len(images)
-        for index in (i for i, tile in enumerate(tiled) if tile):
-            progress = self.tiles_progress and (lambda done, total: self.tiles_progress(name, done, total))
-            try:
-                results[index] = predict_tiled(images[index], predictor, self.options.tiles[name], progress).values
-            except InputError as exc:
-                results[index] = exc
-                continue
-            self.result.tiled += 1
-        whole = [i for i, tile in enumerate(tiled) if not tile]
-        for index, values in zip(whole, self._whole(predictor, [images[i] for i in whole],
-                                                    [batch[i].depth.shape for i in whole])):
-            results[index] = values
-        return results
+        report = self.tiles_progress
+        return Engine(predictor, self.options.batch_size, tiling=tiling, pixel_budget=READ_AHEAD_PIXELS,
+                      batch_pixels=BATCH_PIXELS,
+                      tile_progress=None if report is None else lambda _, done, total: report(name, done, total))
 
-    def _whole(self, predictor: MapPredictor, images: list[np.ndarray],
-               sizes: list[tuple[int, int]]) -> list[np.ndarray | InputError]:
-        """One network pass per image, batched, each map at its entry of `sizes`; when the batch does not fit,
-        one image at a time."""
-        if not images:
-            return []
-        try:
-            return list(predictor.predict_batch(images, sizes))
-        except InputError as exc:
-            if len(images) == 1:
-                return [exc]
-            return [result for image, size in zip(images, sizes)
-                    for result in self._whole(predictor, [image], [size])]
+    def _load(self, files: SetFiles, sample: Sample) -> EngineInput:
+        loaded = load_sample(self.benchmark, files, sample)
+        return EngineInput(loaded.rgb, loaded.depth.shape, loaded)
 
-    def _score(self, item: Loaded, maps: Mapping[str, np.ndarray]) -> list[dict[str, object]]:
-        """Each model's row for one sample (in the scoring thread); saves the raw predictions when asked."""
-        rows = []
+    def _score(self, name: str, sample: Sample, read: EngineInput, prediction: Prediction) -> dict[str, object]:
+        """The model's row for one sample (in a write-behind thread); saves the raw prediction when asked."""
+        item: Loaded = read.data
+        values = prediction.values
+        if prediction.tiles:
+            with self._counting:
+                self.result.tiled += 1
         height, width = item.depth.shape
-        for name, values in maps.items():
-            if values.shape != item.depth.shape:  # a tiled map, at its photo's size
-                values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-            if self.options.save_dir is not None:
-                model = name if len(self.predictors) > 1 else None
-                write_npy(prediction_path(self.options.save_dir, self.benchmark.NAME, item.sample.rgb, model), values)
-            kind = self.options.kinds[name]
-            row: dict[str, object] = {"benchmark": self.benchmark.NAME, "image": item.sample.rgb,
-                                      "depth": item.sample.depth, "model": name}
-            row.update(self.protocol.score(values, item.depth, item.valid, kind))
-            row.update(aligned_as=kind)
-            rows.append(row)
-        return rows
-
-    def _collect(self) -> None:
-        """Wait for the oldest queued sample's scores and keep them."""
-        item, future = self.pending.popleft()
-        self.result.rows.extend(future.result())
-        self.progress()
+        if values.shape != item.depth.shape:  # a tiled map, at its photo's size
+            values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+        if self.options.save_dir is not None:
+            model = name if len(self.predictors) > 1 else None
+            write_npy(prediction_path(self.options.save_dir, self.benchmark.NAME, sample.rgb, model), values)
+        kind = self.options.kinds[name]
+        row: dict[str, object] = {"benchmark": self.benchmark.NAME, "image": sample.rgb, "depth": sample.depth,
+                                  "model": name}
+        row.update(self.protocol.score(values, item.depth, item.valid, kind))
+        row.update(aligned_as=kind)
+        return row

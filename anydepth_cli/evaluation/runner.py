@@ -14,7 +14,10 @@ from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
 
-if TYPE_CHECKING:  # the protocol's module imports torch, which scoring workers do not need
+from anydepth_cli.evaluation.scoring import score_models
+from anydepth_cli.inference.engine import Engine, Loaded, Prediction
+
+if TYPE_CHECKING:  # the predictors' module imports torch, which scoring workers do not need
     from anydepth_cli.inference.predictor import MapPredictor
 
 ALIGNMENT_MODES: tuple[str, ...] = ("model", *KINDS, "auto")
@@ -112,8 +115,9 @@ def run_eval(
 ) -> EvalResult:
     """Evaluate every predictor on every pair under `preset`.
 
-    Images are read `batch_size` at a time and passed to each model's `predict_batch`, which
-    brings each map to its ground truth's size by the model's own rule (as it does to the image's).
+    Each model streams the pairs through its engine (`evaluation.scoring`): read ahead, predicted
+    `batch_size` at a time, each map brought to its ground truth's size by the model's own rule (as
+    it is to the image's), scored behind.
     `output_kind` (one of ALIGNMENT_MODES) picks the space each model is aligned in: `model`,
     the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
     and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
@@ -127,23 +131,27 @@ def run_eval(
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     mode = check_alignment_mode(output_kind)
     declared = _declared_kinds(predictors)
-    rows: dict[str, dict[str, list[dict[str, object]]]] = {
-        name: {kind: [] for kind in (KINDS if mode == "auto" else (kind if mode == "model" else mode,))}
-        for name, kind in declared.items()
-    }
+    spaces = {name: KINDS if mode == "auto" else (kind if mode == "model" else mode,) for name, kind in declared.items()}
     scale = preset.depth_scale if depth_scale is None else depth_scale
+    readers = list(truths) if truths is not None else [None] * len(pairs)
+
+    def load(index: int) -> Loaded:
+        rgb, gt, mask = _load(pairs[index], preset, scale, readers[index])
+        return Loaded(rgb, gt.shape, (gt, mask))
+
+    def score(name: str, index: int, loaded: Loaded, prediction: Prediction) -> dict[str, dict[str, object]]:
+        gt, mask = loaded.data
+        pair = pairs[index]
+        return {kind: {"image": str(pair.image), "depth": str(pair.depth), "model": name,
+                       **evaluate_sample(prediction.values, gt, mask, preset, kind)} for kind in spaces[name]}
+
+    scores = score_models(range(len(pairs)), predictors, lambda _, predictor: Engine(predictor, batch_size), load,
+                          score, progress)
     result = EvalResult(preset=preset.name, models=list(predictors))
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        readers = truths[start : start + batch_size] if truths is not None else [None] * len(chunk)
-        loaded = _load_chunk(chunk, readers, preset, scale, result.failures)
-        for name, predictor in predictors.items():
-            _score_chunk(name, predictor, loaded, preset, rows[name])
-        if progress is not None:
-            for _ in chunk:
-                progress()
+    result.failures = [(str(pairs[index].image), reason) for index, reason in scores.failures]
     for name in result.models:
-        _settle(result, name, _choose(declared[name], mode, rows[name]), rows[name])
+        rows = {kind: [by_model[name][kind] for _, by_model in scores.scored] for kind in spaces[name]}
+        _settle(result, name, _choose(declared[name], mode, rows), rows)
     return result
 
 
@@ -154,35 +162,6 @@ def _declared_kinds(predictors: Mapping[str, MapPredictor]) -> dict[str, str]:
         if kind not in KINDS:
             raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")
     return declared
-
-
-Loaded = tuple[Pair, np.ndarray, np.ndarray, np.ndarray | None]
-"""A sample read for scoring: its pair, RGB, ground-truth depth and mask."""
-
-
-def _load_chunk(chunk: Sequence[Pair], readers: Sequence[GroundTruth | None], preset: Preset, scale: float,
-                failures: list[tuple[str, str]]) -> list[Loaded]:
-    """The readable samples of `chunk`; the others are added to `failures`."""
-    loaded: list[Loaded] = []
-    for pair, truth in zip(chunk, readers):
-        try:
-            loaded.append((pair, *_load(pair, preset, scale, truth)))
-        except InputError as exc:
-            failures.append((str(pair.image), str(exc)))
-    return loaded
-
-
-def _score_chunk(name: str, predictor: MapPredictor, loaded: list[Loaded], preset: Preset,
-                 rows: dict[str, list[dict[str, object]]]) -> None:
-    """One model's predictions for the loaded samples, scored in each space tried (a row each in `rows`)."""
-    if not loaded:
-        return
-    predictions = predictor.predict_batch([rgb for _, rgb, _, _ in loaded], [gt.shape for _, _, gt, _ in loaded])
-    for (pair, _, gt, mask), pred in zip(loaded, predictions):
-        for kind, kind_rows in rows.items():
-            row: dict[str, object] = {"image": str(pair.image), "depth": str(pair.depth), "model": name}
-            row.update(evaluate_sample(pred, gt, mask, preset, kind))
-            kind_rows.append(row)
 
 
 def _settle(result: EvalResult, name: str, alignment: Alignment, rows: Mapping[str, list[dict[str, object]]]) -> None:

@@ -9,15 +9,16 @@ device:
 
 - **read**: `load(job)` in `readers` worker threads (decoding a photo, a ground truth, a request body), returning
   the `Loaded` image and the size its map is wanted at;
-- **device**: one thread takes the loaded images in submission order, gathers up to `batch_size` of them (waiting at
-  most `max_wait` seconds for the next one; `None`: until the batch is full or the input ends), and runs them through
+- **device**: one thread takes the loaded images in submission order, gathers up to `batch_size` of them (or
+  `batch_pixels`), waiting at most `max_wait` seconds from the first (`None`: until the batch is full or the input
+  ends, or the engine is at capacity), and runs them through
   the predictor, which groups equal network sizes, fits batches in memory and halves a batch that runs out of it.
   An image the `tiling` policy picks is run by tiles instead (`predict_tiled`), on the same thread;
 - **write**: `finish(job, loaded, prediction)` in `writers` worker threads (colouring, encoding, scoring, writing).
 
 `submit` returns a future per job; `stream` feeds an iterable and yields `Outcome`s in input order. At most
-`capacity` jobs are in flight (submitted and not yet collected), fewer for large images (`pixel_budget`), so memory
-stays bounded whatever the number of inputs. An `AnyDepthError` of one job (unreadable, too big, out of memory alone)
+`capacity` jobs are in flight (submitted and not yet done), fewer for large images (`pixel_budget`, at least two),
+so memory stays bounded whatever the number of inputs. An `AnyDepthError` of one job (unreadable, too big, out of memory alone)
 fails that job only; any other exception is a bug and is raised to the caller. Closing the engine (also when the
 caller is interrupted) cancels what has not started and waits only for the work under way.
 """
@@ -30,7 +31,7 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -53,11 +54,12 @@ class Full(Exception):
 
 @dataclass(frozen=True)
 class Loaded:
-    """One input as read: an RGB image (H×W×3, uint8 or float32 in [0, 1]) and the size (height, width) its map is
-    wanted at (None: the image's own)."""
+    """One input as read: an RGB image (H×W×3, uint8 or float32 in [0, 1]), the size (height, width) its map is
+    wanted at (None: the image's own), and whatever else was read with it for `finish` (a ground truth, ...)."""
 
     image: np.ndarray
     size: tuple[int, int] | None = None
+    data: Any = None
 
     @property
     def pixels(self) -> int:
@@ -100,6 +102,8 @@ class _Entry:
 
 
 _END, _FLUSH, _WAITED = object(), object(), object()
+_POLL = 0.05
+"""Seconds between the device thread's checks, while it gathers a batch, that more jobs can still come."""
 
 
 class Engine:
@@ -111,7 +115,7 @@ class Engine:
     def __init__(self, predictor: MapPredictor, batch_size: int = 1, *, tiling: TilePolicy | None = None,
                  confidence: bool = False, tile_progress: TileProgress | None = None, readers: int = 2,
                  writers: int = 2, capacity: int | None = None, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
-                 max_wait: float | None = None) -> None:
+                 batch_pixels: int | None = None, max_wait: float | None = None) -> None:
         if batch_size < 1 or readers < 1 or writers < 1:
             raise ValueError("batch_size, readers and writers must be at least 1")
         self.predictor = predictor
@@ -122,10 +126,11 @@ class Engine:
         self.readers, self.writers = readers, writers
         self.capacity = max(capacity or 4 * batch_size + 2 * readers, batch_size + 1)
         self.pixel_budget = pixel_budget
+        self.batch_pixels = batch_pixels
         self.max_wait = max_wait
         self._lock = threading.Condition()
         self._in_flight = 0
-        self._limit = self.capacity
+        self._limit = min(self.capacity, max(2, readers))  # until the first image says how large they are
         self._closed = threading.Event()
         self._shut = False
         self._entries: queue.Queue = queue.Queue()
@@ -178,13 +183,10 @@ class Engine:
                block: bool = True, timeout: float | None = None) -> Future:
         """Queue one job; its future gives `finish`'s result or raises what failed it.
 
-        Waits while the engine is at capacity (the batch gathered so far then runs without waiting for more); with
-        `block=False`, or past `timeout`, raises `Full` instead.
+        Waits while the engine is at capacity; with `block=False`, or past `timeout`, raises `Full` instead.
         """
         self.start()
         with self._lock:
-            if self._in_flight >= self._limit:
-                self._entries.put(_FLUSH)
             if not self._lock.wait_for(lambda: self._in_flight < self._limit or self._closed.is_set(),
                                        timeout=timeout if block else 0):
                 raise Full(f"{self._in_flight} jobs in flight")
@@ -239,19 +241,20 @@ class Engine:
             self._lock.notify_all()
 
     def _note_pixels(self, read: Future) -> None:
-        """Fewer jobs in flight for large images: as many as `pixel_budget` holds of the last one read."""
-        if read.cancelled() or not isinstance(read.result(), Loaded):
+        """Fewer jobs in flight for large images: as many as `pixel_budget` holds of the last one read, and at
+        least two, so that reading the next overlaps the work on one."""
+        if read.cancelled() or read.exception() is not None or not isinstance(read.result(), Loaded):
             return
         pixels = max(1, read.result().pixels)
         with self._lock:
-            self._limit = max(1, min(self.capacity, self.pixel_budget // pixels))
+            self._limit = max(2, min(self.capacity, self.pixel_budget // pixels))
             self._lock.notify_all()
 
     def _device_loop(self) -> None:
         window: list[tuple[_Entry, Loaded]] = []
         deadline: float | None = None
         try:
-            while (entry := self._next_entry(bool(window), deadline)) is not _END:
+            while (entry := self._next_entry(len(window), deadline)) is not _END:
                 if not isinstance(entry, _Entry):  # a flush, or the wait for more ran out
                     self._run_window(window)
                     window = []
@@ -266,7 +269,7 @@ class Engine:
                 window.append((entry, loaded))
                 if len(window) == 1 and self.max_wait is not None:
                     deadline = time.monotonic() + self.max_wait
-                if len(window) >= self.batch_size:
+                if self._full(window):
                     self._run_window(window)
                     window = []
             self._run_window(window)
@@ -279,17 +282,31 @@ class Engine:
                     entry.read.cancel()
                     _fail(entry.result, exc)
 
-    def _next_entry(self, gathering: bool, deadline: float | None) -> object:
-        """The next submitted entry, `_FLUSH`, or `_WAITED` when a gathered batch's wait ran out; `_END` at the end
+    def _full(self, window: Sequence[tuple[_Entry, Loaded]]) -> bool:
+        """Whether a gathered batch is to run: `batch_size` images, or `batch_pixels` of them."""
+        if len(window) >= self.batch_size:
+            return True
+        return self.batch_pixels is not None and sum(loaded.pixels for _, loaded in window) >= self.batch_pixels
+
+    def _next_entry(self, gathered: int, deadline: float | None) -> object:
+        """The next submitted entry, `_FLUSH`, or `_WAITED` when the `gathered` batch is to run without waiting for
+        more: its wait ran out, or every job in flight is in it and no more can be submitted; `_END` at the end
         (after failing what is still queued when the engine was cancelled)."""
-        if self._closed.is_set():
-            self._drain(CancelledError())
-            return _END
-        timeout = None if not gathering or deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            return self._entries.get(timeout=timeout)
-        except queue.Empty:
-            return _WAITED
+        while True:
+            if self._closed.is_set():
+                self._drain(CancelledError())
+                return _END
+            timeout = None if not gathered else _POLL
+            if gathered and deadline is not None:
+                timeout = min(_POLL, max(0.0, deadline - time.monotonic()))
+            try:
+                return self._entries.get(timeout=timeout)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return _WAITED
+                with self._lock:
+                    if self._in_flight >= self._limit and self._in_flight <= gathered:
+                        return _WAITED
 
     def _drain(self, error: BaseException) -> None:
         """Fail every entry still queued (closing, or after a bug)."""
@@ -309,6 +326,9 @@ class Engine:
         except CancelledError as exc:
             _fail(entry.result, exc)
             return None
+        except BaseException as exc:  # a bug in `load`: fail this job with it, then the rest (`_device_loop`)
+            _fail(entry.result, exc)
+            raise
         if isinstance(loaded, AnyDepthError):
             _fail(entry.result, loaded)
             return None

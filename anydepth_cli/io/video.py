@@ -127,17 +127,16 @@ def selected_count(frame_count: int | None, start: int, max_frames: int | None, 
 
 
 class FrameReader:
-    """Selected frames of a video as (frame index, RGB uint8 H×W×3), decoded ahead in a thread.
+    """Selected frames of a video as (frame index, RGB uint8 H×W×3), decoded as they are iterated (the streaming
+    engine iterates it in its feeder thread, ahead of the network).
 
-    Frames `start`, `start + stride`, ... are read, at most `max_frames` of them, with at most
-    `queue_size` decoded frames waiting. Decoding stops at the first frame that fails to
-    decode; `shortfall()` then says how many frames were decoded out of those the header
-    announces. Opening raises InputError for an unreadable file and UsageError for bad
-    selections. Use as a context manager, or call `close()`, to stop the thread.
+    Frames `start`, `start + stride`, ... are read, at most `max_frames` of them. Decoding stops at the first frame
+    that fails to decode; `shortfall()` then says how many frames were decoded out of those the header announces.
+    Opening raises InputError for an unreadable file and UsageError for bad selections. Use as a context manager, or
+    call `close()`, to release the file.
     """
 
-    def __init__(self, path: Path, start: int = 0, max_frames: int | None = None, stride: int = 1,
-                 queue_size: int = 8) -> None:
+    def __init__(self, path: Path, start: int = 0, max_frames: int | None = None, stride: int = 1) -> None:
         check_selection(start, max_frames, stride)
         self.path = Path(path)
         self._capture, self.info = _open_capture(self.path)
@@ -150,17 +149,24 @@ class FrameReader:
         self.expected = selected_count(self.info.frame_count, start, max_frames, stride)
         """Frames the selection should give according to the header (None if unknown)."""
         self.decoded = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
         self._finished = False
-        self._thread = threading.Thread(target=self._run, name="anydepth-decode", daemon=True)
-        self._thread.start()
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        while (item := self._queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        capture = self._capture
+        if self.start and not capture.set(cv2.CAP_PROP_POS_FRAMES, self.start):
+            for _ in range(self.start):
+                if not capture.grab():
+                    break
+        index = self.start
+        while self.max_frames is None or self.decoded < self.max_frames:
+            if index > self.start and not all(capture.grab() for _ in range(self.stride - 1)):
+                break
+            ok, frame = capture.read()
+            if not ok:
+                break
+            self.decoded += 1
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += self.stride
         self._finished = True
 
     def shortfall(self) -> str | None:
@@ -171,49 +177,14 @@ class FrameReader:
                 f"announces; the file may be truncated or corrupt, so only those {self.decoded} were processed")
 
     def close(self) -> None:
-        """Stop decoding and wait for the thread."""
-        self._stop.set()
-        self._thread.join()
+        """Release the file."""
+        self._capture.release()
 
     def __enter__(self) -> "FrameReader":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _put(self, item: Any) -> bool:
-        """Queue `item`, waiting while the queue is full; False if the reader was closed."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        capture = self._capture
-        try:
-            if self.start and not capture.set(cv2.CAP_PROP_POS_FRAMES, self.start):
-                for _ in range(self.start):
-                    if not capture.grab():
-                        break
-            index = self.start
-            while self.max_frames is None or self.decoded < self.max_frames:
-                if index > self.start and not all(capture.grab() for _ in range(self.stride - 1)):
-                    break
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                if not self._put((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))):
-                    return
-                self.decoded += 1
-                index += self.stride
-        except Exception as exc:  # handed to the consumer, which raises it
-            self._put(exc)
-        finally:
-            capture.release()
-            self._put(_DONE)
 
 
 def remove_path(path: Path) -> None:

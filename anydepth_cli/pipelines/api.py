@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.pointcloud import PointCloud
+from anydepth_cli.inference.engine import Engine, Loaded, Prediction
 from anydepth_cli.inference.predictor import DepthPredictor
-from anydepth_cli.inference.tiling import predict_tiled
 from anydepth_cli.io.images import pil_to_rgb, read_image
 from anydepth_cli.io.writers import DEFAULT_CMAP
 from anydepth_cli.pipelines.photos import PointCloudOptions, depth_picture, make_point_cloud
@@ -56,7 +56,7 @@ class DepthResult:
 
 
 class DepthModel:
-    """A loaded model: `predict`, `predict_batch` and `predict_tiled` turn photos into `DepthResult`s."""
+    """A loaded model: `predict`, `predict_batch`, `predict_many` and `predict_tiled` turn photos into `DepthResult`s."""
 
     def __init__(self, predictor: DepthPredictor, label: str) -> None:
         self.predictor = predictor
@@ -73,17 +73,27 @@ class DepthModel:
 
     def predict_batch(self, images: Sequence[ImageLike]) -> list[DepthResult]:
         """The maps of several photos, run through the network in batches of equal network size."""
-        arrays = [as_rgb(image) for image in images]
-        maps = self.predictor.predict_batch(arrays)
-        return [DepthResult(values, self.kind, array) for values, array in zip(maps, arrays)]
+        return list(self.predict_many(images))
+
+    def predict_many(self, images: Iterable[ImageLike]) -> Iterator[DepthResult]:
+        """The maps of any number of photos, in order, through the streaming engine: decoded ahead in threads,
+        predicted in batches, with memory bounded however many there are. Raises the first photo's error."""
+        return self._stream(images, Engine(self.predictor, self.predictor.batch_size))
 
     def predict_tiled(self, image: ImageLike, tile_size: int | None = None, overlap: int | None = None,
                       confidence: bool = False) -> DepthResult:
         """A full-resolution map from overlapping tiles aligned to a whole-image pass (see `--tile`)."""
-        array = as_rgb(image)
-        result = predict_tiled(array, self.predictor, tile_config(self.predictor, tile_size, overlap),
-                               confidence=confidence)
-        return DepthResult(result.values, self.kind, array, result.confidence)
+        config = tile_config(self.predictor, tile_size, overlap)
+        return list(self._stream([image], Engine(self.predictor, tiling=lambda _: config, confidence=confidence)))[0]
+
+    def _stream(self, images: Iterable[ImageLike], engine: Engine) -> Iterator[DepthResult]:
+        def finish(_: ImageLike, loaded: Loaded, prediction: Prediction) -> DepthResult:
+            return DepthResult(prediction.values, self.kind, loaded.image, prediction.confidence)
+
+        for outcome in engine.stream(images, lambda image: Loaded(as_rgb(image)), finish):
+            if outcome.error is not None:
+                raise outcome.error
+            yield outcome.result
 
 
 def load(model_or_checkpoint: str | Path | None = None, arch: str | Path | None = None, device: str = "auto",

@@ -1,10 +1,11 @@
-"""Videos through the network: decode ahead → predict in batches (or tiles) → stabilise → write.
+"""Videos through the streaming engine: decode ahead → predict in batches (or tiles) → stabilise → write.
 
-Decoding runs in a reader thread, colour mapping in a colouring thread (each frame is coloured
-once for both the depth and the side-by-side video), and each output (colour video,
-side-by-side video, raw maps) in its own writer thread, all linked by bounded queues. Only
-prediction and the (cheap, subsampled) stabilisation run on the caller's thread; decoding,
-colour mapping and encoding overlap with the network and with each other. Outputs are published under their final names only when
+Decoding runs in the engine's feeder thread and the network on its device thread
+(`inference.engine`); colour mapping runs in a colouring thread (each frame is coloured once for
+both the depth and the side-by-side video), and each output (colour video, side-by-side video,
+raw maps) in its own writer thread, all linked by bounded queues. Only the (cheap, subsampled)
+stabilisation runs on the caller's thread, in frame order; decoding, the network, colour mapping
+and encoding overlap. Outputs are published under their final names only when
 the whole run succeeds; an interrupted or failed run keeps what was written as partial outputs
 (see `anydepth_cli.io.video`). `run_videos` takes many clips one after another.
 
@@ -25,15 +26,15 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError, InputError
 from anydepth_cli.inference.align import Affine
+from anydepth_cli.inference.engine import Engine, Loaded, Outcome, Prediction
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.stabilize import ClipColourRange, FrameStabilizer
-from anydepth_cli.inference.tiling import predict_tiled
 from anydepth_cli.io.encoders import CODECS, OPENCV_CODECS, open_video_writer
 from anydepth_cli.io.images import InputItem
 from anydepth_cli.io.video import BackgroundSink, BackgroundWorker, FrameReader, ImageSequenceSink, NpzFramesSink
@@ -239,7 +240,7 @@ def run_video(
     summary = VideoSummary(video=Path(video))
     relative = Path(relative or summary.video.name)
     queue_size = 2 * batch_size + 2
-    with FrameReader(video, options.start, options.max_frames, options.stride, queue_size) as reader:
+    with FrameReader(video, options.start, options.max_frames, options.stride) as reader:
         _check_frame_size(summary.video, reader, max_pixels)
         summary.expected, summary.fps = reader.expected, reader.info.fps / options.stride
         reporter.started(relative, reader.expected)
@@ -250,8 +251,9 @@ def run_video(
 
         kind = predictor.output_kind
         outputs = _Outputs(summary, options, options.paths(relative, kind), kind, queue_size, warn)
+        engine = Engine(predictor, batch_size, tiling=tiling.policy(predictor.input_size))
         try:
-            _write_frames(_predicted(reader, predictor, tiling, batch_size, summary), outputs, options.stabilize,
+            _write_frames(engine.stream(reader, _frame_image, _frame_prediction), outputs, options.stabilize,
                           summary, reporter)
             if summary.frames == 0:
                 raise InputError(f"no frame of {summary.video} could be decoded from frame {options.start} on")
@@ -266,6 +268,14 @@ def run_video(
     return summary
 
 
+def _frame_image(frame: tuple[int, np.ndarray]) -> Loaded:
+    return Loaded(frame[1])
+
+
+def _frame_prediction(frame: tuple[int, np.ndarray], loaded: Loaded, prediction: Prediction) -> Prediction:
+    return prediction
+
+
 def _check_frame_size(video: Path, reader: FrameReader, max_pixels: int | None) -> None:
     """InputError when the clip's frames are over `max_pixels`."""
     width, height = reader.info.width, reader.info.height
@@ -274,20 +284,25 @@ def _check_frame_size(video: Path, reader: FrameReader, max_pixels: int | None) 
                          f"pixels, limit {max_pixels}); pass --max-pixels {width * height} to allow it")
 
 
-def _write_frames(predicted: Iterator[tuple[_Frames, list[np.ndarray]]], outputs: _Outputs, stabilize: bool,
-                  summary: VideoSummary, reporter: VideoReporter) -> None:
-    """Hand each predicted frame to the writers, stabilised against the clip so far when `stabilize`."""
+def _write_frames(predicted: Iterator[Outcome[tuple[int, np.ndarray], Prediction]], outputs: _Outputs,
+                  stabilize: bool, summary: VideoSummary, reporter: VideoReporter) -> None:
+    """Hand each predicted frame, in order, to the writers, stabilised against the clip so far when `stabilize`;
+    a frame that fails (it does not fit in memory) fails the clip."""
     stabilizer = FrameStabilizer() if stabilize else None
     colour_range = ClipColourRange() if stabilize else None
-    for frames, maps in predicted:
-        for (index, rgb), values in zip(frames, maps):
-            fit = value_range = None
-            if stabilizer is not None and colour_range is not None:
-                fit = stabilizer.fit(values)
-                value_range = colour_range.update(values, fit)
-            outputs.put(_FrameJob(index, rgb, values, fit, value_range))
-        summary.frames += len(frames)
-        reporter.frames_done(len(frames))
+    for outcome in predicted:
+        if outcome.error is not None:
+            raise outcome.error
+        (index, rgb), prediction = outcome.job, outcome.result
+        values = prediction.values
+        summary.tiled = summary.tiled or prediction.tiles > 0
+        fit = value_range = None
+        if stabilizer is not None and colour_range is not None:
+            fit = stabilizer.fit(values)
+            value_range = colour_range.update(values, fit)
+        outputs.put(_FrameJob(index, rgb, values, fit, value_range))
+        summary.frames += 1
+        reporter.frames_done(1)
 
 
 def _abort(outputs: _Outputs, reporter: VideoReporter) -> None:
@@ -295,28 +310,6 @@ def _abort(outputs: _Outputs, reporter: VideoReporter) -> None:
     written, kept = outputs.abort()
     if kept:
         reporter.warn(f"stopped: kept the {written} frame(s) written so far as " + ", ".join(str(path) for path in kept))
-
-
-_Frames = list[tuple[int, np.ndarray]]
-
-
-def _predicted(frames: Iterable[tuple[int, np.ndarray]], predictor: MapPredictor, tiling: TilingOptions,
-               batch_size: int, summary: VideoSummary) -> Iterator[tuple[_Frames, list[np.ndarray]]]:
-    """The (index, frame) pairs with their maps, `batch_size` at a time, or one by one through tiled inference
-    when `tiling` applies to the first frame (then `summary.tiled` is set)."""
-    batch: _Frames = []
-    for position, (index, frame) in enumerate(frames):
-        if position == 0:
-            summary.tiled = tiling.applies(frame, predictor.input_size)
-        if summary.tiled:
-            yield [(index, frame)], [predict_tiled(frame, predictor, tiling.config).values]
-            continue
-        batch.append((index, frame))
-        if len(batch) >= batch_size:
-            yield batch, predictor.predict_batch([image for _, image in batch])
-            batch = []
-    if batch:
-        yield batch, predictor.predict_batch([image for _, image in batch])
 
 
 class ClipsReporter(VideoReporter, Protocol):
