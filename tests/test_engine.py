@@ -276,3 +276,34 @@ def test_ctrl_c_keeps_what_is_finished_and_exits_130(tmp_path):
         np.load(picture.with_name(picture.name.replace("_depth.png", "_depth.npy")))
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary file left behind"
     assert "Traceback" not in stderr
+
+
+# ------------------------------------------------------------------------------------------------- the GPU path
+
+
+@pytest.mark.parametrize("family", ["dav2", "da3"])
+def test_resizing_on_the_device_equals_the_cpu_pipeline(family):
+    """What a GPU runs (`prepare_on_device`), run here on the CPU, against the published pipelines' cv2 resizing: to
+    float rounding for Depth Anything V2's float pipeline, within one 8-bit level for Depth Anything 3's 8-bit one."""
+    import cv2
+    import torch
+
+    from anydepth_cli.inference.preprocess import RESIZINGS, STD, prepare_batch, prepare_on_device
+
+    resizing = RESIZINGS[family](518 if family == "dav2" else 504, 14)
+    rng = np.random.default_rng(3)
+    for size in [(480, 640), (97, 301), (1003, 757), (1200, 1600)]:
+        image = cv2.GaussianBlur((rng.random((*size, 3)) * 255).astype(np.uint8), (5, 5), 2)
+        cpu = prepare_batch([image], resizing)
+        device = prepare_on_device([image], resizing, torch.device("cpu"))
+        assert cpu.shape == device.shape
+        in_levels = ((cpu - device).abs() * torch.tensor(STD)[:, None, None]).amax().item() * 255
+        assert in_levels <= (1e-2 if family == "dav2" else 1.0 + 1e-3), size
+        assert cpu.std() > 0.1
+
+
+def test_graph_buckets_pad_batches_to_powers_of_two_within_the_largest():
+    from anydepth_cli.inference.graphs import bucket_batch
+
+    assert [bucket_batch(n, 8) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+    assert bucket_batch(3, 3) == 3 and bucket_batch(5, 4) == 5

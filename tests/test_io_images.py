@@ -1,10 +1,8 @@
-"""Tests for anydepth_cli.io.images: discovery, decoding of many image kinds, and prefetching."""
+"""Tests for anydepth_cli.io.images: discovery, decoding of many image kinds (reading ahead is the engine's: tests/test_engine.py)."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +10,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from anydepth_cli.errors import InputError, UsageError
-from anydepth_cli.io import images
 from anydepth_cli.io.images import (
     IMAGE_EXTENSIONS,
     InputItem,
     discover_inputs,
-    prefetch_images,
     read_image,
 )
 
@@ -317,84 +313,3 @@ def test_permission_denied(tmp_path: Path) -> None:
             read_image(path, None)
     finally:
         path.chmod(0o644)
-
-
-# --- prefetching -----------------------------------------------------------------------
-
-
-def _items(tmp_path: Path, count: int) -> list[InputItem]:
-    return [InputItem(tmp_path / f"{i}.png", Path(f"{i}.png")) for i in range(count)]
-
-
-def test_prefetch_yields_in_order_with_real_files_and_errors(tmp_path: Path) -> None:
-    good = _save(Image.fromarray(_noise(5, 6, seed=1)), tmp_path / "good.png")
-    empty = _touch(tmp_path / "empty.png", b"")
-    other = _save(Image.fromarray(_noise(3, 4, seed=2)), tmp_path / "other.png")
-    items = [InputItem(p, Path(p.name)) for p in (good, empty, other)]
-
-    results = list(prefetch_images(items, None, workers=2, ahead=2))
-
-    assert [item for item, _ in results] == items
-    assert isinstance(results[0][1], np.ndarray) and results[0][1].shape == (5, 6, 3)
-    assert isinstance(results[1][1], InputError) and str(results[1][1]) == "empty file"
-    assert isinstance(results[2][1], np.ndarray) and results[2][1].shape == (3, 4, 3)
-
-
-def test_prefetch_keeps_order_when_later_reads_finish_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def slow_first(path: Path, max_pixels: int | None) -> np.ndarray:
-        index = int(path.stem)
-        time.sleep(0.05 if index == 0 else 0.0)
-        return np.full((1, 1, 3), index, dtype=np.uint8)
-
-    monkeypatch.setattr(images, "read_image", slow_first)
-    items = _items(tmp_path, 6)
-    values = [int(image[0, 0, 0]) for _, image in prefetch_images(items, None, workers=3, ahead=4)]
-    assert values == list(range(6))
-
-
-def test_prefetch_reads_at_most_ahead_beyond_the_current_item(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started: list[Path] = []
-
-    def counting(path: Path, max_pixels: int | None) -> np.ndarray:
-        started.append(path)
-        return np.zeros((1, 1, 3), dtype=np.uint8)
-
-    monkeypatch.setattr(images, "read_image", counting)
-    stream = prefetch_images(_items(tmp_path, 20), None, workers=2, ahead=3)
-    next(stream)
-    deadline = time.monotonic() + 2.0
-    while len(started) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)
-    assert len(started) == 4  # the yielded one plus `ahead` queued
-    rest = list(stream)
-    assert len(rest) == 19 and len(started) == 20
-
-
-def test_prefetch_stops_cleanly_when_closed_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[Path] = []
-
-    def slow(path: Path, max_pixels: int | None) -> np.ndarray:
-        started.append(path)
-        time.sleep(0.02)
-        return np.zeros((1, 1, 3), dtype=np.uint8)
-
-    monkeypatch.setattr(images, "read_image", slow)
-    stream = prefetch_images(_items(tmp_path, 50), None, workers=2, ahead=4)
-    for _ in range(2):
-        next(stream)
-    stream.close()
-
-    assert len(started) <= 2 + 4 + 1
-    assert not [t for t in threading.enumerate() if t.name.startswith("anydepth-read")]
-
-
-def test_prefetch_rejects_bad_settings(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        prefetch_images(_items(tmp_path, 1), None, workers=0)
-    with pytest.raises(ValueError):
-        prefetch_images(_items(tmp_path, 1), None, ahead=0)

@@ -226,10 +226,13 @@ def markdown(result: BenchResult) -> str:
             f"| {lat.p50_ms:,.2f} | {lat.p95_ms:,.2f} | {lat.runs} | {m.throughput:,.2f} | {_mib(m.peak_memory_bytes)} "
             f"| {m.achieved_flops / 1e9:,.1f} | {m.peak_ratio:.1%} |"
         )
-    lines += ["", "Latency: mean ± std of `runs` timed forwards of one batch after the warm-up; throughput = batch / "
-              "mean latency; achieved FLOP/s = counted FLOPs of a batch / p50 latency (the median: robust to "
+    captured = sum(m.capture_seconds for m in result.measurements)
+    lines += ["", "Latency: mean ± std of `runs` timed forwards of one image after the warm-up, through the forward "
+              "`anydepth predict` runs (CUDA graphs on CUDA); throughput = batch / mean latency of a batch of "
+              "`--batch-size`; achieved FLOP/s = counted FLOPs of a batch / its p50 latency (the median: robust to "
               "forwards slowed by other processes), compared with the matmul peak. Peak memory: "
-              + result.memory + "."]
+              + result.memory + "."
+              + (f" CUDA graphs were captured in {captured:.2f} s in all, apart from the timings." if captured else "")]
     lines += _comparison(result)
     lines += _parameter_section(result.parameters)
     lines += ["", "## FLOP counting", "", "Correct count: " + result.flop_convention + ".", "",

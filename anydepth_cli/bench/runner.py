@@ -15,7 +15,7 @@ import os
 import platform
 import statistics
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,7 @@ from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
 from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory
 from anydepth_cli.inference.onnx_backend import cpu_name
-from anydepth_cli.inference.predictor import select_device, select_dtype
+from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.fastpath import ONEDNN_LINEAR
 from anydepth_cli.models.fuse import prepare_for_inference
@@ -124,6 +124,8 @@ class BenchSettings:
     runs: int | None = None
     warmup: int | None = None
     compile: bool = False
+    graphs: bool | None = None
+    """Replay the forward from captured CUDA graphs, as `predict` does (None: on CUDA)."""
     arch: NetworkConfig | None = None
     """An architecture used in place of a named `encoder` (its own head is kept for its head type)."""
     seed: int = 0
@@ -163,7 +165,9 @@ class Latency:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Everything measured for one head at one resolution."""
+    """Everything measured for one head at one resolution: the latency of one image (`latency`), and with a
+    `batch_size` over 1 that of a batch (`batch_latency`), through the forward `predict` runs (CUDA graphs on CUDA,
+    whose capture took `capture_seconds`, apart from the timings)."""
 
     encoder: str
     head: str
@@ -177,11 +181,18 @@ class Measurement:
     latency: Latency
     peak_memory_bytes: int | None
     matmul_peak_flops: float
+    batch_latency: Latency | None = None
+    capture_seconds: float = 0.0
+
+    @property
+    def steady(self) -> Latency:
+        """The latency of a whole batch: `batch_latency`, or with batch 1 `latency`."""
+        return self.batch_latency or self.latency
 
     @property
     def throughput(self) -> float:
-        """Images per second."""
-        return self.batch_size / (self.latency.mean_ms / 1e3)
+        """Images per second at `batch_size`."""
+        return self.batch_size / (self.steady.mean_ms / 1e3)
 
     @property
     def decoder_share(self) -> float:
@@ -191,7 +202,7 @@ class Measurement:
     def achieved_flops(self) -> float:
         """Counted FLOPs per second: FLOPs of a batch over the median (p50) latency, which, unlike the mean,
         is not pulled up by the odd forward slowed by other processes on a shared machine."""
-        return self.flops.total * self.batch_size / (self.latency.p50_ms / 1e3)
+        return self.flops.total * self.batch_size / (self.steady.p50_ms / 1e3)
 
     @property
     def peak_ratio(self) -> float:
@@ -506,36 +517,45 @@ def auto_runs(device: torch.device, seconds_per_forward: float) -> int:
     return max(low, min(high, int(CPU_TIME_BUDGET_S / max(seconds_per_forward, 1e-9))))
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[Any]:
-    """Mixed precision for fp16/bf16, nothing for fp32."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
 @dataclass
 class Configuration:
     """One head at one resolution while it is measured: its forward, counts, warm-up and timed seconds."""
 
     model: BenchModel
     resolution: int
-    forward: Callable[[], Any]
+    forwards: list[Callable[[], Any]]
+    """One image's forward, then (with a batch size over 1) a batch's."""
     flops: FlopCount
     parameters: tuple[int, int]
     warmup: int
-    seconds: list[float]
+    seconds: list[list[float]]
+    """Timed seconds of each of `forwards`."""
     probe_seconds: float = math.nan
-    """Wall time of its last warm-up (or first timed) forward, which sets the run count when `runs` is not given."""
+    """Wall time of its last warm-up (or first timed) forwards, which sets the run count when `runs` is not given."""
     memory_bytes: int | None = None
+    capture_seconds: float = 0.0
 
     @property
     def what(self) -> str:
         return f"{self.model.head.upper()} {self.resolution}²"
 
+    @property
+    def runs(self) -> int:
+        return min(len(seconds) for seconds in self.seconds)
+
     def measurement(self, batch_size: int) -> Measurement:
         m = self.model
+        latencies = [Latency.from_seconds(seconds, self.warmup) for seconds in self.seconds]
         return Measurement(m.encoder, m.head, m.label, m.paper, self.resolution, batch_size, *self.parameters,
-                           self.flops, Latency.from_seconds(self.seconds, self.warmup), self.memory_bytes, math.nan)
+                           self.flops, latencies[0], self.memory_bytes, math.nan,
+                           latencies[1] if len(latencies) > 1 else None, self.capture_seconds)
+
+    def time_once(self, device: torch.device) -> float:
+        """Time each forward once; the seconds they took together."""
+        taken = [_timed(forward, device) for forward in self.forwards]
+        for seconds, value in zip(self.seconds, taken):
+            seconds.append(value)
+        return sum(taken)
 
 
 def _timed(forward: Callable[[], Any], device: torch.device) -> float:
@@ -576,23 +596,26 @@ def prepare_configuration(network: nn.Module, others: int, model: BenchModel, re
     heads' weights, which the process also holds."""
     what = f"{model.head.upper()} {resolution}²"
     progress(f"{what} · counting FLOPs")
+    predictor = DepthPredictor(network, resolution, device, dtype, settings.batch_size, settings.graphs)
+    batches = sorted({1, settings.batch_size})
     with torch.inference_mode():
-        image = torch.randn(settings.batch_size, 3, resolution, resolution, device=device)
-
-    def forward() -> None:
-        with torch.inference_mode(), autocast(device, dtype):
-            network(image)
-
-    config = Configuration(model, resolution, forward, count_flops(model.config, resolution),
-                           head_parameters(model.config), warmup, [])
+        images = [torch.randn(size, 3, resolution, resolution, device=device) for size in batches]
+    forwards = [lambda image=image: predictor.run(image) for image in images]
+    config = Configuration(model, resolution, forwards, count_flops(model.config, resolution),
+                           head_parameters(model.config), warmup, [[] for _ in forwards])
     memory.reset()
+    if predictor.graphed is not None:
+        progress(f"{what} · capturing CUDA graphs")
+        for forward in forwards:
+            forward()
+        synchronize(device)
+        config.capture_seconds = predictor.capture_seconds
     for index in range(warmup):
         progress(f"{what} · warm-up {index + 1}/{warmup}")
-        config.probe_seconds = _timed(forward, device)
+        config.probe_seconds = sum(_timed(forward, device) for forward in forwards)
     if not warmup:
         progress(f"{what} · run 1")
-        config.seconds.append(_timed(forward, device))
-        config.probe_seconds = config.seconds[0]
+        config.probe_seconds = config.time_once(device)
     used = memory.read()
     config.memory_bytes = None if used is None else max(0, used - others)
     return config
@@ -603,11 +626,11 @@ def interleaved_runs(configurations: list[Configuration], device: torch.device, 
     """Time the configurations' forwards in rounds, one forward of each per round, so that load from other
     processes falls on all alike; `runs` of each, or with None as many as `auto_runs` gives for the slowest."""
     target = runs if runs is not None else auto_runs(device, max(c.probe_seconds for c in configurations))
-    while any(len(c.seconds) < target for c in configurations):
+    while any(c.runs < target for c in configurations):
         for config in configurations:
-            if len(config.seconds) < target:
-                progress(f"{config.what} · run {len(config.seconds) + 1}/{target}")
-                config.seconds.append(_timed(config.forward, device))
+            if config.runs < target:
+                progress(f"{config.what} · run {config.runs + 1}/{target}")
+                config.time_once(device)
 
 
 def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, total: None) -> BenchResult:
@@ -638,7 +661,8 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
         "encoder": settings.encoder, "arch": settings.arch.to_dict() if settings.arch else None,
         "heads": list(settings.heads), "resolutions": list(resolutions), "device": str(device),
         "precision": _dtype_name(dtype), "batch_size": settings.batch_size, "runs": settings.runs,
-        "warmup": warmup, "compile": settings.compile, "seed": settings.seed, "weights": "random (no download)",
+        "warmup": warmup, "compile": settings.compile, "graphs": device.type == "cuda" and settings.graphs is not False,
+        "seed": settings.seed, "weights": "random (no download)",
         "models": {m.head: {"label": m.label, "config": m.config.to_dict()} for m in models},
     }
     return BenchResult(resolved, machine_info(device), peak, memory.description, measurements,

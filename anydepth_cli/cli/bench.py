@@ -28,10 +28,11 @@ def bench(
     arch: Annotated[Optional[Path], typer.Option(hidden=True, help="JSON architecture standing in for --encoder's model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 autocast on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward.", rich_help_panel=RUN)] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per forward for the throughput; latency is always of one image.", rich_help_panel=RUN)] = 1,
     runs: Annotated[Optional[int], typer.Option(help="Timed forwards per configuration. [default: 50 on GPUs; on the CPU as many as fit in 30 s, 3 to 20]", show_default=False, rich_help_panel=RUN)] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed forwards first. [default: 10 on GPUs, 1 on the CPU, one more with --compile]", show_default=False, rich_help_panel=RUN)] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network (compiling happens in the warm-up).", rich_help_panel=RUN)] = False,
+    graphs: Annotated[bool, typer.Option("--graphs/--no-graphs", help="On CUDA, replay the forward from captured CUDA graphs, as `predict` does (capture time is reported apart).", rich_help_panel=RUN)] = True,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bench.md, bench.json and bench.png.")] = DEFAULT_OUTPUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report to stdout (the table goes to stderr).")] = False,
 ) -> None:
@@ -50,7 +51,7 @@ def bench(
     settings = BenchSettings(
         encoder=encoder, heads=tuple(h.strip() for h in heads.split(",") if h.strip()),
         resolutions=tuple(resolution or DEFAULT_RESOLUTIONS), device=device, precision=precision,
-        batch_size=batch_size, runs=runs, warmup=warmup, compile=compile,
+        batch_size=batch_size, runs=runs, warmup=warmup, compile=compile, graphs=None if graphs else False,
         arch=NetworkConfig.from_file(arch) if arch else None,
     )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -61,6 +62,9 @@ def bench(
     paths = write_report(result, output)
     console = err if as_json else out
     console.print(results_table(result))
+    captured = sum(m.capture_seconds for m in result.measurements)
+    if captured:
+        console.print(f"CUDA graphs captured in {captured:.2f} s, apart from the timings", highlight=False)
     print_targets(result, console)
     if as_json:
         typer.echo(json.dumps(to_json(result), indent=2))
@@ -79,15 +83,16 @@ def results_table(result: "BenchResult") -> "Table":
                   caption=f"of peak: of the matmul peak, {peak.flops_per_s / 1e9:,.1f} GFLOP/s · a multiply-add is 2 FLOPs "
                           "· paper conv.: twice thop's multiply-adds · paper: DINOv3 ViT-L/16 on an H100 · "
                           "all figures in bench.md")
-    for name in ("head", "input", "dec. params", "dec. GFLOPs", "paper conv. (paper)", "p50 ms (paper)", "img/s",
-                 "peak mem", "of peak"):
+    for name in ("head", "input", "dec. params", "dec. GFLOPs", "paper conv. (paper)", "p50 ms (paper)", "p95 ms",
+                 f"img/s (batch {s['batch_size']})", "peak mem", "of peak"):
         table.add_column(name, justify="right")
     for m in result.measurements:
         paper_fl, paper_ms = paper_gflops(m), paper_latency(m)
         table.add_row(
             m.head.upper(), f"{m.resolution}²", f"{m.decoder_params / 1e6:.2f} M", f"{m.flops.decoder / 1e9:,.1f}",
             f"{m.flops.decoder_thop / 1e9:,.1f} ({f'{paper_fl:,.1f}' if paper_fl else '–'})",
-            f"{m.latency.p50_ms:,.1f} ({f'{paper_ms:.2f}' if paper_ms else '–'})", f"{m.throughput:,.2f}",
+            f"{m.latency.p50_ms:,.1f} ({f'{paper_ms:.2f}' if paper_ms else '–'})", f"{m.latency.p95_ms:,.1f}",
+            f"{m.throughput:,.2f}",
             "–" if m.peak_memory_bytes is None else f"{m.peak_memory_bytes / 2**20:,.0f} MiB", f"{m.peak_ratio:.0%}",
         )
     return table

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.inference.graphs import GraphedForward
 from anydepth_cli.inference.memory import activation_bytes_per_token, amount, available_memory, is_out_of_memory
-from anydepth_cli.inference.preprocess import Resizing, prepare_batch, resizing_of
+from anydepth_cli.inference.preprocess import Resizing, prepare_batch, prepare_on_device, resizing_of
 from anydepth_cli.models.network import DepthNetwork
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -143,8 +144,7 @@ class BatchedPredictor:
             done = len(results)
             chunk = images[done: done + step]
             try:
-                batch = prepare_batch(chunk, self.resizing).to(self.device, non_blocking=True)
-                output = self.run(batch).float()
+                output = self.run(self.prepare(chunk)).float()
                 results.extend(self.resizing.resize_back(output[i: i + 1], target)[0].cpu().numpy()
                                for i, target in enumerate(targets[done: done + step]))
             except (MemoryError, RuntimeError) as exc:
@@ -157,6 +157,13 @@ class BatchedPredictor:
                 step //= 2
                 self._batch_limit = step
         return results
+
+    def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Images of one network size as the normalised batch `run` takes, on `device`: resized on the CPU, or on a
+        GPU after an asynchronous upload of their 8-bit pixels (`preprocess.prepare_on_device`)."""
+        if self.device.type == "cuda":
+            return prepare_on_device(images, self.resizing, self.device)
+        return prepare_batch(images, self.resizing).to(self.device)
 
     def _release(self) -> None:
         """Give back what a failed allocation left behind."""
@@ -174,10 +181,14 @@ def check_predictor_settings(input_size: int, patch_size: int, batch_size: int) 
 
 
 class DepthPredictor(BatchedPredictor):
-    """A loaded PyTorch network with its input size (by default its pipeline's), device, precision and batch size."""
+    """A loaded PyTorch network with its input size (by default its pipeline's), device, precision and batch size.
+
+    On CUDA the forward is replayed from captured CUDA graphs (`inference.graphs`; `graphs=False` runs it eagerly),
+    and `capture_seconds` says how long capturing took.
+    """
 
     def __init__(self, network: DepthNetwork, input_size: int | None = None, device: torch.device | None = None,
-                 dtype: torch.dtype = torch.float32, batch_size: int = 4) -> None:
+                 dtype: torch.dtype = torch.float32, batch_size: int = 4, graphs: bool | None = None) -> None:
         input_size = input_size or network.config.default_input_size
         check_predictor_settings(input_size, network.config.patch_size, batch_size)
         self.device = device or torch.device("cpu")
@@ -189,13 +200,23 @@ class DepthPredictor(BatchedPredictor):
         self.output_kind = network.config.output
         self.resizing = resizing_of(network.config, input_size)
         self.bytes_per_token = activation_bytes_per_token(network.config)
+        self.graphed: GraphedForward | None = None
+        if graphs if graphs is not None else self.device.type == "cuda":
+            self.graphed = GraphedForward(self.network, lambda: self._autocast(cache_enabled=False), batch_size)
 
-    def _autocast(self):
+    @property
+    def capture_seconds(self) -> float:
+        """Seconds spent capturing CUDA graphs so far (0 when the forward runs eagerly)."""
+        return self.graphed.capture_seconds if self.graphed is not None else 0.0
+
+    def _autocast(self, cache_enabled: bool = True):
         if self.dtype == torch.float32:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """The network's output for one batch, under inference mode and the predictor's autocast."""
+        if self.graphed is not None:
+            return self.graphed(batch)
         with torch.inference_mode(), self._autocast():
             return self.network(batch)

@@ -88,6 +88,12 @@ class Resizing:
         """An RGB image (uint8, or float32 in [0, 1]) at `network_size`, float32 in [0, 1]."""
         raise NotImplementedError
 
+    def resize_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """`resize_image` on the device: an RGB image tensor (H, W, 3; uint8, or float in [0, 1]) at `network_size`,
+        (3, h, w) float32 in [0, 1]. The same resampling in float arithmetic: equal to `resize_image` to float
+        rounding for float images, within one 8-bit level where that rounds 8-bit steps."""
+        raise NotImplementedError
+
     @staticmethod
     def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """A network map (B, 1, h, w) at `size`: (B, H, W), in the map's dtype, differentiable."""
@@ -111,6 +117,9 @@ class DAv2Resizing(Resizing):
     def resize_image(self, image: np.ndarray) -> np.ndarray:
         height, width = self.network_size(*image.shape[:2])
         return cv2.resize(to_float_rgb(image), (width, height), interpolation=cv2.INTER_CUBIC)
+
+    def resize_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        return _cubic(_channels_first(image) / _levels(image), self.network_size(*image.shape[:2]))
 
     @staticmethod
     def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -149,6 +158,20 @@ class DA3Resizing(Resizing):
         image = _resize_step(image, final, enlarge=final[0] > scaled[0] or final[1] > scaled[1])
         return to_float_rgb(image)
 
+    def resize_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[:2]
+        levels = _levels(image)
+        scaled = self._scaled(height, width)
+        final = self.network_size(height, width)
+        x = _channels_first(image)
+        for size, enlarge in ((scaled, max(scaled) > max(height, width)),
+                              (final, final[0] > scaled[0] or final[1] > scaled[1])):
+            if tuple(x.shape[-2:]) != tuple(size):
+                x = _cubic(x, size) if enlarge else _area(x, size)
+                if levels != 1.0:  # 8-bit pixels stay 8-bit between steps, as cv2 keeps them
+                    x = x.round().clamp_(0, 255)
+        return x / levels
+
     @staticmethod
     def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return _bilinear(output, size, align_corners=False)
@@ -159,6 +182,50 @@ def _resize_step(image: np.ndarray, size: tuple[int, int], enlarge: bool) -> np.
     if image.shape[:2] == tuple(size):
         return image
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
+
+
+def _channels_first(image: torch.Tensor) -> torch.Tensor:
+    return image.permute(2, 0, 1).float()
+
+
+def _levels(image: torch.Tensor) -> float:
+    return 255.0 if image.dtype == torch.uint8 else 1.0
+
+
+def _cubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """cv2's INTER_CUBIC (a = -0.75, pixel centres, edges replicated, no antialiasing) of a (C, H, W) float tensor."""
+    return F.interpolate(x[None], size=tuple(size), mode="bicubic", align_corners=False)[0]
+
+
+def _area_weights(length: int, size: int, device: torch.device) -> torch.Tensor:
+    """(size, length) weights of cv2's INTER_AREA along one axis when shrinking: each output pixel is the mean of the
+    input it covers, partly covered pixels weighted by the part covered."""
+    scale = length / size
+    edges = torch.arange(size + 1, dtype=torch.float64) * scale
+    pixels = torch.arange(length, dtype=torch.float64)
+    covered = (torch.minimum(edges[1:, None], pixels[None] + 1) - torch.maximum(edges[:-1, None], pixels[None]))
+    return (covered.clamp_(min=0) / scale).float().to(device)
+
+
+def _area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """cv2's INTER_AREA of a (C, H, W) float tensor shrunk (or kept) to `size` on each axis."""
+    rows = _area_weights(x.shape[-2], size[0], x.device)
+    cols = _area_weights(x.shape[-1], size[1], x.device)
+    return rows @ x @ cols.T
+
+
+def prepare_on_device(images: Sequence[np.ndarray], resizing: Resizing, device: torch.device) -> torch.Tensor:
+    """`prepare_batch` with the resizing and normalising done on `device` (a GPU): each image goes up as it is
+    (8 bits a channel) from pinned memory, without waiting, and comes out a normalised (B, 3, H, W) batch."""
+    mean = torch.tensor(MEAN, device=device)[:, None, None]
+    std = torch.tensor(STD, device=device)[:, None, None]
+    resized = []
+    for image in images:
+        host = torch.from_numpy(np.ascontiguousarray(image))
+        if device.type == "cuda":
+            host = host.pin_memory()
+        resized.append(resizing.resize_tensor(host.to(device, non_blocking=True)))
+    return (torch.stack(resized) - mean) / std
 
 
 RESIZINGS: dict[str, type[Resizing]] = {kind.name: kind for kind in (DAv2Resizing, DA3Resizing)}

@@ -1,4 +1,4 @@
-"""Finding input photos and decoding them to RGB arrays, optionally in background threads."""
+"""Finding input photos and decoding them to RGB arrays."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import os
 import re
 import stat
 import warnings
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, count
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -248,48 +246,3 @@ def _too_large_message(size: str, pixels: int, max_pixels: int | None, pillow_li
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def prefetch_images(
-    items: Sequence[InputItem], max_pixels: int | None, workers: int = 2, ahead: int = 8
-) -> Iterator[tuple[InputItem, np.ndarray | InputError]]:
-    """Decode images in `workers` background threads and yield (item, image or error) in order.
-
-    At most `ahead` images are queued (decoding or decoded) beyond the one just yielded.
-    InputErrors are yielded, not raised. Closing the generator cancels queued reads and
-    waits only for the reads already running.
-    """
-    if workers < 1 or ahead < 1:
-        raise ValueError(f"workers and ahead must be at least 1, got {workers} and {ahead}")
-    return _prefetch(items, max_pixels, workers, ahead)
-
-
-def _prefetch(
-    items: Sequence[InputItem], max_pixels: int | None, workers: int, ahead: int
-) -> Iterator[tuple[InputItem, np.ndarray | InputError]]:
-    remaining = iter(items)
-    queue: deque[tuple[InputItem, Future[np.ndarray | InputError]]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anydepth-read") as pool:
-
-        def submit_next() -> None:
-            item = next(remaining, None)
-            if item is not None:
-                queue.append((item, pool.submit(_read_or_error, item.path, max_pixels)))
-
-        try:
-            for _ in range(ahead):
-                submit_next()
-            while queue:
-                item, future = queue.popleft()
-                submit_next()
-                yield item, future.result()
-        finally:
-            for _, future in queue:
-                future.cancel()
-
-
-def _read_or_error(path: Path, max_pixels: int | None) -> np.ndarray | InputError:
-    try:
-        return read_image(path, max_pixels)
-    except InputError as exc:
-        return exc
