@@ -25,6 +25,7 @@ caller is interrupted) cancels what has not started and waits only for the work 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 J = TypeVar("J")
 R = TypeVar("R")
 
+WORKERS = min(8, max(2, (os.cpu_count() or 2) // 2))
+"""Reading threads, and writing threads, by default: decoding, colouring and encoding release the GIL, and on a GPU
+machine they, not the network, set the pace."""
 DEFAULT_PIXEL_BUDGET = 64_000_000
 """Pixels of decoded images the engine lets wait at once (e.g. 200 photos of 640×480, or 2 of 24 MP)."""
 
@@ -113,8 +117,8 @@ class Engine:
     """
 
     def __init__(self, predictor: MapPredictor, batch_size: int = 1, *, tiling: TilePolicy | None = None,
-                 confidence: bool = False, tile_progress: TileProgress | None = None, readers: int = 2,
-                 writers: int = 2, capacity: int | None = None, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
+                 confidence: bool = False, tile_progress: TileProgress | None = None, readers: int = WORKERS,
+                 writers: int = WORKERS, capacity: int | None = None, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
                  batch_pixels: int | None = None, max_wait: float | None = None) -> None:
         if batch_size < 1 or readers < 1 or writers < 1:
             raise ValueError("batch_size, readers and writers must be at least 1")
