@@ -307,3 +307,36 @@ def test_graph_buckets_pad_batches_to_powers_of_two_within_the_largest():
 
     assert [bucket_batch(n, 8) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
     assert bucket_batch(3, 3) == 3 and bucket_batch(5, 4) == 5
+
+
+def test_the_colour_picture_made_on_the_device_equals_the_cpu_one():
+    import torch
+
+    from anydepth_cli.io.writers import colorize, colorize_tensor
+
+    rng = np.random.default_rng(5)
+    for shape in [(480, 640), (97, 301), (1500, 2000)]:
+        values = (rng.random(shape) ** 2 * 10).astype(np.float32)
+        values[0, :5] = np.nan
+        for invert in (False, True):
+            expected = colorize(values, "inferno", invert)
+            assert np.array_equal(colorize_tensor(torch.from_numpy(values), "inferno", invert).numpy(), expected)
+            assert len(np.unique(expected.reshape(-1, 3), axis=0)) > 100
+    constant = np.full((8, 8), 3.0, np.float32)
+    assert np.array_equal(colorize_tensor(torch.from_numpy(constant)).numpy(), colorize(constant))
+
+
+def test_work_on_the_device_reaches_finish_for_every_image_of_a_batch(tiny_sdt_predictor):
+    """The engine's `on_device` (run only on CUDA; forced here) sees each map before it leaves the device, in the
+    batch's own order, and its arrays reach `finish` with the map they were made from."""
+
+    images = [_image(n, (48, 64) if n % 2 else (64, 48)) for n in range(6)]
+    engine = Engine(tiny_sdt_predictor, batch_size=4)
+    engine.on_device = lambda values: {"double": (values * 2).numpy(), "device": np.array(str(values.device))}
+
+    def finish(number: int, loaded: Loaded, prediction: Prediction) -> None:
+        assert np.array_equal(prediction.extras["double"], prediction.values * 2)
+        assert prediction.values.shape == images[number].shape[:2]
+
+    outcomes = list(engine.stream(range(6), lambda n: Loaded(images[n]), finish))
+    assert all(outcome.error is None for outcome in outcomes)

@@ -215,6 +215,9 @@ def predict(
                 clip_summary = run_videos(clips, predictor, options, tiling, clip_progress, batch_size, max_pixels,
                                           skip_existing)
     print_summary(photo_summary, clip_summary, output, len(discovery.skipped), cleaned)
+    captured = getattr(predictor, "capture_seconds", 0.0)
+    if captured:
+        err.print(f"[dim]CUDA graphs: {captured:.2f} s of that capturing, once per input shape[/]")
     failed = photo_summary.failed + clip_summary.failed
     if share is not None:
         record = write_shard_summary(share, output, [item.relative for item in [*photos, *clips]],

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -73,11 +73,13 @@ class Loaded:
 @dataclass(frozen=True)
 class Prediction:
     """The model's quantity (float32 H×W, at the wanted size) for one input; from tiled runs the per-pixel confidence
-    (when asked for) and the number of tiles (0: one whole pass)."""
+    (when asked for) and the number of tiles (0: one whole pass); and the `extras` made on the device."""
 
     values: np.ndarray
     confidence: np.ndarray | None = None
     tiles: int = 0
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """What the engine's `on_device` made of the map on the device (e.g. its colour picture)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class Outcome(Generic[J, R]):
     error: AnyDepthError | None = None
 
 
+DeviceWork = Callable[[Any], "dict[str, np.ndarray]"]
+"""Work on a map while it is on a GPU (a torch tensor, H×W), giving arrays for `finish` (`Prediction.extras`); run
+only when the predictor is on CUDA."""
 TilePolicy = Callable[[np.ndarray], "TileConfig | None"]
 """For an image, the tile geometry to run it by tiles with, or None for one whole pass."""
 TileProgress = Callable[[object, int, int], None]
@@ -119,7 +124,8 @@ class Engine:
     def __init__(self, predictor: MapPredictor, batch_size: int = 1, *, tiling: TilePolicy | None = None,
                  confidence: bool = False, tile_progress: TileProgress | None = None, readers: int = WORKERS,
                  writers: int = WORKERS, capacity: int | None = None, pixel_budget: int = DEFAULT_PIXEL_BUDGET,
-                 batch_pixels: int | None = None, max_wait: float | None = None) -> None:
+                 batch_pixels: int | None = None, max_wait: float | None = None,
+                 on_device: DeviceWork | None = None) -> None:
         if batch_size < 1 or readers < 1 or writers < 1:
             raise ValueError("batch_size, readers and writers must be at least 1")
         self.predictor = predictor
@@ -132,6 +138,8 @@ class Engine:
         self.pixel_budget = pixel_budget
         self.batch_pixels = batch_pixels
         self.max_wait = max_wait
+        self.on_device = on_device if getattr(predictor, "device", None) is not None and \
+            predictor.device.type == "cuda" else None
         self._lock = threading.Condition()
         self._in_flight = 0
         self._limit = min(self.capacity, max(2, readers))  # until the first image says how large they are
@@ -345,7 +353,13 @@ class Engine:
             return
         try:
             images = [loaded.image for _, loaded in window]
-            if any(loaded.size is not None for _, loaded in window):
+            extras: list[dict[str, np.ndarray]] = [{} for _ in window]
+            if self.on_device is not None:
+                work = self.on_device
+                maps = self.predictor.predict_batch(images, [loaded.size or loaded.image.shape[:2]
+                                                             for _, loaded in window],
+                                                    on_device=lambda i, values: extras[i].update(work(values)))
+            elif any(loaded.size is not None for _, loaded in window):
                 maps = self.predictor.predict_batch(images, [loaded.size or loaded.image.shape[:2]
                                                              for _, loaded in window])
             else:
@@ -357,8 +371,8 @@ class Engine:
             for single in window:
                 self._run_window([single])
             return
-        for (entry, loaded), values in zip(window, maps):
-            self._write(entry, loaded, Prediction(values))
+        for (entry, loaded), values, made in zip(window, maps, extras):
+            self._write(entry, loaded, Prediction(values, extras=made))
 
     def _run_tiled(self, entry: _Entry, loaded: Loaded, config: TileConfig) -> None:
         from anydepth_cli.inference.tiling import predict_tiled

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 from collections import defaultdict
 from contextlib import nullcontext
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 MEMORY_SHARE = 0.8
 """The share of the free memory one batch may plan to use (the rest: decoding threads, writers)."""
+
+
+OnDevice = Callable[[int, torch.Tensor], None]
+"""Called with an image's index in the batch and its map (H×W, float32) still on the predictor's device."""
 
 
 class MapPredictor(Protocol):
@@ -108,10 +112,11 @@ class BatchedPredictor:
         tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
         return tokens * self.bytes_per_token + 16 * image_pixels
 
-    def predict_batch(self, images: Sequence[np.ndarray],
-                      sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    def predict_batch(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None,
+                      on_device: OnDevice | None = None) -> list[np.ndarray]:
         """The model's quantity (float32, `output_kind`) for each RGB image, at that image's size or at its entry of
-        `sizes`, brought back from the network's resolution by `resizing`.
+        `sizes`, brought back from the network's resolution by `resizing`. `on_device(index, map)` is called with
+        each image's map while it is still on the device (a GPU), before it comes back.
 
         Raises InputError when one image alone needs more memory than the machine has.
         """
@@ -121,13 +126,14 @@ class BatchedPredictor:
             groups[self.network_input(*image.shape[:2])].append(index)
         results: list[np.ndarray | None] = [None] * len(images)
         for size, indices in groups.items():
-            maps = self._predict_group([images[i] for i in indices], [targets[i] for i in indices], size)
+            hook = None if on_device is None else lambda i, values, at=indices: on_device(at[i], values)
+            maps = self._predict_group([images[i] for i in indices], [targets[i] for i in indices], size, hook)
             for index, values in zip(indices, maps):
                 results[index] = values
         return results
 
-    def _predict_group(self, images: list[np.ndarray], targets: list[tuple[int, int]],
-                       size: tuple[int, int]) -> list[np.ndarray]:
+    def _predict_group(self, images: list[np.ndarray], targets: list[tuple[int, int]], size: tuple[int, int],
+                       on_device: OnDevice | None) -> list[np.ndarray]:
         """Maps at `targets` for images of one network input size, in batches that fit in memory."""
         pixels = max(max(image.shape[0] * image.shape[1], h * w) for image, (h, w) in zip(images, targets))
         need = self.memory_needed(size, pixels)
@@ -145,8 +151,11 @@ class BatchedPredictor:
             chunk = images[done: done + step]
             try:
                 output = self.run(self.prepare(chunk)).float()
-                results.extend(self.resizing.resize_back(output[i: i + 1], target)[0].cpu().numpy()
-                               for i, target in enumerate(targets[done: done + step]))
+                for i, target in enumerate(targets[done: done + step]):
+                    values = self.resizing.resize_back(output[i: i + 1], target)[0]
+                    if on_device is not None:
+                        on_device(done + i, values)
+                    results.append(values.cpu().numpy())
             except (MemoryError, RuntimeError) as exc:
                 if not is_out_of_memory(exc):
                     raise

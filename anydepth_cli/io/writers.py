@@ -15,12 +15,15 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from anydepth_cli.errors import InputError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CMAP = "inferno"
 """Perceptually uniform; near is bright yellow, far is black (see `near_is_dark`)."""
@@ -214,6 +217,39 @@ def colorize(
         levels = 255.0 - levels
     np.clip(levels, 0.0, 255.0, out=levels)
     rgb = lut[(levels + 0.5).astype(np.uint8)]
+    if not all_finite:
+        rgb[~finite] = 0
+    return rgb
+
+
+def colorize_tensor(values: torch.Tensor, cmap: str = DEFAULT_CMAP, invert: bool = False) -> torch.Tensor:
+    """`colorize` on the map's own device (a GPU), so that only the picture comes back: the same normalisation (the
+    1st and 99th percentiles of the same subsample of finite values), look-up table and rounding, in float32;
+    (H, W, 3) uint8 on that device."""
+    import torch
+
+    lut = torch.tensor(_lut(cmap), device=values.device)
+    values = values.float()
+    finite = torch.isfinite(values)
+    all_finite = bool(finite.all())
+    finite_values = (values if all_finite else values[finite]).flatten()
+    sample = finite_values
+    low = high = 0.0
+    if sample.numel():
+        if sample.numel() > _PERCENTILE_SAMPLE:
+            sample = sample[:: sample.numel() // _PERCENTILE_SAMPLE]
+        quantiles = torch.quantile(sample.double(), torch.tensor([0.01, 0.99], dtype=torch.float64,
+                                                                 device=values.device))
+        low, high = (float(v) for v in quantiles)
+        if high <= low:
+            low, high = float(finite_values.min()), float(finite_values.max())
+    if not all_finite:
+        values = torch.where(finite, values, torch.tensor(low, dtype=torch.float32, device=values.device))
+    scale = 255.0 / (high - low) if high > low else 0.0
+    levels = (values - torch.tensor(low, dtype=torch.float32)) * torch.tensor(scale, dtype=torch.float32)
+    if invert:
+        levels = 255.0 - levels
+    rgb = lut[(levels.clamp(0.0, 255.0) + 0.5).to(torch.uint8).long()]
     if not all_finite:
         rgb[~finite] = 0
     return rgb

@@ -16,6 +16,7 @@ from anydepth_cli.io.images import InputItem, read_image
 from anydepth_cli.io.writers import (
     DEFAULT_CMAP,
     colorize,
+    colorize_tensor,
     near_is_dark,
     side_by_side,
     write_color_png,
@@ -25,6 +26,8 @@ from anydepth_cli.io.writers import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from anydepth_cli.geometry.camera import Intrinsics
     from anydepth_cli.geometry.pointcloud import PointCloud
 
@@ -132,10 +135,14 @@ def run_images(
         return Loaded(read_image(item.path, max_pixels))
 
     def finish(item: InputItem, loaded: Loaded, prediction: Prediction) -> str | None:
-        return write_outputs(item, loaded.image, prediction.values, kind, prediction.confidence, outputs)
+        return write_outputs(item, loaded.image, prediction.values, kind, prediction.confidence, outputs,
+                             prediction.extras.get("picture"))
+
+    def picture(values: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"picture": colorize_tensor(values, outputs.cmap, near_is_dark(kind, outputs.invert)).cpu().numpy()}
 
     engine = Engine(predictor, batch_size, tiling=tiling.policy(predictor.input_size), confidence=outputs.confidence,
-                    tile_progress=reporter.tiles)
+                    tile_progress=reporter.tiles, on_device=picture)
     try:
         for outcome in engine.stream(todo, load, finish):
             _record(outcome, summary, reporter)
@@ -167,11 +174,11 @@ def _record(outcome: Outcome[InputItem, str | None], summary: Summary, reporter:
 
 
 def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: str,
-                  confidence: np.ndarray | None, outputs: OutputOptions) -> str | None:
-    """Write every requested file for one image's map of `kind` (depth or disparity); returns a note to show
-    the user (point-cloud settings)."""
+                  confidence: np.ndarray | None, outputs: OutputOptions, picture: np.ndarray | None = None) -> str | None:
+    """Write every requested file for one image's map of `kind` (depth or disparity), with its colour `picture` when
+    it was made already (on the GPU); returns a note to show the user (point-cloud settings)."""
     paths = outputs.paths(item, kind)
-    color = depth_picture(values, kind, outputs.cmap, outputs.invert)
+    color = picture if picture is not None else depth_picture(values, kind, outputs.cmap, outputs.invert)
     write_color_png(paths["color"], color)
     if outputs.raw == "npy":
         write_npy(paths["raw"], values)
