@@ -87,12 +87,14 @@ class Plan:
     pairs: int
     train_steps: int
     budgets: dict[str, float]
+    input_size: int | None = None
+    """`--input-size` of predict and eval (None: the model's own)."""
 
 
 FULL = Plan((256, 512, 1024), (), 500, 600, (1280, 720), 200, 40,
             {"bench": 115, "predict": 75, "video": 60, "eval": 30, "train": 30, "graphs": 30})
 QUICK = Plan((32, 64), ("--runs", "3", "--warmup", "1"), 8, 16, (128, 96), 8, 2,
-             {"bench": 300, "predict": 120, "video": 120, "eval": 120, "train": 120, "graphs": 120})
+             {"bench": 300, "predict": 120, "video": 120, "eval": 120, "train": 120, "graphs": 120}, input_size=64)
 
 
 class CheckTimeout(Exception):
@@ -125,12 +127,12 @@ class Context:
     def cli(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """`python -m anydepth_cli ARGS` as a user runs it, within the check's budget (and `timeout`)."""
         return run([sys.executable, "-m", "anydepth_cli", *args], min(timeout or self.remaining(), self.remaining()),
-                   self.budget)
+                   f"anydepth {args[0]}")
 
 
-def run(command: Sequence[str], timeout: float, budget: float) -> subprocess.CompletedProcess:
+def run(command: Sequence[str], timeout: float, label: str) -> subprocess.CompletedProcess:
     """Run `command` in its own process group, killed with everything it started after `timeout` seconds (then
-    CheckTimeout naming `budget`) or when this script is interrupted."""
+    CheckTimeout naming `label`) or when this script is interrupted."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                start_new_session=True)
     try:
@@ -139,7 +141,7 @@ def run(command: Sequence[str], timeout: float, budget: float) -> subprocess.Com
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
-            raise CheckTimeout(f"timed out after {budget:g} s") from None
+            raise CheckTimeout(f"timed out after {timeout:.0f} s ({label})") from None
         raise
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -209,9 +211,11 @@ def model(context: Context) -> tuple[Path, Path]:
 
 
 def model_options(context: Context) -> list[str]:
+    """The options of predict and eval that choose the model, device, precision and input size."""
     weights, arch = model(context)
+    size = ["--input-size", str(context.plan.input_size)] if context.plan.input_size else []
     return ["--checkpoint", str(weights), "--arch", str(arch), "--device", context.device,
-            "--precision", context.precision]
+            "--precision", context.precision, *size]
 
 
 def clip(context: Context) -> Path:
@@ -226,6 +230,7 @@ def clip(context: Context) -> Path:
     scale = 1.5 * max(width / photo.width, height / photo.height)
     big = np.asarray(photo.resize((round(photo.width * scale), round(photo.height * scale)),
                                   Image.Resampling.BICUBIC))[..., ::-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name("partial_" + path.name)
     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), 30, (width, height))
     if not writer.isOpened():
@@ -340,7 +345,7 @@ def check_predict(context: Context) -> None:
                        "sample with work to the last")
     for label, extra in (("png", []), ("png_and_npy", ["--raw", "npy"])):
         with GpuSampler() as sampler:
-            done = context.cli("predict", str(folder), "-o", str(context.folder / label), "--tile", "off",
+            done = context.cli("predict", str(folder), "-o", str(context.folder / label),
                                *model_options(context), *extra)
         if failure(done):
             result[label] = failure(done)
@@ -390,7 +395,7 @@ def check_train(context: Context) -> None:
     if not (toy / "encoder.pth").is_file():
         shutil.rmtree(toy, ignore_errors=True)
         made = run([sys.executable, str(REPO / "tools" / "make_toy_dataset.py"), str(toy), "--fixtures",
-                    str(fixtures_dir())], context.remaining(), context.budget)
+                    str(fixtures_dir())], context.remaining(), "make_toy_dataset.py")
         if failure(made):
             context.result["toy_dataset"] = failure(made)
             return
