@@ -29,6 +29,7 @@ script runs on a CPU in a minute or two; its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -80,7 +81,9 @@ class Plan:
 
     resolutions: tuple[int, ...]
     bench_runs: tuple[str, ...]
-    """Extra `anydepth bench` options (timed forwards and warm-up)."""
+    """Extra `anydepth bench` options at batch 1 (timed forwards and warm-up)."""
+    batch8_runs: tuple[str, ...]
+    """The same at batch 8."""
     photos: int
     frames: int
     frame_size: tuple[int, int]
@@ -91,9 +94,9 @@ class Plan:
     """`--input-size` of predict and eval (None: the model's own)."""
 
 
-FULL = Plan((256, 512, 1024), (), 500, 600, (1280, 720), 200, 40,
+FULL = Plan((256, 512, 1024), (), ("--runs", "20", "--warmup", "3"), 500, 600, (1280, 720), 200, 40,
             {"bench": 115, "predict": 75, "video": 60, "eval": 30, "train": 30, "graphs": 30})
-QUICK = Plan((32, 64), ("--runs", "3", "--warmup", "1"), 8, 16, (128, 96), 8, 2,
+QUICK = Plan((32, 64), ("--runs", "3", "--warmup", "1"), ("--runs", "3", "--warmup", "1"), 8, 16, (128, 96), 8, 2,
              {"bench": 300, "predict": 120, "video": 120, "eval": 120, "train": 120, "graphs": 120}, input_size=64)
 
 
@@ -129,16 +132,31 @@ class Context:
         return run([sys.executable, "-m", "anydepth_cli", *args], min(timeout or self.remaining(), self.remaining()),
                    f"anydepth {args[0]}")
 
+    def attempt(self, label: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess | None:
+        """`cli(ARGS)`, or None when it failed or timed out, with what went wrong put in `result[label]`: one run
+        of a check that fails leaves the next its chance."""
+        try:
+            done = self.cli(*args, timeout=timeout)
+        except CheckTimeout as exc:
+            self.result[label] = {"error": str(exc)}
+            return None
+        if failure(done):
+            self.result[label] = failure(done)
+            return None
+        return done
+
 
 def run(command: Sequence[str], timeout: float, label: str) -> subprocess.CompletedProcess:
     """Run `command` in its own process group, killed with everything it started after `timeout` seconds (then
     CheckTimeout naming `label`) or when this script is interrupted."""
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]  # this checkout's package, installed or not
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               start_new_session=True)
+                               env=os.environ | {"PYTHONPATH": os.pathsep.join(paths)}, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except BaseException as exc:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just before
+            os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         if isinstance(exc, subprocess.TimeoutExpired):
             raise CheckTimeout(f"timed out after {timeout:.0f} s ({label})") from None
@@ -271,12 +289,11 @@ def check_bench(context: Context) -> None:
     sizes = [option for r in context.plan.resolutions for option in ("-r", str(r))]
     model_option = ["--arch", str(fixtures_dir() / f"{QUICK_NETWORK}.json")] if context.quick else []
     common = ["bench", *sizes, "--heads", "sdt,dpt", "--device", context.device, "--precision", context.precision,
-              "--json", *model_option, *context.plan.bench_runs]
+              "--json", *model_option]
     result = context.result
-    batch1 = context.cli(*common, "-o", str(context.folder / "batch1"), timeout=0.6 * context.budget)
-    if failure(batch1):
-        result["batch1"] = failure(batch1)
-    else:
+    batch1 = context.attempt("batch1", *common, *context.plan.bench_runs, "-o", str(context.folder / "batch1"),
+                             timeout=0.6 * context.budget)
+    if batch1 is not None:
         report = json.loads(batch1.stdout)
         latency = {(m["head"], m["resolution"]): m for m in report["measurements"]}
         ratios = {r: latency["dpt", r]["latency"]["p50_ms"] / latency["sdt", r]["latency"]["p50_ms"]
@@ -290,9 +307,9 @@ def check_bench(context: Context) -> None:
                  for r in context.plan.resolutions if r in SDT_GOAL_MS}
         goals[f"dpt_over_sdt_ge_{DPT_OVER_SDT}_at_every_size"] = min(ratios.values()) >= DPT_OVER_SDT
         result["goals"] = goals
-    batch8 = context.cli(*common, "--batch-size", "8", "-o", str(context.folder / "batch8"))
-    if failure(batch8):
-        result["batch8"] = failure(batch8)
+    batch8 = context.attempt("batch8", *common, *context.plan.batch8_runs, "--batch-size", "8",
+                             "-o", str(context.folder / "batch8"))
+    if batch8 is None:
         return
     measurements = json.loads(batch8.stdout)["measurements"]
     result["batch8_images_per_s"] = {f"{m['head']} {m['resolution']}": round(m["throughput_images_per_s"], 1)
@@ -343,12 +360,11 @@ def check_predict(context: Context) -> None:
     result.update(photos=context.plan.photos, goals={},
                   note="seconds: the run's own summary line; busy share: mean nvidia-smi utilisation from the first "
                        "sample with work to the last")
-    for label, extra in (("png", []), ("png_and_npy", ["--raw", "npy"])):
+    for label, extra, share_of_left in (("png", [], 0.5), ("png_and_npy", ["--raw", "npy"], 1.0)):
         with GpuSampler() as sampler:
-            done = context.cli("predict", str(folder), "-o", str(context.folder / label),
-                               *model_options(context), *extra)
-        if failure(done):
-            result[label] = failure(done)
+            done = context.attempt(label, "predict", str(folder), "-o", str(context.folder / label),
+                                   *model_options(context), *extra, timeout=share_of_left * context.remaining())
+        if done is None:
             continue
         written = int(find(r"written\s+(\d+) image", done.stderr).group(1))
         seconds = float(find(r"time\s+([\d.]+) s", done.stderr).group(1))
@@ -527,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no CUDA GPU here: use --device cpu --quick to try the script out")
     precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     try:
-        summary = run_checks(names, args.output, args.device, precision, args.quick)
+        summary = run_checks(names, args.output.resolve(), args.device, precision, args.quick)
     except KeyboardInterrupt:
         print(f"interrupted; summary in {args.output / 'summary.json'}", file=sys.stderr)
         return 130
