@@ -29,6 +29,7 @@ def test_the_readme_example_runs(tmp_path):
     assert code != readme_example()
     code += "\nassert result.map.shape == (200, 300) and picture.shape == (200, 300, 3) and len(cloud.points) > 0"
     code += "\nassert [r.map.shape for r in results] == [(90, 120), (120, 90)] and tiled.confidence is not None"
+    code += "\nassert numpy.load('b.jpg.npy').shape == (120, 90)"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr

@@ -171,7 +171,7 @@ def test_tiled_photo_with_confidence_and_point_cloud(tmp_path):
                      "--confidence", "--raw", "npy", "--side-by-side", "--pointcloud", "--fov", "60",
                      "--max-points", "5000", "--normals", *tiny_model_args())
     assert result.returncode == 0, result.stderr
-    assert "tiled" in result.stderr and "camera --fov 60" in result.stderr
+    assert "tiled 2 image(s)" in " ".join(result.stderr.split()) and "camera --fov 60" in result.stderr
     for stem, (width, height) in {"wide": (330, 250), "sub/small": (90, 60)}.items():
         assert np.load(out / f"{stem}_depth.npy").shape == (height, width)
         assert Image.open(out / f"{stem}_confidence.png").size == (width, height)

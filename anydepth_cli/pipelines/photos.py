@@ -134,9 +134,10 @@ def run_images(
     def load(item: InputItem) -> Loaded:
         return Loaded(read_image(item.path, max_pixels))
 
-    def finish(item: InputItem, loaded: Loaded, prediction: Prediction) -> str | None:
-        return write_outputs(item, loaded.image, prediction.values, kind, prediction.confidence, outputs,
+    def finish(item: InputItem, loaded: Loaded, prediction: Prediction) -> tuple[str | None, bool]:
+        note = write_outputs(item, loaded.image, prediction.values, kind, prediction.confidence, outputs,
                              prediction.extras.get("picture"))
+        return note, prediction.tiles > 0
 
     def picture(values: torch.Tensor) -> dict[str, np.ndarray]:
         return {"picture": colorize_tensor(values, outputs.cmap, near_is_dark(kind, outputs.invert)).cpu().numpy()}
@@ -160,16 +161,18 @@ def _skip_if_done(item: InputItem, kind: str, outputs: OutputOptions, summary: S
     return True
 
 
-def _record(outcome: Outcome[InputItem, str | None], summary: Summary, reporter: Reporter) -> None:
-    """Count one photo's outcome and report it."""
+def _record(outcome: Outcome[InputItem, tuple[str | None, bool]], summary: Summary, reporter: Reporter) -> None:
+    """Count one photo's outcome (its point-cloud note, whether it ran by tiles) and report it."""
     item = outcome.job
     if outcome.error is not None:
         summary.failed.append((item.path, str(outcome.error)))
         reporter.image_done(item, str(outcome.error))
         return
+    note, tiled = outcome.result
     summary.written += 1
-    if outcome.result:
-        summary.notes.append(f"{item.relative}: {outcome.result}")
+    summary.tiled += tiled
+    if note:
+        summary.notes.append(f"{item.relative}: {note}")
     reporter.image_done(item, None)
 
 
