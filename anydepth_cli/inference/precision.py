@@ -85,8 +85,9 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     return select_dtype(precision, device)
 
 
-def slow_precision_note(dtype: torch.dtype, device: torch.device) -> str | None:
-    """One line saying a bf16 run on a CPU without AMX-BF16 or AVX512-BF16 will be slow; None otherwise."""
+def slow_precision_note(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """One line saying a bf16 run on a CPU without AMX-BF16 or AVX512-BF16 will be slow; None otherwise (and for a
+    runtime without a torch dtype)."""
     if device.type != "cpu" or dtype != torch.bfloat16 or cpu_bf16_instructions() is not None:
         return None
     return "this CPU has neither AMX-BF16 nor AVX512-BF16: bf16 runs emulated and will be slower than fp32"
