@@ -146,7 +146,8 @@ def _show_installation(json_output: bool) -> None:
     table.add_row("MPS", "yes" if facts["mps"] else "no")
     table.add_row("CPU threads", f"{facts['cpu_threads']} ({facts['cpu']})")
     precision = facts["cpu_precision"]
-    table.add_row("CPU precision", f"--precision auto runs {precision['auto']} ({precision['reason'].removeprefix('auto: ')})")
+    reason = precision["reason"].removeprefix("auto: ")
+    table.add_row("CPU precision", f"--precision auto runs {precision['auto']} ({reason})")
     table.add_row("Hub cache", facts["hub_cache"])
     table.add_row("offline mode", "on (HF_HUB_OFFLINE)" if facts["offline"] else "off")
     cached = [f"{name} ({info['bytes'] / 2**20:.0f} MB)" for name, info in facts["cached_models"].items()]

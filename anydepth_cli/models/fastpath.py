@@ -1,5 +1,6 @@
 """Faster CPU kernels for the same functions: linear layers and convolutions on oneDNN with the activation after
-them (and a transformer block's residual additions) fused in, the cls readout without its concatenation, DySample's sampling as one weighted gather.
+them (and a transformer block's residual additions) fused in, the cls readout without its concatenation,
+DySample's sampling as one weighted gather.
 
 Each module computes what the module it replaces computes, up to float rounding, and falls back
 to that module's standard PyTorch ops wherever the faster kernel does not apply: on GPUs, under
