@@ -1,7 +1,7 @@
 """What each precision costs in accuracy, measured: fp32, bf16 (PyTorch), fp16 and int8 (ONNX Runtime).
 
     python benchmarks/precision.py                          # both encoder families, 150 steps, every fixture
-    python benchmarks/precision.py --steps 400 --seeds 0,1
+    python benchmarks/precision.py --steps 400 --seeds 0,1 --families dinov3 --only-fixtures "tiny_*_sdt"
 
 Accuracy of trained heads: small heads are trained on the toy set of `tools/make_toy_dataset.py` as
 `benchmarks/train_learning.py` trains them (in fp32), then scored on its held-out images as `anydepth eval` scores
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import matplotlib
 import numpy as np
@@ -81,9 +82,8 @@ def calibration_of(images: list[np.ndarray], config: NetworkConfig, size: int) -
     return [prepare_batch([image], resizing).numpy() for image in images]
 
 
-def trained_heads(root: Path, args: argparse.Namespace) -> list[dict]:
+def trained_heads(root: Path, args: argparse.Namespace) -> Iterator[dict]:
     """Train a head per family and seed, and score it in every precision."""
-    rows = []
     val = discover_pairs(root / "val")
     train_images = [read_rgb(pair.image) for pair in discover_pairs(root / "train")]
     for family in args.families.split(","):
@@ -98,18 +98,16 @@ def trained_heads(root: Path, args: argparse.Namespace) -> list[dict]:
                 scores[precision] = result.aggregates["model"]
             for precision, score in scores.items():
                 change = score["abs_rel"] / scores["fp32"]["abs_rel"] - 1
-                rows.append({"kind": "trained head", "family": family, "seed": seed, "steps": args.steps,
-                             "precision": precision, "abs_rel": round(score["abs_rel"], 5),
-                             "delta1": round(score["delta1"], 5), "abs_rel_change_vs_fp32": round(change, 5)})
-    return rows
+                yield {"kind": "trained head", "family": family, "seed": seed, "steps": args.steps,
+                       "precision": precision, "abs_rel": round(score["abs_rel"], 5),
+                       "delta1": round(score["delta1"], 5), "abs_rel_change_vs_fp32": round(change, 5)}
 
 
-def fixture_differences(root: Path, args: argparse.Namespace) -> list[dict]:
+def fixture_differences(root: Path, args: argparse.Namespace) -> Iterator[dict]:
     """Every fixture network on the sample photo in every precision, against its fp32 output."""
     photo = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", None)
     train_images = [read_rgb(pair.image) for pair in discover_pairs(root / "train")]
-    rows = []
-    for path in sorted(args.fixtures.glob("*.json")):
+    for path in sorted(args.fixtures.glob(f"{args.only_fixtures}.json")):
         config = NetworkConfig.from_file(path)
         network = load_network(config, path.with_suffix(".pth"))
         folder = root / path.stem
@@ -118,9 +116,8 @@ def fixture_differences(root: Path, args: argparse.Namespace) -> list[dict]:
         maps = {precision: runner(precision).predict_batch([photo])[0] for precision in PRECISIONS}
         for precision, values in maps.items():
             difference = output_difference(torch.from_numpy(values), torch.from_numpy(maps["fp32"]))
-            rows.append({"kind": "fixture", "fixture": path.stem, "precision": precision,
-                         "max_difference_over_range": float(f"{difference['max_difference_over_range']:.3g}")})
-    return rows
+            yield {"kind": "fixture", "fixture": path.stem, "precision": precision,
+                   "max_difference_over_range": float(f"{difference['max_difference_over_range']:.3g}")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--input-size", type=int, default=56)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--only-fixtures", default="*", help="a glob over the fixtures' names")
     parser.add_argument("--fixtures", type=Path,
                         default=Path(os.environ.get("ANYDEPTH_FIXTURES_DIR") or REPO.parent / "shared" / "fixtures"))
     args = parser.parse_args(argv)
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
         make_toy_set(root, args.families.split(","), args.fixtures)
-        for row in [*trained_heads(root, args), *fixture_differences(root, args)]:
+        for row in itertools.chain(trained_heads(root, args), fixture_differences(root, args)):
             print(json.dumps(row), flush=True)
     return 0
 
