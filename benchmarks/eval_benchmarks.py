@@ -115,8 +115,8 @@ def build_predictor(model: str | None, device: str, batch_size: int, input_size:
     else:
         spec = get_model(model)
         network, size = build_network(spec.config).to(target), spec.input_size
-    return DepthPredictor(prepare_for_inference(network), input_size or size, target, select_dtype("auto", target),
-                          batch_size)
+    dtype = select_dtype("auto", target)
+    return DepthPredictor(prepare_for_inference(network, dtype), input_size or size, target, dtype, batch_size)
 
 
 def _predict(predictor, images: list[np.ndarray], tile: str, tiles: dict) -> list[np.ndarray]:

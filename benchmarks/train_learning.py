@@ -71,21 +71,36 @@ def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) 
     return out
 
 
-def one_run(root: Path, family: str, target: str, steps: int, lr: float, seed: int, args: argparse.Namespace) -> dict:
-    """Train one fresh head and score it before and after."""
-    arch = args.fixtures / f"{FAMILIES[family]}.json"
-    encoder = root / f"encoder-{family}.pth"
-    device = select_device(args.device)
-    config = training_config(NetworkConfig.from_file(arch), target)
-    before = held_out(fresh_network(config, encoder, seed), root / "val", args.input_size, device)
+def train_head(root: Path, family: str, target: str, steps: int, lr: float, seed: int,
+               args: argparse.Namespace) -> tuple[Path, Losses, float]:
+    """Train one fresh head on `root`/train with the family's fixture encoder (`make_toy_set`): the run's folder
+    (model.pth, arch.json), its losses and the seconds taken."""
     output = root / f"run-{family}-{target}-{steps}-{lr}-{seed}"
-    options = TrainOptions(data=(root / "train",), output=output, arch=arch, encoder_weights=encoder, target=target,
-                           steps=steps, lr=lr, seed=seed, input_size=args.input_size, batch_size=args.batch_size,
+    options = TrainOptions(data=(root / "train",), output=output, arch=args.fixtures / f"{FAMILIES[family]}.json",
+                           encoder_weights=root / f"encoder-{family}.pth", target=target, steps=steps, lr=lr,
+                           seed=seed, input_size=args.input_size, batch_size=args.batch_size,
                            precision=args.precision, device=args.device, workers=0, save_every=10 ** 9)
     losses = Losses()
     began = time.perf_counter()
     train(options, losses)
-    seconds = time.perf_counter() - began
+    return output, losses, time.perf_counter() - began
+
+
+def make_toy_set(root: Path, families: list[str], fixtures: Path) -> None:
+    """The toy set's train (32) and val (8) folders, and each family's fixture encoder, under `root`."""
+    make_dataset(root / "train", 32, 0)
+    make_dataset(root / "val", 8, 1)
+    for family in families:
+        save_fixture_encoder(root / f"encoder-{family}.pth", fixtures, FAMILIES[family])
+
+
+def one_run(root: Path, family: str, target: str, steps: int, lr: float, seed: int, args: argparse.Namespace) -> dict:
+    """Train one fresh head and score it before and after."""
+    device = select_device(args.device)
+    config = training_config(NetworkConfig.from_file(args.fixtures / f"{FAMILIES[family]}.json"), target)
+    before = held_out(fresh_network(config, root / f"encoder-{family}.pth", seed), root / "val", args.input_size,
+                      device)
+    output, losses, seconds = train_head(root, family, target, steps, lr, seed, args)
     after = held_out(load_network(NetworkConfig.from_file(output / "arch.json"), output / "model.pth"),
                      root / "val", args.input_size, device)
     return {"family": family, "target": target, "steps": steps, "lr": lr, "seed": seed,
@@ -114,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                              [int(s) for s in args.seeds.split(",")])
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
-        make_dataset(root / "train", 32, 0)
-        make_dataset(root / "val", 8, 1)
-        for family in args.families.split(","):
-            save_fixture_encoder(root / f"encoder-{family}.pth", args.fixtures, FAMILIES[family])
+        make_toy_set(root, args.families.split(","), args.fixtures)
         for family, target, steps, lr, seed in grid:
             print(json.dumps(one_run(root, family, target, steps, lr, seed, args)), flush=True)
     return 0

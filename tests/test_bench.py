@@ -266,6 +266,15 @@ def test_cpu_target_is_judged_on_the_default_model_at_518():
     assert elsewhere[0].met is None and "--resolution 518" in elsewhere[0].note
 
 
+def test_cpu_target_in_bf16_is_judged_against_the_bf16_peak_at_its_own_share():
+    met = report.targets(_result("cpu", "bf16", [_measurement(DEFAULT_MODEL, "sdt", 518, 1000.0, 60 * 10**9)]))[0]
+    assert (met.met, met.measured) == (True, "60.0%") and "in bf16" in met.goal and "≥ 55%" in met.goal
+    missed = report.targets(_result("cpu", "bf16", [_measurement(DEFAULT_MODEL, "sdt", 518, 1000.0, 50 * 10**9)]))[0]
+    assert missed.met is False
+    fp16 = report.targets(_result("cpu", "fp16", [_measurement(DEFAULT_MODEL, "sdt", 518, 1000.0, 90 * 10**9)]))[0]
+    assert fp16.met is None and "--precision fp32" in fp16.note
+
+
 def test_gpu_target_is_judged_on_the_paper_model_in_bf16():
     run = [_measurement("dinov3-vitl", "sdt", 1024, 24.0, 10**12, paper=True)]
     cpu, gpu = report.targets(_result("cuda:0", "bf16", run, gpu="NVIDIA H100 80GB HBM3"))

@@ -63,7 +63,8 @@ class Family:
         checkpoint = lifted_checkpoint(name, FAMILIES[name][1], folder)
         self.config = NetworkConfig.from_file(arch)
         self.input_size = INPUT_SIZE[self.config.resize]
-        self.model = anydepth_cli.load(checkpoint, arch=arch, device="cpu", input_size=self.input_size)
+        self.model = anydepth_cli.load(checkpoint, arch=arch, device="cpu", precision="fp32",
+                                       input_size=self.input_size)
         self.network = self.model.predictor.network  # the one shared part: what is tested is the resizing around it
 
     def reference(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:

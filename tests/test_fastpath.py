@@ -13,8 +13,8 @@ from torch import nn
 from anydepth_cli.bench.weights import lift_outputs, output_difference, vary_weights
 from anydepth_cli.models import fastpath
 from anydepth_cli.models.config import NetworkConfig
-from anydepth_cli.models.fastpath import FastLinear, GatherDySample, SplitReadout
-from anydepth_cli.models.fuse import prepare_for_inference
+from anydepth_cli.models.fastpath import FastConv, FastLinear, GatherDySample, SplitReadout
+from anydepth_cli.models.fuse import cast_network, prepare_for_inference
 from anydepth_cli.models.network import build_network
 from anydepth_cli.models.sdt import DySample
 from fixtures_dir import fixtures_dir
@@ -22,6 +22,11 @@ from fixtures_dir import fixtures_dir
 FIXTURES = sorted(fixtures_dir().glob("*.json"))
 RELATIVE = 1e-5
 """Largest fast-path difference accepted, relative to the output's range: float rounding, nothing more."""
+BF16_ROUNDING = 2.0**-9
+"""bf16's relative rounding error (8 significant bits, rounded to nearest)."""
+BF16_OVER_AUTOCAST = 1.25
+"""The bf16 fast path against fp32 may err by at most this multiple of plain bf16 autocast's error on the network
+as built: its casts and fusions round in other places, but it must be no less accurate than autocast."""
 
 
 def random_dysample(channels: int, seed: int = 0) -> DySample:
@@ -145,3 +150,69 @@ def test_lift_outputs_puts_most_of_the_output_above_the_floor():
         lift_outputs(network, image)
         after = (network(image) > config.output_floor).float().mean()
     assert before == 0 and 0.85 <= after <= 0.95
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_fast_conv_equals_conv(relu, groups):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 24, 3, padding=1, groups=groups).eval().requires_grad_(False)
+    x = torch.randn(2, 16, 11, 13).contiguous(memory_format=torch.channels_last)
+    expected = F.relu(conv(x)) if relu else conv(x)
+    got = FastConv(conv, relu)(x)
+    assert got.shape == expected.shape and (expected < 0).any() != relu
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+def test_fast_conv_in_bf16_rounds_as_bf16_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 32, 3, padding=1).eval().requires_grad_(False).to(torch.bfloat16)
+    x = torch.randn(1, 32, 20, 20, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected, got = F.relu(conv(x)).float(), FastConv(conv, relu=True)(x)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max() <= 2 * BF16_ROUNDING * expected.abs().max()
+
+
+def test_gather_dysample_in_bf16_is_grid_sample_within_bf16_rounding():
+    """Positions stay float32; only the four weights and the sum are rounded to bf16, so each output errs by at
+    most 5 bf16 roundings of the largest input."""
+    reference = random_dysample(32)
+    x = torch.randn(1, 32, 23, 19).contiguous(memory_format=torch.channels_last)
+    fast = prepare_for_inference_of(reference)
+    with torch.inference_mode():
+        assert fast.applies(x.bfloat16())
+        expected = reference(x.bfloat16().float())
+        got = fast(x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max() <= 5 * BF16_ROUNDING * x.abs().max()
+    assert expected.std() > 0.5
+
+
+def prepare_for_inference_of(dysample: DySample) -> GatherDySample:
+    """A GatherDySample of a bf16 copy of `dysample`, its sub-pixel grid kept float32 as `cast_network` keeps it."""
+    fast = GatherDySample(copy.deepcopy(dysample))
+    cast_network(fast, torch.bfloat16)
+    assert fast.dysample.init_pos.dtype == torch.float32
+    return fast
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_bf16_fast_path_is_as_accurate_as_autocast_on_varied_weights(path, monkeypatch):
+    network = fixture_network(path)
+    fast = prepare_for_inference(copy.deepcopy(network), torch.bfloat16)
+    image = sample_input(network.config)
+    with torch.inference_mode():
+        expected = network(image)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = network(image)
+        got = fast(image)
+        monkeypatch.setattr(fastpath, "ONEDNN_LINEAR", False)
+        monkeypatch.setattr(fastpath, "ONEDNN_CONV", False)
+        without_onednn = fast(image)
+    allowed = BF16_OVER_AUTOCAST * output_difference(autocast, expected)["max_difference_over_range"]
+    assert got.dtype == torch.float32 and all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    for output in (got, without_onednn):
+        difference = output_difference(output, expected)
+        assert difference["max_difference_over_range"] <= allowed, (difference, allowed)
+    assert any(isinstance(m, FastConv) and m.relu for m in fast.modules())

@@ -251,7 +251,8 @@ def test_predict_with_onnxruntime_writes_what_torch_writes(tmp_path, cli_export)
     save_photo(photos / "sub" / "small.jpg", 90, 60, seed=4)
     common = ["predict", photos, "--raw", "npy", "--tile", "--tile-size", "140", "--confidence", "--pointcloud",
               "--max-points", "3000"]
-    torch_run = run_cli(*common, "-o", tmp_path / "torch", "--input-size", str(CLI_INPUT_SIZE), *tiny_model_args())
+    torch_run = run_cli(*common, "-o", tmp_path / "torch", "--input-size", str(CLI_INPUT_SIZE), *tiny_model_args(),
+                        "--precision", "fp32")
     ort_run = run_cli(*common, "-o", tmp_path / "ort", "--backend", "onnxruntime", "--onnx", cli_export[1])
     assert torch_run.returncode == 0, torch_run.stderr
     assert ort_run.returncode == 0, ort_run.stderr
@@ -267,7 +268,7 @@ def test_a_video_with_onnxruntime_matches_torch(tmp_path, cli_export):
     clip = tmp_path / "clip.mp4"
     make_clip(clip, frames=6, size=(96, 64), fps=12.0)
     torch_run = run_cli("predict", clip, "-o", tmp_path / "torch", "--raw", "npz", "--input-size",
-                        str(CLI_INPUT_SIZE), *tiny_model_args())
+                        str(CLI_INPUT_SIZE), *tiny_model_args(), "--precision", "fp32")
     ort_run = run_cli("predict", clip, "-o", tmp_path / "ort", "--raw", "npz", "--backend", "onnxruntime",
                       "--onnx", cli_export[1])
     assert torch_run.returncode == 0, torch_run.stderr

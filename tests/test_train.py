@@ -237,7 +237,7 @@ def test_the_readme_toy_model_learns_depth_the_right_way_round(data, tmp_path):
 
     untrained, _, _ = held_out(fresh_network(training_config(NetworkConfig.from_file(ARCH), "depth"), data["encoder"],
                                              seed=0), data["val"])
-    fp32 = eval_rows(output, data["val"], tmp_path / "eval-fp32")
+    fp32 = eval_rows(output, data["val"], tmp_path / "eval-fp32", "--precision", "fp32")
     bf16 = eval_rows(output, data["val"], tmp_path / "eval-bf16", "--precision", "bf16")
     abs_rel = {name: np.mean([float(row["abs_rel"]) for row in rows]) for name, rows in (("fp32", fp32), ("bf16", bf16))}
     scales = [float(row["scale"]) for row in fp32]

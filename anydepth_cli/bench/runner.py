@@ -29,9 +29,10 @@ from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
 from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory
 from anydepth_cli.inference.onnx_backend import cpu_name
-from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.precision import dtype_name, select_dtype
+from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.config import NetworkConfig
-from anydepth_cli.models.fastpath import ONEDNN_LINEAR
+from anydepth_cli.models.fastpath import FAST_DTYPES, ONEDNN_LINEAR
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
@@ -394,10 +395,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def matmul_kernels(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
-    """The matrix products a peak is taken over: `torch.mm`, and on the CPU in float32 also oneDNN's matmul, which
-    the fast path runs linear layers on (MKL's `torch.mm` uses only AVX2 on AMD processors)."""
+    """The matrix products a peak is taken over: `torch.mm`, and on the CPU in float32 or bf16 also oneDNN's
+    matmul, which the fast path runs linear layers on (MKL's `torch.mm` uses only AVX2 on AMD processors)."""
     kernels: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {"torch.mm": torch.mm}
-    if device.type == "cpu" and dtype == torch.float32 and ONEDNN_LINEAR:
+    if device.type == "cpu" and dtype in FAST_DTYPES and ONEDNN_LINEAR:
         kernels["oneDNN matmul"] = lambda a, b: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
     return kernels
 
@@ -567,9 +568,9 @@ def _timed(forward: Callable[[], Any], device: torch.device) -> float:
 
 
 def inference_networks(models: Sequence[BenchModel], device: torch.device, compile: bool,
-                       seed: int) -> dict[str, nn.Module]:
-    """Random-weight networks on `device`, one per model, prepared for inference and optionally compiled. They
-    share one encoder (the bench's heads all sit on the same one): timings are the same, and the memory is
+                       seed: int, dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
+    """Random-weight networks on `device`, one per model, prepared for inference in `dtype` and optionally compiled.
+    They share one encoder (the bench's heads all sit on the same one): timings are the same, and the memory is
     one encoder's."""
     networks: dict[str, nn.Module] = {}
     encoder = None
@@ -579,7 +580,7 @@ def inference_networks(models: Sequence[BenchModel], device: torch.device, compi
         if encoder is not None and type(encoder) is type(network.encoder) and encoder.layers == network.encoder.layers:
             network.encoder = encoder
         encoder = network.encoder
-        network = prepare_for_inference(network)
+        network = prepare_for_inference(network, dtype)
         networks[model.head] = torch.compile(network) if compile else network
     return networks
 
@@ -660,7 +661,7 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
     resolved = {
         "encoder": settings.encoder, "arch": settings.arch.to_dict() if settings.arch else None,
         "heads": list(settings.heads), "resolutions": list(resolutions), "device": str(device),
-        "precision": _dtype_name(dtype), "batch_size": settings.batch_size, "runs": settings.runs,
+        "precision": dtype_name(dtype), "batch_size": settings.batch_size, "runs": settings.runs,
         "warmup": warmup, "compile": settings.compile, "graphs": device.type == "cuda" and settings.graphs is not False,
         "seed": settings.seed, "weights": "random (no download)",
         "models": {m.head: {"label": m.label, "config": m.config.to_dict()} for m in models},
@@ -690,7 +691,7 @@ def _measure(models: list[BenchModel], resolutions: tuple[int, ...], settings: B
         progress(text, len(measurements), len(models) * len(resolutions))
 
     step("building the networks")
-    networks = inference_networks(models, device, settings.compile, settings.seed)
+    networks = inference_networks(models, device, settings.compile, settings.seed, dtype)
     heads = {name: _weight_bytes(network.head) for name, network in networks.items()}
     for resolution in resolutions:
         configurations = []
@@ -709,9 +710,6 @@ def _measure(models: list[BenchModel], resolutions: tuple[int, ...], settings: B
         torch.cuda.empty_cache()
     step("matmul peak")
     peaks.append(matmul_peak(device, dtype, size)[1])
-    peak = MatmulPeak(size, _dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
+    peak = MatmulPeak(size, dtype_name(dtype), max(peaks), tuple(peaks), tuple(matmul_kernels(device, dtype)))
     return measurements, peak
 
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]

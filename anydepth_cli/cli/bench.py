@@ -27,7 +27,7 @@ def bench(
     heads: Annotated[str, typer.Option(help="Comma-separated heads to measure: sdt (the paper's SDT-256), dpt (the paper's DPT-512) and dav2-dpt (Depth Anything V2's DPT-256).", rich_help_panel=MODEL)] = "sdt,dpt",
     arch: Annotated[Optional[Path], typer.Option(hidden=True, help="JSON architecture standing in for --encoder's model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 autocast on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 autocast on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward for the throughput; latency is always of one image.", rich_help_panel=RUN)] = 1,
     runs: Annotated[Optional[int], typer.Option(help="Timed forwards per configuration. [default: 50 on GPUs; on the CPU as many as fit in 30 s, 3 to 20]", show_default=False, rich_help_panel=RUN)] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed forwards first. [default: 10 on GPUs, 1 on the CPU, one more with --compile]", show_default=False, rich_help_panel=RUN)] = None,

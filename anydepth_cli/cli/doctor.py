@@ -40,6 +40,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from anydepth_cli import __version__
+    from anydepth_cli.inference.precision import choose_precision, cpu_bf16_instructions
     from anydepth_cli.io.encoders import pyav_missing
     from anydepth_cli.weights.hub import cache_dir, cached_path, offline_mode
     from anydepth_cli.models.registry import MODELS
@@ -59,6 +60,9 @@ def collect() -> dict[str, Any]:
         "mps": torch.backends.mps.is_available(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16_instructions(),
+        "cpu_precision": {"auto": (choice := choose_precision("auto", torch.device("cpu"))).name,
+                          "reason": choice.reason},
         "hub_cache": str(cache_dir()),
         "offline": offline_mode(),
         "cached_models": models,
@@ -141,6 +145,9 @@ def _show_installation(json_output: bool) -> None:
     table.add_row("CUDA devices", ", ".join(facts["cuda_devices"]) or "none")
     table.add_row("MPS", "yes" if facts["mps"] else "no")
     table.add_row("CPU threads", f"{facts['cpu_threads']} ({facts['cpu']})")
+    precision = facts["cpu_precision"]
+    reason = precision["reason"].removeprefix("auto: ")
+    table.add_row("CPU precision", f"--precision auto runs {precision['auto']} ({reason})")
     table.add_row("Hub cache", facts["hub_cache"])
     table.add_row("offline mode", "on (HF_HUB_OFFLINE)" if facts["offline"] else "off")
     cached = [f"{name} ({info['bytes'] / 2**20:.0f} MB)" for name, info in facts["cached_models"].items()]

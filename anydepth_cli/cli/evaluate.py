@@ -159,7 +159,7 @@ def evaluate(
     depth_scale: Annotated[Optional[float], typer.Option(help="Divisor from 16-bit PNG values to metres for DATA. \\[default: the preset's: 1000, 256 for kitti]", show_default=False, rich_help_panel=DATA)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval_per_image.csv and eval_summary.md + eval_abs_rel.png, or with --benchmark eval_benchmarks.md + eval_benchmarks.csv.", rich_help_panel=OUTPUT)] = DEFAULT_EVAL_OUTPUT,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
     output_kind: Annotated[str, typer.Option(help="Space to align each model in: model (the kind it declares), depth or disparity (for every model), or auto (try both, report which the data supports and score in that one; not with --benchmark).", rich_help_panel=MODEL)] = "model",
 ) -> None:

@@ -119,7 +119,7 @@ def predict(
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip photos and clips whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=RUN)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images (or tiles) per network call.", rich_help_panel=RUN)] = 4,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.", rich_help_panel=RUN)] = DEFAULT_MAX_PIXELS,
     shard: Annotated[Optional[str], typer.Option(metavar="K/N|auto|off", help="Process share K of N of the photos and of the clips (K from 0 to N-1; sorted by relative path), `auto` to take it from torchrun or srun, or `off`. \\[default: auto under torchrun/srun]", show_default=False, rich_help_panel=RUN)] = None,
@@ -190,6 +190,7 @@ def predict(
         # Before the heavy imports (torch): weights that cannot be had are reported at once.
         predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
                                           share.local_rank if share else None, backend.value, onnx)
+        from anydepth_cli.inference.precision import slow_precision_note
         from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
@@ -202,6 +203,8 @@ def predict(
                   f"{describe_inputs(len(photos), len(clips), len(discovery.items), len(discovery.skipped), share)}[/]")
         if codec_note:
             err.print(f"[yellow]note:[/] {escape(codec_note)}", highlight=False)
+        if slow := slow_precision_note(getattr(predictor, "dtype", None), predictor.device):
+            err.print(f"[yellow]note:[/] {escape(slow)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
         if photos:
             outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud)

@@ -1,5 +1,6 @@
-"""ONNX export: a network → one .onnx file with dynamic batch, height and width, its model card in the metadata,
-checked by `onnx.checker` and by ONNX Runtime against PyTorch before it is put in place."""
+"""ONNX export: a network → one .onnx file with dynamic batch, height and width, in fp32, fp16 or int8
+(`lowering`), its model card in the metadata, checked by `onnx.checker` and by ONNX Runtime against PyTorch before
+it is put in place."""
 
 from __future__ import annotations
 
@@ -10,20 +11,26 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
+import numpy as np
 import torch
 
-from anydepth_cli.errors import ExportError, MissingExtraError
+from anydepth_cli.errors import ExportError, InputError, MissingExtraError, UsageError
+from anydepth_cli.export.lowering import EXPORT_PRECISIONS, to_fp16, to_int8
 from anydepth_cli.inference.memory import keep_freed_memory
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.onnx_backend import TIMING_KEY, CpuTiming, OnnxPredictor, cpu_name
-from anydepth_cli.inference.preprocess import network_size
+from anydepth_cli.inference.preprocess import Resizing, network_size, prepare_batch, resizing_of
+from anydepth_cli.io.images import discover_inputs, read_image
 from anydepth_cli.io.writers import atomic_write
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.weights.checkpoint import load_network
 from anydepth_cli.weights.choice import choose_weights, weights_path
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 18
 INPUT_NAME = "image"
@@ -31,8 +38,14 @@ SAMPLE_GRID = (9, 11)
 """Patch grid of the traced input: unequal odd sides, not the trained 37×37, so that no size is baked in."""
 SINGLE_FILE_LIMIT = 2_000_000_000
 """Weights larger than this (bytes; protobuf's 2 GB limit) go to NAME.onnx.data beside the model."""
-TOLERANCE = 1e-3
-"""Largest |ONNX Runtime − PyTorch| accepted, relative to the output's largest magnitude (at least 1)."""
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+"""Largest |ONNX Runtime − PyTorch| accepted, relative to the output's largest magnitude (at least 1): float32
+rounding; for fp16, ten times what fp16's 11-bit significand gave on the shared fixtures (2e-3 to 3e-3 of the
+range), so that only a broken lowering fails."""
+INT8_CORRELATION = 0.9
+"""Least correlation of an int8 export's output with PyTorch's on a calibration photo (0.998 on the shared
+fixtures): int8 is checked for agreement, not for equality."""
+CALIBRATION_MAX_PIXELS = 120_000_000
 TIMING_RUNS = 3
 
 
@@ -46,6 +59,7 @@ class ExportSummary:
     external_data: Path | None
     check_shape: tuple[int, int]
     max_difference: float
+    correlation: float
     timing: CpuTiming
     """Both backends timed on this CPU, as recorded in the file for `predict --backend auto`."""
     seconds: float
@@ -62,8 +76,9 @@ def require_exporter() -> None:
 
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress prints, warnings and log records (errors still raise)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    """Silence the exporter's and the quantiser's progress prints, warnings and log records (errors still raise)."""
+    loggers = [logging.root,
+               *(logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript"))]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -93,15 +108,56 @@ def trace(network: DepthNetwork) -> "torch.onnx.ONNXProgram":
         raise ExportError(f"torch.onnx.export failed: {lines[-1] if lines else type(exc).__name__}") from None
 
 
-def check_with_onnxruntime(predictor: OnnxPredictor, network: DepthNetwork, shape: tuple[int, int]) -> float:
-    """max |ONNX Runtime − PyTorch| on a random input of `shape`, relative to the output's largest magnitude."""
-    sample = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
+def check_with_onnxruntime(predictor: OnnxPredictor, network: DepthNetwork, sample: torch.Tensor
+                           ) -> tuple[float, float]:
+    """max |ONNX Runtime − PyTorch| on `sample`, relative to the output's largest magnitude, and the correlation of
+    the two outputs."""
     with torch.inference_mode():
         expected = network(sample)
     output = predictor.run(sample)
     if output.shape != expected.shape:
         raise ExportError(f"the exported model gives shape {tuple(output.shape)}, PyTorch {tuple(expected.shape)}")
-    return float((output - expected).abs().max() / max(float(expected.abs().max()), 1.0))
+    correlation = float(torch.corrcoef(torch.stack([output.flatten(), expected.flatten()]))[0, 1])
+    return float((output - expected).abs().max() / max(float(expected.abs().max()), 1.0)), correlation
+
+
+def check_sample(shape: tuple[int, int], calibration: list[np.ndarray] | None) -> torch.Tensor:
+    """The input an export is checked on: the first calibration photo for int8 (its ranges are the photos'), else a
+    random image of `shape`."""
+    if calibration:
+        return torch.from_numpy(calibration[0])
+    return torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
+
+
+def calibration_batches(folder: Path, resizing: Resizing) -> list[np.ndarray]:
+    """Every readable photo in `folder` (recursively) as a normalised 1×3×H×W network input; UsageError when the
+    folder holds none."""
+    if not Path(folder).is_dir():
+        raise UsageError(f"--calibrate {folder} is not a folder")
+    try:
+        items = discover_inputs([Path(folder)]).items
+    except UsageError as exc:
+        raise UsageError(f"--calibrate: {exc}") from None
+    batches = []
+    for item in items:
+        try:
+            image = read_image(item.path, CALIBRATION_MAX_PIXELS)
+        except InputError:
+            continue
+        batches.append(prepare_batch([image], resizing).numpy())
+    if not batches:
+        raise UsageError(f"--calibrate {folder}: no readable photo ({len(items)} file(s) could not be read)")
+    return batches
+
+
+def lower(proto: "onnx.ModelProto", precision: str, calibration: list[np.ndarray] | None) -> "onnx.ModelProto":
+    """The traced float32 model in `precision` (see `lowering`)."""
+    if precision == "fp16":
+        return to_fp16(proto)
+    if precision == "int8":
+        with quiet_exporter():
+            return to_int8(proto, calibration or [], INPUT_NAME)
+    return proto
 
 
 def time_backends(predictor: OnnxPredictor, network: DepthNetwork, shape: tuple[int, int]) -> CpuTiming:
@@ -122,25 +178,28 @@ def time_backends(predictor: OnnxPredictor, network: DepthNetwork, shape: tuple[
                      statistics.median(seconds["onnxruntime"]))
 
 
-def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> ExportSummary:
-    """Write `network` (in eval mode, on the CPU, float32) to `path` as ONNX with `card` in its metadata.
+def export_network(network: DepthNetwork, path: Path, card: ModelCard,
+                   calibration: list[np.ndarray] | None = None) -> ExportSummary:
+    """Write `network` (in eval mode, on the CPU, float32) to `path` as ONNX in `card.precision` with `card` in its
+    metadata; an int8 export is calibrated on `calibration` (`calibration_batches`).
 
     The file appears only once `onnx.checker` passed and ONNX Runtime reproduced the network within TOLERANCE at a
-    size other than the traced one. Both backends are then timed on this CPU at that size (`time_backends`), and
-    the timing is stored in the file (TIMING_KEY) for `predict --backend auto`.
+    size other than the traced one (int8: correlated with it by INT8_CORRELATION on a calibration photo). Both
+    backends are then timed on this CPU at that size (`time_backends`), and the timing is stored in the file
+    (TIMING_KEY) for `predict --backend auto`.
     """
     import onnx
 
     started = time.perf_counter()
-    program = trace(network)
-    proto = program.model_proto
+    proto = lower(trace(network).model_proto, card.precision, calibration)
     for key, value in card.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"{card.model}: affine-invariant {card.output} from anydepth-cli {card.version}"
     weight_bytes = sum(t.numel() * t.element_size() for t in network.state_dict().values())
     external = Path(path).name + ".data" if weight_bytes > SINGLE_FILE_LIMIT else None
-    check_shape = network_size(3, 4, card.input_size, card.patch_size)
-    differences: list[float] = []
+    sample = check_sample(network_size(3, 4, card.input_size, card.patch_size), calibration)
+    check_shape = tuple(sample.shape[-2:])
+    differences: list[tuple[float, float]] = []
     timings: list[CpuTiming] = []
 
     def save(temp: Path) -> None:
@@ -154,9 +213,13 @@ def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> Export
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"onnx.checker rejects the exported model: {str(exc).strip().splitlines()[0]}") from None
         predictor = OnnxPredictor(temp, device="cpu")
-        differences.append(check_with_onnxruntime(predictor, network, check_shape))
-        if differences[0] > TOLERANCE:
-            raise ExportError(f"ONNX Runtime differs from PyTorch by {differences[0]:.2e} (relative) at "
+        differences.append(check_with_onnxruntime(predictor, network, sample))
+        difference, correlation = differences[0]
+        if card.precision == "int8" and not correlation >= INT8_CORRELATION:
+            raise ExportError(f"the int8 export correlates with PyTorch by only {correlation:.3f} on a calibration "
+                              "photo; the export is not written")
+        if card.precision != "int8" and difference > TOLERANCE[card.precision]:
+            raise ExportError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (relative) at "
                               f"{check_shape[0]}×{check_shape[1]}; the export is not written")
         timings.append(time_backends(predictor, network, check_shape))
         del predictor
@@ -171,22 +234,37 @@ def export_network(network: DepthNetwork, path: Path, card: ModelCard) -> Export
             data.unlink(missing_ok=True)
         raise
     size = Path(path).stat().st_size + (data.stat().st_size if data else 0)
-    return ExportSummary(Path(path), card, size, data, check_shape, differences[0], timings[0],
+    return ExportSummary(Path(path), card, size, data, check_shape, *differences[0], timings[0],
                          time.perf_counter() - started)
 
 
 def export_model(model: str | None, checkpoint: str | None, arch: Path | None, path: Path | None,
-                 input_size: int | None = None,
+                 input_size: int | None = None, precision: str = "fp32", calibrate: Path | None = None,
                  on_stage: Callable[[str], None] = lambda stage: None) -> ExportSummary:
-    """Export the chosen weights (downloaded if needed) to ONNX at `path` (default: NAME.onnx here); `on_stage` hears
-    what is being done."""
+    """Export the chosen weights (downloaded if needed) to ONNX at `path` (default: NAME.onnx here) in `precision`,
+    an int8 export calibrated on the photos in `calibrate`; `on_stage` hears what is being done."""
+    check_export_precision(precision, calibrate)
     require_exporter()
     choice = choose_weights(model, checkpoint, arch)
     size = input_size or choice.input_size
     if size < choice.config.patch_size:
         raise ExportError(f"--input-size must be at least {choice.config.patch_size}")
+    calibration = None
+    if precision == "int8":
+        on_stage("reading the calibration photos")
+        calibration = calibration_batches(calibrate, resizing_of(choice.config, size))
     on_stage("loading weights")
     network = prepare_for_inference(load_network(choice.config, weights_path(choice)))
     on_stage("exporting to ONNX (a minute or more for large models)")
-    return export_network(network, path or Path(Path(choice.label).stem + ".onnx"),
-                          ModelCard.of(choice.label, choice.config, size))
+    card = ModelCard.of(choice.label, choice.config, size, precision, len(calibration or []))
+    return export_network(network, path or Path(Path(choice.label).stem + ".onnx"), card, calibration)
+
+
+def check_export_precision(precision: str, calibrate: Path | None) -> None:
+    """UsageError for an unknown precision, int8 without calibration photos, or photos for another precision."""
+    if precision not in EXPORT_PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(EXPORT_PRECISIONS)}")
+    if precision == "int8" and calibrate is None:
+        raise UsageError("--precision int8 needs --calibrate FOLDER: a few dozen of your own photos to calibrate on")
+    if precision != "int8" and calibrate is not None:
+        raise UsageError("--calibrate goes with --precision int8")

@@ -12,12 +12,15 @@ from anydepth_cli.inference.preprocess import MEAN, STD
 from anydepth_cli.models.config import ACTIVATIONS, OUTPUT_KINDS, NetworkConfig
 
 PREFIX = "anydepth."
+OPTIONAL = ("precision", "calibration_images")
+"""Card fields files exported before they were recorded lack: those were fp32 exports."""
 
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The model's name, output kind and final activation, patch and input size, normalisation, architecture and the
-    anydepth-cli version that wrote it."""
+    """The model's name, output kind and final activation, patch and input size, normalisation, architecture, the
+    anydepth-cli version that wrote it, and the precision it was exported in with the number of photos an int8 export
+    was calibrated on."""
 
     model: str
     output: str
@@ -28,12 +31,16 @@ class ModelCard:
     std: tuple[float, ...]
     architecture: dict[str, Any]
     version: str = __version__
+    precision: str = "fp32"
+    calibration_images: int = 0
 
     @classmethod
-    def of(cls, model: str, config: NetworkConfig, input_size: int) -> "ModelCard":
+    def of(cls, model: str, config: NetworkConfig, input_size: int, precision: str = "fp32",
+           calibration_images: int = 0) -> "ModelCard":
         """The card of a network built from `config`, run at `input_size`, with this package's normalisation."""
         return cls(model, config.output, config.activation, config.patch_size, input_size,
-                   tuple(float(v) for v in MEAN), tuple(float(v) for v in STD), config.to_dict())
+                   tuple(float(v) for v in MEAN), tuple(float(v) for v in STD), config.to_dict(),
+                   precision=precision, calibration_images=calibration_images)
 
     def to_metadata(self) -> dict[str, str]:
         """The card as string key/value pairs (`anydepth.output`, …) for ONNX `metadata_props`."""
@@ -46,7 +53,7 @@ class ModelCard:
         fields = cls.__dataclass_fields__
         found = {key[len(PREFIX):]: value for key, value in props.items()
                  if key.startswith(PREFIX) and key[len(PREFIX):] in fields}
-        missing = [key for key in fields if key not in found]
+        missing = [key for key in fields if key not in found and key not in OPTIONAL]
         if missing:
             raise UsageError(f"{source} has no anydepth model card ({', '.join(PREFIX + k for k in missing)} "
                              "missing): export it with `anydepth export`")

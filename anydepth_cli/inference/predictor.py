@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from contextlib import nullcontext
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -28,11 +27,11 @@ import torch
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.inference.graphs import GraphedForward
 from anydepth_cli.inference.memory import activation_bytes_per_token, amount, available_memory, is_out_of_memory
+from anydepth_cli.inference.precision import PRECISIONS, autocast, network_dtype, select_dtype  # noqa: F401
 from anydepth_cli.inference.preprocess import Resizing, prepare_batch, prepare_on_device, resizing_of
 from anydepth_cli.models.network import DepthNetwork
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 MEMORY_SHARE = 0.8
 """The share of the free memory one batch may plan to use (the rest: decoding threads, writers)."""
@@ -71,17 +70,6 @@ def select_device(name: str, local_rank: int | None = None) -> torch.device:
     if name == "cuda" and local_rank is not None:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
-
-
-def select_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """`auto` is bf16 on GPUs that support it, fp16 on other GPUs, fp32 on the CPU."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 class BatchedPredictor:
@@ -219,9 +207,7 @@ class DepthPredictor(BatchedPredictor):
         return self.graphed.capture_seconds if self.graphed is not None else 0.0
 
     def _autocast(self, cache_enabled: bool = True):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache_enabled)
+        return autocast(self.device, self.dtype, network_dtype(self.network), cache_enabled)
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         """The network's output for one batch, under inference mode and the predictor's autocast."""

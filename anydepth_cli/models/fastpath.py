@@ -1,4 +1,5 @@
-"""Faster CPU kernels for the same functions: linear layers on oneDNN, the cls readout without its concatenation,
+"""Faster CPU kernels for the same functions: linear layers and convolutions on oneDNN with the activation after
+them (and a transformer block's residual additions) fused in, the cls readout without its concatenation,
 DySample's sampling as one weighted gather.
 
 Each module computes what the module it replaces computes, up to float rounding, and falls back
@@ -15,14 +16,20 @@ from torch import nn
 from anydepth_cli.models.readout import ReadoutProject
 from anydepth_cli.models.sdt import GROUPS, SCALE, DySample
 from anydepth_cli.models.tracing import is_exporting
+from anydepth_cli.models.vit import Block, RotaryFn
 
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+FAST_DTYPES = (torch.float32, torch.bfloat16)
+"""The dtypes the fast kernels run in: a network prepared in bf16 (`fuse.cast_network`) runs them in bf16."""
 
 
 def cpu_kernels_apply(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a fast CPU kernel may run on `x`: float32 on the CPU, no autocast, no gradient, not while
-    exporting or compiling."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    """Whether a fast CPU kernel may run on `x`: float32, or bfloat16 with bfloat16 weights, on the CPU, no
+    autocast, no gradient, not while exporting or compiling."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in FAST_DTYPES
             and not torch.is_autocast_enabled("cpu") and not (torch.is_grad_enabled() and weight.requires_grad)
             and not is_exporting() and not torch.compiler.is_compiling())
 
@@ -47,6 +54,51 @@ class FastLinear(nn.Module):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
         out = F.linear(x, self.weight, self.bias)
         return F.gelu(out) if self.gelu else out
+
+    def add(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`residual` + the layer's output, the sum fused into oneDNN's matmul on the CPU (the layer has no GELU)."""
+        if ONEDNN_LINEAR and cpu_kernels_apply(x, self.weight):
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
+        return residual + F.linear(x, self.weight, self.bias)
+
+
+class ResidualBlock(nn.Module):
+    """A transformer block whose LayerScales are folded (`fuse.fold_layerscale`) and whose output projections
+    (attention's proj and the MLP's fc2, FastLinears) add their residuals inside their matmuls: two passes over
+    the token stream fewer per block. Where the fast kernels do not apply, the additions are separate."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__()
+        if not (isinstance(block.ls1, nn.Identity) and isinstance(block.ls2, nn.Identity)
+                and isinstance(block.attn.proj, FastLinear) and isinstance(block.mlp.fc2, FastLinear)):
+            raise ValueError("a block to fuse has its LayerScales folded and FastLinear output projections")
+        self.block = block
+
+    def forward(self, x: torch.Tensor, rotary: RotaryFn | None = None) -> torch.Tensor:
+        block = self.block
+        x = block.attn.proj.add(block.attn.attend(block.norm1(x), rotary), x)
+        return block.mlp.fc2.add(block.mlp.act(block.mlp.fc1(block.norm2(x))), x)
+
+
+class FastConv(nn.Module):
+    """A 2-D convolution, optionally followed by ReLU, computed on the CPU by oneDNN with the ReLU fused into it
+    (one pass over the output instead of two), and elsewhere by `conv` and `F.relu`."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("a convolution to fuse pads with explicit zeros")
+        self.conv = conv
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if ONEDNN_CONV and cpu_kernels_apply(x, conv.weight):
+            return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, conv.padding, conv.stride,
+                                                           conv.dilation, conv.groups, "relu" if self.relu else "none",
+                                                           [], "")
+        out = conv(x)
+        return F.relu(out) if self.relu else out
 
 
 class SplitReadout(nn.Module):
@@ -96,7 +148,9 @@ class GatherDySample(nn.Module):
 
     On a channels-last input this saves the layout copies around `grid_sample` (its input split into groups, its
     output back to channels-last for the next convolution); the offsets, sampling positions and weights are the
-    ones `dysample` computes. Elsewhere it runs `dysample`, the module it was made from.
+    ones `dysample` computes. Elsewhere it runs `dysample`, the module it was made from. In bf16 the sampling
+    positions are computed in float32 (bf16 would round them to half a pixel at 100 pixels) and only the
+    gather, its weights and its output are bf16.
     """
 
     def __init__(self, dysample: DySample) -> None:
@@ -114,9 +168,9 @@ class GatherDySample(nn.Module):
         # channels (x/y, group, sub-row, sub-column) → axes (x/y, batch, row, sub-row, column, sub-column, group):
         # the order of the output's channels-last pixels and their groups
         offset = self.dysample.offsets(x).permute(0, 2, 3, 1).reshape(b, h, w, 2, GROUPS, SCALE, SCALE)
-        offset = offset.permute(3, 0, 1, 5, 2, 6, 4).contiguous()
-        columns = (torch.arange(w, dtype=x.dtype) + 0.5).view(1, 1, 1, w, 1, 1)
-        rows = (torch.arange(h, dtype=x.dtype) + 0.5).view(1, h, 1, 1, 1, 1)
+        offset = offset.permute(3, 0, 1, 5, 2, 6, 4).float().contiguous()
+        columns = (torch.arange(w, dtype=torch.float32) + 0.5).view(1, 1, 1, w, 1, 1)
+        rows = (torch.arange(h, dtype=torch.float32) + 0.5).view(1, h, 1, 1, 1, 1)
         left, x_fraction = source_pixels(offset[0], columns, w)
         top, y_fraction = source_pixels(offset[1], rows, h)
         x_rest, y_rest = 1 - x_fraction, 1 - y_fraction
@@ -124,7 +178,8 @@ class GatherDySample(nn.Module):
                               dim=-1)
         index = self._table_rows(top, left, b, h, w)
         table = x.permute(0, 2, 3, 1).reshape(b * h * w * GROUPS, c // GROUPS)
-        out = F.embedding_bag(index.view(-1, 4), table, per_sample_weights=weights.view(-1, 4), mode="sum")
+        weights = weights.view(-1, 4).to(x.dtype)
+        out = F.embedding_bag(index.view(-1, 4), table, per_sample_weights=weights, mode="sum")
         return out.view(b, SCALE * h, SCALE * w, c).permute(0, 3, 1, 2)
 
     @staticmethod

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anydepth_cli.models.dinov3 import RopeEmbed
 from anydepth_cli.models.dpt_dinov3 import Reassemble
-from anydepth_cli.models.fastpath import FastLinear, GatherDySample, SplitReadout
+from anydepth_cli.models.fastpath import FastConv, FastLinear, GatherDySample, ResidualBlock, SplitReadout
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.readout import ReadoutProject
 from anydepth_cli.models.sdt import DySample
@@ -72,6 +73,18 @@ def _fold_sequential(block: nn.Sequential) -> None:
             block[i] = GatherDySample(first)
 
 
+def _fuse_conv_relu(block: nn.Sequential) -> None:
+    """Put each convolution of `block` on oneDNN (`FastConv`), with the ReLU after it (past identities) fused in."""
+    for i, module in enumerate(block):
+        if type(module) is not nn.Conv2d:
+            continue
+        following = next((j for j in range(i + 1, len(block)) if not isinstance(block[j], nn.Identity)), None)
+        relu = following is not None and isinstance(block[following], nn.ReLU)
+        block[i] = FastConv(module, relu)
+        if relu:
+            block[following] = nn.Identity()
+
+
 def _split_readouts(network: nn.Module) -> None:
     """Compute each cls-token readout without joining the tokens (`SplitReadout`)."""
     for module in list(network.modules()):
@@ -91,13 +104,38 @@ def _fast_linears(network: nn.Module) -> None:
                 setattr(module, name, FastLinear(child))
 
 
-def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
+def cast_network(network: nn.Module, dtype: torch.dtype) -> None:
+    """Cast a network's weights to `dtype` once, so that it runs in `dtype` without autocast and without casts
+    between layers. Positions stay float32: the rotary periods and DySample's sub-pixel grid."""
+    kept = {id(m.periods) for m in network.modules() if isinstance(m, RopeEmbed)}
+    kept |= {id(m.init_pos) for m in network.modules() if isinstance(m, DySample)}
+    with torch.no_grad():
+        for module in network.modules():
+            for parameter in module.parameters(recurse=False):
+                if parameter.is_floating_point():
+                    parameter.data = parameter.data.to(dtype)
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer.is_floating_point() and id(buffer) not in kept:
+                    setattr(module, name, buffer.to(dtype))
+
+
+def _fuse_residuals(network: nn.Module) -> None:
+    """Fuse each folded transformer block's residual additions into its output projections (`ResidualBlock`)."""
+    for module in list(network.modules()):
+        if isinstance(module, nn.ModuleList):
+            for i, child in enumerate(module):
+                if type(child) is Block and isinstance(child.ls1, nn.Identity):
+                    module[i] = ResidualBlock(child)
+
+
+def prepare_for_inference(network: DepthNetwork, dtype: torch.dtype = torch.float32) -> DepthNetwork:
     """Fold BatchNorms into their convs, LayerScales and key-bias masks into their linears, make ReLUs in-place,
     run the head's convolutions channels-last, and put linear layers (with the GELUs after them), the cls
-    readouts and DySample on the faster CPU kernels of `fastpath`.
+    readouts and DySample on the faster CPU kernels of `fastpath`. A CPU network to run in bf16 is then cast to
+    bf16 (`cast_network`): its fast kernels run in bf16 (oneDNN's AMX or AVX512-BF16 kernels) with no autocast.
 
     The network must be in eval mode and is changed in place (its state dict no longer matches a
-    checkpoint); outputs equal the original's up to float rounding.
+    checkpoint); outputs equal the original's up to float rounding (bf16's, for a bf16 network).
     """
     if network.training:
         raise ValueError("prepare_for_inference needs a network in eval mode")
@@ -105,6 +143,7 @@ def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
     for module in list(network.modules()):
         if isinstance(module, nn.Sequential):
             _fold_sequential(module)
+            _fuse_conv_relu(module)
         elif isinstance(module, nn.ReLU):
             module.inplace = True
         elif isinstance(module, Block) and isinstance(module.ls1, LayerScale):
@@ -122,6 +161,9 @@ def prepare_for_inference(network: DepthNetwork) -> DepthNetwork:
             enhancer.dwconv = fold_batchnorm(enhancer.dwconv, enhancer.norm)
             enhancer.norm = nn.Identity()
     _fast_linears(network)
+    _fuse_residuals(network)
     network.head.to(memory_format=torch.channels_last)
     network.head.memory_format = torch.channels_last
+    if dtype == torch.bfloat16 and network.encoder.cls_token.device.type == "cpu":
+        cast_network(network, dtype)
     return network

@@ -32,9 +32,12 @@ class DepthNetwork(nn.Module):
                                       config.batchnorm, config.outputs)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's output before the final activation (what the parity fixtures store)."""
-        features, grid = self.encoder(x)
-        return self.head(features, grid)
+        """The head's output before the final activation (what the parity fixtures store), in the input's dtype: a
+        network cast to another dtype (`fuse.cast_network`) takes its input in its own and gives its output back."""
+        own = self.encoder.patch_embed.proj.weight.dtype
+        features, grid = self.encoder(x.to(own))
+        out = self.head(features, grid)
+        return out if own == x.dtype else out.to(x.dtype)
 
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         """The final activation the config declares, applied to a head output."""

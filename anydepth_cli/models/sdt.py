@@ -64,11 +64,11 @@ class DySample(nn.Module):
         coords = coords.view(b, 2, GROUPS, SCALE * h, SCALE * w).permute(0, 2, 3, 4, 1).reshape(
             b * GROUPS, SCALE * h, SCALE * w, 2
         )
-        out = F.grid_sample(
-            x.reshape(b * GROUPS, c // GROUPS, h, w), coords, mode="bilinear", padding_mode="border",
-            align_corners=False,
+        out = F.grid_sample(  # in the positions' dtype, float32 also for a network cast to bf16
+            x.reshape(b * GROUPS, c // GROUPS, h, w).to(coords.dtype), coords, mode="bilinear",
+            padding_mode="border", align_corners=False,
         )
-        return out.view(b, c, SCALE * h, SCALE * w)
+        return out.view(b, c, SCALE * h, SCALE * w).to(x.dtype)
 
 
 def conv_bn_relu(channels: int, bias: bool) -> list[nn.Module]:

@@ -43,14 +43,18 @@ class Attention(nn.Module):
             return self.qkv(x)
         return F.linear(x, self.qkv.weight, self.qkv.bias * mask)
 
-    def forward(self, x: torch.Tensor, rotary: RotaryFn | None = None) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, rotary: RotaryFn | None = None) -> torch.Tensor:
+        """The heads' attention outputs, joined (B, N, C): everything before the output projection."""
         b, n, c = x.shape
         qkv = self.project_qkv(x).view(b, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return out.transpose(1, 2).reshape(b, n, c)
+
+    def forward(self, x: torch.Tensor, rotary: RotaryFn | None = None) -> torch.Tensor:
+        return self.proj(self.attend(x, rotary))
 
 
 class Mlp(nn.Module):

@@ -53,7 +53,7 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     dtype = select_dtype(precision, target)
     if target.type == "cpu":
         keep_freed_memory()
-    network = prepare_for_inference(load_network(choice.config, weights, target))
+    network = prepare_for_inference(load_network(choice.config, weights, target), dtype)
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label + note
 

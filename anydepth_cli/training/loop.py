@@ -24,8 +24,9 @@ from torch import nn
 from anydepth_cli.errors import TrainingError, UsageError
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
-from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.precision import PRECISIONS as INFERENCE_PRECISIONS
+from anydepth_cli.inference.precision import autocast, training_dtype
+from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.inference.preprocess import resize_map
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
@@ -377,7 +378,7 @@ class _Run:
         self.start = self.step = self.saved = start.step
         self.data = _training_data(self.options, world, reporter, self.crop, device, self.start)
         self.total, warmup = _total_steps(self.options, self.data.per_epoch)
-        self.dtype = torch.float64 if self.options.precision == "fp64" else select_dtype(self.options.precision, device)
+        self.dtype = torch.float64 if self.options.precision == "fp64" else training_dtype(self.options.precision, device)
         self.exact = torch.float64 if self.dtype == torch.float64 else torch.float32  # weights, inputs and loss
         self.network = self._prepare(start.network)
         self._optimisation(warmup)
@@ -426,7 +427,7 @@ class _Run:
                                "global batch changes with them")
 
     def _autocast(self) -> Any:
-        return nullcontext() if self.dtype == self.exact else torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype, self.exact)
 
     def _micro_step(self, batch: dict[str, Any], last: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch: its loss terms, output pixels at the floor and output pixels."""
