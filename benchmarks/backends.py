@@ -37,7 +37,8 @@ from anydepth_cli.export.onnx import export_network
 from anydepth_cli.inference.memory import keep_freed_memory
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.onnx_backend import OnnxPredictor
-from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.precision import select_dtype
+from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import build_network
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model

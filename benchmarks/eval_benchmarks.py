@@ -101,7 +101,8 @@ def write_set(root: Path, name: str, count: int) -> None:
 
 def build_predictor(model: str | None, device: str, batch_size: int, input_size: int | None = None):
     """The registry model's architecture with random weights, or the tiny fixture network, ready for inference."""
-    from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+    from anydepth_cli.inference.precision import select_dtype
+    from anydepth_cli.inference.predictor import DepthPredictor, select_device
     from anydepth_cli.models.config import NetworkConfig
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.models.network import build_network

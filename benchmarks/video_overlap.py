@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from anydepth_cli.weights.checkpoint import load_network
-from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+from anydepth_cli.inference.precision import select_dtype
+from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.inference.tiling import default_tile_config
 from anydepth_cli.io.video import FrameReader
 from anydepth_cli.models.config import NetworkConfig

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from anydepth_cli.io.video import probe_video
-from anydepth_cli.io.writers import is_temp_name, read_png16
+from anydepth_cli.io.writers import read_png16
 from conftest import cli_env, run_cli, save_photo, tiny_model_args
 from test_video import decode, make_clip
 

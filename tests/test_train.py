@@ -24,10 +24,10 @@ from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
-from anydepth_cli.inference.predictor import DepthPredictor, select_dtype
+from anydepth_cli.inference.precision import select_dtype
+from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
-from anydepth_cli.training import run
 from anydepth_cli.training.batchnorm import GlobalBatchNorm2d, global_batchnorm
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World

@@ -27,7 +27,7 @@ import torch
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.inference.graphs import GraphedForward
 from anydepth_cli.inference.memory import activation_bytes_per_token, amount, available_memory, is_out_of_memory
-from anydepth_cli.inference.precision import PRECISIONS, autocast, network_dtype, select_dtype  # noqa: F401
+from anydepth_cli.inference.precision import autocast, network_dtype
 from anydepth_cli.inference.preprocess import Resizing, prepare_batch, prepare_on_device, resizing_of
 from anydepth_cli.models.network import DepthNetwork
 

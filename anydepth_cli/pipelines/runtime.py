@@ -45,7 +45,8 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
         if exported is not None:
             return exported, f"{choice.label} via ONNX Runtime ({Path(onnx).name}, {exported.provider}){note}"
     from anydepth_cli.inference.memory import keep_freed_memory
-    from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
+    from anydepth_cli.inference.precision import select_dtype
+    from anydepth_cli.inference.predictor import DepthPredictor, select_device
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.weights.checkpoint import load_network
 
