@@ -12,6 +12,7 @@ from anydepth_cli.models.dinov3 import DinoV3Encoder
 from anydepth_cli.models.dpt import DPTHead
 from anydepth_cli.models.dpt_dinov3 import DPTDinoV3Head
 from anydepth_cli.models.sdt import SDTHead
+from anydepth_cli.models.vggt import VGGTEncoder
 
 
 class DepthNetwork(nn.Module):
@@ -21,15 +22,15 @@ class DepthNetwork(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        encoder_cls = DinoV3Encoder if config.encoder == "dinov3" else DinoV2Encoder
-        self.encoder = encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
+        self.encoder = build_encoder(config)
+        width = config.feature_width
         if config.head == "sdt":
-            self.head = SDTHead(config.embed, config.fusion, config.cls, config.detail_enhancer)
+            self.head = SDTHead(width, config.fusion, config.cls, config.detail_enhancer)
         elif config.head == "dpt":
-            self.head = DPTHead(config.embed, config.features, config.out_channels, config.cls, config.patch_size)
+            self.head = DPTHead(width, config.features, config.out_channels, config.cls, config.patch_size)
         else:
-            self.head = DPTDinoV3Head(config.embed, config.features, config.out_channels, config.cls,
-                                      config.batchnorm, config.outputs)
+            self.head = DPTDinoV3Head(width, config.features, config.out_channels, config.cls, config.batchnorm,
+                                      config.outputs)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output before the final activation (what the parity fixtures store)."""
@@ -44,6 +45,14 @@ class DepthNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.raw(x))
+
+
+def build_encoder(config: NetworkConfig) -> nn.Module:
+    """The encoder `config.encoder` names, giving the head `config.feature_width` channels per tapped layer."""
+    if config.encoder == "vggt":
+        return VGGTEncoder(config)
+    encoder_cls = DinoV3Encoder if config.encoder == "dinov3" else DinoV2Encoder
+    return encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
 
 
 def build_network(config: NetworkConfig, device: torch.device | str | None = None) -> DepthNetwork:
