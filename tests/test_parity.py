@@ -118,3 +118,25 @@ def test_vggt_inference_fast_path_keeps_fixture_output(vggt_checkpoint, index):
     with torch.inference_mode():
         raw = network.raw(torch.from_numpy(arrays[f"input_{index}"])).numpy()
     assert np.abs(raw - arrays[f"output_{index}"]).max() <= VGGT_TOLERANCE
+
+
+VGGT_DPT_FIXTURE = VGGT_FIXTURE.with_name("tiny_vggt_dpt_head.npz")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_vggt_dpt_head_matches_vggts_depth_head(index):
+    from anydepth_cli.models.dpt_vggt import DPTVGGTHead
+
+    arrays = np.load(VGGT_DPT_FIXTURE)
+    size = json.loads(str(arrays["head"]))
+    head = DPTVGGTHead(size["dim"], size["features"], tuple(size["out_channels"]), size["outputs"]).eval()
+    prefix = "state/depth_head."
+    head.load_state_dict({k[len(prefix):]: torch.from_numpy(arrays[k]) for k in arrays.files if k.startswith(prefix)},
+                         strict=True)
+    tokens = [torch.from_numpy(arrays[f"tokens{j}_{index}"]) for j in range(4)]
+    expected = arrays[f"output_{index}"]
+    b, _, height, width = expected.shape
+    with torch.inference_mode():
+        output = head([(t, t[:, 0]) for t in tokens], (height // 14, width // 14)).numpy()
+    assert output.shape == expected.shape and expected.std() > 0.1
+    assert np.abs(output - expected).max() <= VGGT_TOLERANCE

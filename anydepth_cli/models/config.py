@@ -10,7 +10,7 @@ from typing import Any
 from anydepth_cli.errors import UsageError
 
 ENCODERS = ("dinov2", "dinov3", "vggt")
-HEADS = ("sdt", "dpt", "dpt-dinov3")
+HEADS = ("sdt", "dpt", "dpt-dinov3", "dpt-vggt")
 LAYOUTS = ("dav2", "da3", "anydepth-train", "vggt")
 OUTPUT_KINDS = ("depth", "disparity")
 PATCH_ENCODERS = {

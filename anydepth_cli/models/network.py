@@ -11,6 +11,7 @@ from anydepth_cli.models.dinov2 import DinoV2Encoder
 from anydepth_cli.models.dinov3 import DinoV3Encoder
 from anydepth_cli.models.dpt import DPTHead
 from anydepth_cli.models.dpt_dinov3 import DPTDinoV3Head
+from anydepth_cli.models.dpt_vggt import DPTVGGTHead
 from anydepth_cli.models.sdt import SDTHead
 from anydepth_cli.models.vggt import VGGTEncoder
 
@@ -28,6 +29,8 @@ class DepthNetwork(nn.Module):
             self.head = SDTHead(width, config.fusion, config.cls, config.detail_enhancer)
         elif config.head == "dpt":
             self.head = DPTHead(width, config.features, config.out_channels, config.cls, config.patch_size)
+        elif config.head == "dpt-vggt":
+            self.head = DPTVGGTHead(width, config.features, config.out_channels, config.outputs)
         else:
             self.head = DPTDinoV3Head(width, config.features, config.out_channels, config.cls, config.batchnorm,
                                       config.outputs)

@@ -44,7 +44,7 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
         exported, note = exported_if_faster(onnx, choice, device, precision, batch_size, input_size, local_rank)
         if exported is not None:
             return exported, f"{choice.label} via ONNX Runtime ({Path(onnx).name}, {exported.provider}){note}"
-    from anydepth_cli.inference.memory import keep_freed_memory, weights_note
+    from anydepth_cli.inference.memory import keep_freed_memory, require_weights_memory, weights_note
     from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.weights.checkpoint import load_network
@@ -53,6 +53,7 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     dtype = select_dtype(precision, target)
     if target.type == "cpu":
         keep_freed_memory()
+    require_weights_memory(choice.config)
     network = load_network(choice.config, weights, target)
     note += weights_note(network)
     predictor = DepthPredictor(prepare_for_inference(network), input_size or choice.input_size, target, dtype,

@@ -165,7 +165,6 @@ def fresh_network(config: NetworkConfig, encoder_weights: Path, seed: int) -> De
     outputs then sit near the middle of the normalised target's range, above the final ReLU (so every pixel gets a
     gradient) and no farther than half the range from any target.
     """
-    require_weights_memory(config)
     torch.manual_seed(seed)
     network = DepthNetwork(config)
     load_encoder_weights(network, encoder_weights)
@@ -312,6 +311,7 @@ def _resume(options: TrainOptions, reporter: Reporter) -> _Start:
     if changed:
         reporter.note(f"resuming with another {', '.join(changed)}: the result will differ from an uninterrupted run")
     config = _resumed_config(state, options)
+    require_weights_memory(config)
     network = load_network(config, options.output / run.MODEL)
     network.head.load_state_dict(state["head"])
     options = replace(options, target=config.output, batchnorm=options.batchnorm or "frozen")
@@ -330,6 +330,7 @@ def _begin(options: TrainOptions, world: World) -> _Start:
     options = replace(options, target=options.target or "depth",
                       batchnorm=options.batchnorm or ("train" if fresh else "frozen"))
     config = training_config(source, options.target)
+    require_weights_memory(config)
     network = _start_network(options, config, world)
     return _Start(options, config, network, declared=None if fresh else source.output)
 

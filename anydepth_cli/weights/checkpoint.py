@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from anydepth_cli.errors import CheckpointError
-from anydepth_cli.inference.memory import require_weights_memory
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork, build_network
 
@@ -115,9 +114,7 @@ def _mismatches(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor
 
 
 def load_network(config: NetworkConfig, path: Path, device: torch.device | str = "cpu") -> DepthNetwork:
-    """Network of `config` with the weights of `path`; any missing, unexpected or misshapen key is an error, and so
-    is a machine with less memory free than the weights need (before the file is read)."""
-    require_weights_memory(config)
+    """Network of `config` with the weights of `path`; any missing, unexpected or misshapen key is an error."""
     state = to_network_keys(read_state_dict(path))
     network = build_network(config, device="meta")
     expected = network.state_dict()
