@@ -181,3 +181,41 @@ def test_a_machine_with_less_memory_than_the_weights_is_refused_before_loading(c
     assert "not enough memory for the network: its weights need about 3.7 GB (float32)" in line, result.stderr
     assert result.stderr.count("Traceback") == 0
     assert not any((tmp_path / "run").rglob("*")) and not any((tmp_path / "out").rglob("*"))
+
+
+VGGT_DEPTH_HEAD_PARAMETERS = 32_654_562
+"""Parameters of VGGT's own depth head, `DPTHead(dim_in=2048, output_dim=2)`, counted on VGGT's code."""
+
+
+def test_bench_puts_sdt_and_vggts_own_depth_head_on_vggt_1b():
+    from anydepth_cli.bench.runner import count_flops, default_resolutions, head_parameters, resolve_models
+
+    sdt, dpt = resolve_models("vggt-1b", ["sdt", "vggt-dpt"])
+    assert sdt.config == get_encoder("vggt-1b").config and sdt.label == "vggt-1b"
+    assert dpt.label == "vggt-1b encoder + VGGT DPT-256" and dpt.config.head == "dpt-vggt"
+    assert (dpt.config.features, dpt.config.out_channels, dpt.config.outputs) == (256, (256, 512, 1024, 1024), 2)
+    assert head_parameters(dpt.config)[0] == VGGT_DEPTH_HEAD_PARAMETERS
+    assert head_parameters(sdt.config)[0] < VGGT_DEPTH_HEAD_PARAMETERS / 5
+    assert default_resolutions("vggt-1b") == (252, 518, 1022)
+    flops = {m.head: count_flops(m.config, 252) for m in (sdt, dpt)}
+    assert flops["sdt"].encoder == flops["vggt-dpt"].encoder > 0
+    assert flops["vggt-dpt"].decoder_thop > flops["vggt-dpt"].decoder > 0  # thop counts transposed convs by output
+
+
+def test_bench_command_on_a_small_vggt(files, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from anydepth_cli.bench.runner import head_parameters, resolve_models
+    from anydepth_cli.cli.bench import bench
+
+    app = typer.Typer()
+    app.command()(bench)
+    result = CliRunner().invoke(app, ["--encoder", "vggt-1b", "--arch", str(files["arch"]), "--heads", "sdt,vggt-dpt",
+                                      "-r", "28", "--device", "cpu", "--runs", "1", "--warmup", "0",
+                                      "-o", str(tmp_path / "b"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(m["head"], m["resolution"]) for m in data["measurements"]] == [("sdt", 28), ("vggt-dpt", 28)]
+    models = resolve_models("vggt-1b", ["sdt", "vggt-dpt"], vggt_config())
+    assert [m["decoder_params"] for m in data["measurements"]] == [head_parameters(m.config)[0] for m in models]
