@@ -219,3 +219,21 @@ def test_bench_command_on_a_small_vggt(files, tmp_path):
     assert [(m["head"], m["resolution"]) for m in data["measurements"]] == [("sdt", 28), ("vggt-dpt", 28)]
     models = resolve_models("vggt-1b", ["sdt", "vggt-dpt"], vggt_config())
     assert [m["decoder_params"] for m in data["measurements"]] == [head_parameters(m.config)[0] for m in models]
+
+
+def test_a_large_encoder_is_held_in_half_precision_on_gpus_only(monkeypatch):
+    import anydepth_cli.inference.memory as memory
+
+    network = DepthNetwork(vggt_config())
+    memory.hold_large_encoder_in(network, torch.device("cuda"), torch.bfloat16)
+    assert next(network.encoder.parameters()).dtype == torch.float32  # far below LARGE_WEIGHTS
+    monkeypatch.setattr(memory, "LARGE_WEIGHTS", 1)
+    for device, dtype in (("cpu", torch.bfloat16), ("cuda", torch.float32)):
+        memory.hold_large_encoder_in(network, torch.device(device), dtype)
+        assert next(network.encoder.parameters()).dtype == torch.float32
+    memory.hold_large_encoder_in(network, torch.device("cuda"), torch.bfloat16)
+    assert {p.dtype for p in network.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in network.head.parameters()} == {torch.float32}
+    image = torch.randn(1, 3, 28, 42)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert network(image).shape == (1, 1, 32, 48)

@@ -185,3 +185,11 @@ def weights_note(network: torch.nn.Module) -> str:
     """` (weights: about 3.6 GB)` for a network whose weights take at least LARGE_WEIGHTS, else nothing."""
     need = weights_memory(network)
     return f" (weights: about {amount(need)})" if need >= LARGE_WEIGHTS else ""
+
+
+def hold_large_encoder_in(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """On a GPU, with `dtype` a half precision, an encoder whose weights take at least LARGE_WEIGHTS in float32
+    (VGGT-1B's aggregator) is held in `dtype`, halving its memory; autocast computes in `dtype` anyway."""
+    encoder = network.encoder
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and weights_memory(encoder) >= LARGE_WEIGHTS:
+        encoder.to(dtype)

@@ -44,7 +44,8 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
         exported, note = exported_if_faster(onnx, choice, device, precision, batch_size, input_size, local_rank)
         if exported is not None:
             return exported, f"{choice.label} via ONNX Runtime ({Path(onnx).name}, {exported.provider}){note}"
-    from anydepth_cli.inference.memory import keep_freed_memory, require_weights_memory, weights_note
+    from anydepth_cli.inference.memory import (hold_large_encoder_in, keep_freed_memory, require_weights_memory,
+                                               weights_note)
     from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
     from anydepth_cli.models.fuse import prepare_for_inference
     from anydepth_cli.weights.checkpoint import load_network
@@ -56,8 +57,9 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     require_weights_memory(choice.config)
     network = load_network(choice.config, weights, target)
     note += weights_note(network)
-    predictor = DepthPredictor(prepare_for_inference(network), input_size or choice.input_size, target, dtype,
-                               batch_size)
+    network = prepare_for_inference(network)
+    hold_large_encoder_in(network, target, dtype)
+    predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label + note
 
 

@@ -26,7 +26,8 @@ from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.inference.predictor import PRECISIONS as INFERENCE_PRECISIONS
 from anydepth_cli.inference.predictor import DepthPredictor, select_device, select_dtype
-from anydepth_cli.inference.memory import LARGE_WEIGHTS, amount, require_weights_memory, weights_memory
+from anydepth_cli.inference.memory import (LARGE_WEIGHTS, amount, hold_large_encoder_in, require_weights_memory,
+                                           weights_memory)
 from anydepth_cli.inference.preprocess import resize_map
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
@@ -66,7 +67,7 @@ class TrainOptions:
     model: str | None = None
     arch: Path | None = None
     checkpoint: str | None = None
-    encoder_weights: str | None = None
+    encoder_weights: str | Path | None = None
     """A backbone file or hf://ORG/REPO/FILE."""
     encoder: str | None = None
     """A registry encoder (`models.registry.ENCODER_MODELS`): its architecture, and its weights as --encoder-weights."""
@@ -422,6 +423,7 @@ class _Run:
         """The network on this process's device in the exact dtype, the encoder frozen, the head's BatchNorms
         synchronised across processes when they train."""
         network = network.to(self.device, self.exact)
+        hold_large_encoder_in(network, self.device, self.dtype)
         network.encoder.requires_grad_(False)
         network.head = prepare_head(network.head, self.options.batchnorm, self.world, self.device)
         set_training_mode(network, network.head, self.options.batchnorm)
