@@ -237,3 +237,15 @@ def test_a_large_encoder_is_held_in_half_precision_on_gpus_only(monkeypatch):
     image = torch.randn(1, 3, 28, 42)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert network(image).shape == (1, 1, 32, 48)
+
+
+def test_photos_thinner_than_a_patch_get_a_map_of_their_size(files):
+    import anydepth_cli
+    from test_family_pipelines import lifted_vggt_checkpoint
+
+    model = anydepth_cli.load(lifted_vggt_checkpoint(files["arch"].parent), arch=files["arch"], device="cpu",
+                              input_size=70)
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 255, size, dtype=np.uint8) for size in [(5, 3, 3), (1, 200, 3), (300, 2, 3)]]
+    for photo, result in zip(photos, model.predict_batch(photos)):
+        assert result.map.shape == photo.shape[:2] and np.isfinite(result.map).all()
