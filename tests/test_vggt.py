@@ -154,7 +154,8 @@ def test_training_runs_the_frozen_encoder_without_gradients(files, tmp_path, mon
     train(options, Reporter())
     assert len(seen) == 2 and seen == [(False, False)] * 2
     after = torch.load(tmp_path / "run" / "model.pth", weights_only=True)
-    changed = [k for k, v in head_before.items() if v.is_floating_point() and not torch.equal(after["0.decoder." + k], v)]
+    changed = [k for k, v in head_before.items()
+               if v.is_floating_point() and not torch.equal(after["0.decoder." + k], v)]
     assert changed, "the head did not train"
 
 
@@ -249,3 +250,11 @@ def test_photos_thinner_than_a_patch_get_a_map_of_their_size(files):
     photos = [rng.integers(0, 255, size, dtype=np.uint8) for size in [(5, 3, 3), (1, 200, 3), (300, 2, 3)]]
     for photo, result in zip(photos, model.predict_batch(photos)):
         assert result.map.shape == photo.shape[:2] and np.isfinite(result.map).all()
+
+
+def test_export_refuses_a_vggt_network_in_one_line(files, tmp_path):
+    checkpoint = tmp_path / "net.pth"
+    torch.save(vggt_state(), checkpoint)
+    result = run_cli("export", "--checkpoint", checkpoint, "--arch", files["arch"], "-o", tmp_path / "m.onnx")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "vggt networks are not exported to ONNX" in result.stderr and not (tmp_path / "m.onnx").exists()

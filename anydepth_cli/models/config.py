@@ -47,7 +47,8 @@ def default_output(head: str) -> tuple[str, str]:
 
 def default_resize(layout: str) -> str:
     """The inference pipeline of a network's encoder family: Depth Anything 3's for the DA3 layout, VGGT's for the
-    VGGT layout, Depth Anything V2's for the others (the Depth Anything V2 encoders, and networks trained here, which see its preprocessing)."""
+    VGGT layout, Depth Anything V2's for the others (the Depth Anything V2 encoders, and networks trained here, which
+    see its preprocessing)."""
     return {"da3": "da3", "vggt": "vggt"}.get(layout, "dav2")
 
 
