@@ -258,3 +258,10 @@ def test_export_refuses_a_vggt_network_in_one_line(files, tmp_path):
     result = run_cli("export", "--checkpoint", checkpoint, "--arch", files["arch"], "-o", tmp_path / "m.onnx")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "vggt networks are not exported to ONNX" in result.stderr and not (tmp_path / "m.onnx").exists()
+
+
+def test_models_lists_the_vggt_encoder_with_its_licence(tmp_path):
+    result = run_cli("models", env=cli_env(HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "vggt-1b" in line)
+    assert "hf://facebook/VGGT-1B/model.pt" in line and "CC BY-NC 4.0" in line
