@@ -10,26 +10,29 @@ from anydepth_cli.models.readout import apply_readout, readout_projects
 
 
 class ResidualConvUnit(nn.Module):
-    """ReLU → 3×3 conv → ReLU → 3×3 conv, plus the input."""
+    """ReLU → 3×3 conv → ReLU → 3×3 conv, plus the input; with `relu_skip`, plus the input after the ReLU (VGGT's
+    units run an in-place ReLU on their input before adding it)."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, relu_skip: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(features, features, 3, padding=1)
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+        self.relu_skip = relu_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        activated = F.relu(x)
+        return (activated if self.relu_skip else x) + self.conv2(F.relu(self.conv1(activated)))
 
 
 class FusionBlock(nn.Module):
     """Adds a refined skip input, refines, resizes (to `size` or ×2) and mixes with a 1×1 conv; without
-    `skip_unit` (VGGT's coarsest block) it holds no unit for a skip input."""
+    `skip_unit` (VGGT's coarsest block) it holds no unit for a skip input; `relu_skip` as in ResidualConvUnit."""
 
-    def __init__(self, features: int, skip_unit: bool = True) -> None:
+    def __init__(self, features: int, skip_unit: bool = True, relu_skip: bool = False) -> None:
         super().__init__()
         if skip_unit:
-            self.resConfUnit1 = ResidualConvUnit(features)
-        self.resConfUnit2 = ResidualConvUnit(features)
+            self.resConfUnit1 = ResidualConvUnit(features, relu_skip)
+        self.resConfUnit2 = ResidualConvUnit(features, relu_skip)
         self.out_conv = nn.Conv2d(features, features, 1)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -42,15 +45,15 @@ class FusionBlock(nn.Module):
 
 class Scratch(nn.Module):
     """Per-level 3×3 convs to `features`, the four fusion blocks and the output convs: to one channel behind a ReLU
-    (Depth Anything V2), or to `outputs` channels with no activation and no skip unit in the coarsest fusion block
-    (VGGT, `vggt=True`)."""
+    (Depth Anything V2), or to `outputs` channels with no activation, no skip unit in the coarsest fusion block and
+    residual units adding their activated input (VGGT, `vggt=True`)."""
 
     def __init__(self, out_channels: tuple[int, ...], features: int, outputs: int = 1, vggt: bool = False) -> None:
         super().__init__()
         for i, channels in enumerate(out_channels, start=1):
             setattr(self, f"layer{i}_rn", nn.Conv2d(channels, features, 3, padding=1, bias=False))
         for i in range(1, 5):
-            setattr(self, f"refinenet{i}", FusionBlock(features, skip_unit=not (vggt and i == 4)))
+            setattr(self, f"refinenet{i}", FusionBlock(features, skip_unit=not (vggt and i == 4), relu_skip=vggt))
         self.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
         last = [nn.Conv2d(32, outputs, 1)] if vggt else [nn.Conv2d(32, 1, 1), nn.ReLU()]
         self.output_conv2 = nn.Sequential(nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), *last)
