@@ -27,6 +27,12 @@ class InputError(AnyDepthError):
     exit_code = 1
 
 
+class MachineError(AnyDepthError):
+    """A machine without what the run needs before it starts (memory for the network's weights)."""
+
+    exit_code = 1
+
+
 class OutputError(AnyDepthError):
     """An output location that cannot be written."""
 

@@ -14,6 +14,12 @@ cv2.INTER_CUBIC when that enlarges and cv2.INTER_AREA otherwise, skipped when th
 then each side to the nearest multiple of 14 (the larger at a tie), with INTER_CUBIC when either side grows and
 INTER_AREA otherwise, skipped when nothing changes; both resizes on the 8-bit pixels; ToTensor (/255) and Normalize.
 Depth Anything 3 returns the map at the network's resolution.
+
+VGGT, `load_and_preprocess_images(paths, mode="crop")` (vggt/utils/load_fn.py) and the aggregator's normalisation: the
+photo as a PIL image; width 518 (`target_size`, fixed there), height `round(height * (518 / width) / 14) * 14`;
+`img.resize((518, new_height), Image.Resampling.BICUBIC)`; ToTensor (8-bit / 255); rows `(new_height - 518) // 2`
+onwards, 518 of them, kept when new_height > 518; then `(images - mean) / std` with ImageNet's statistics inside the
+aggregator. VGGT returns maps at the network's resolution; anydepth declares the map back as Depth Anything V2's.
 """
 
 from __future__ import annotations
@@ -89,12 +95,37 @@ def da3_inference(network: torch.nn.Module, rgb: np.ndarray, process_res: int = 
     return F.interpolate(output, target, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+def vggt_network_input(rgb: np.ndarray, target_size: int = 518, patch: int = 14, crop: bool = True) -> torch.Tensor:
+    """VGGT's `crop`-mode preprocessing of an 8-bit RGB photo, normalised: (1, 3, H, W); with `crop` False, the
+    photo's rows all kept (the only step anydepth leaves out)."""
+    image = Image.fromarray(rgb).convert("RGB")
+    width, height = image.size
+    new_height = round(height * (target_size / width) / patch) * patch
+    image = image.resize((target_size, new_height), Image.Resampling.BICUBIC)
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).contiguous().float().div(255)
+    if crop and new_height > target_size:
+        start = (new_height - target_size) // 2
+        tensor = tensor[:, start:start + target_size, :]
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    return ((tensor - mean) / std)[None]
+
+
+def vggt_inference(network: torch.nn.Module, rgb: np.ndarray, target_size: int = 518, patch: int = 14) -> np.ndarray:
+    """VGGT's preprocessing (uncropped) and the network, the map brought to the photo's size as anydepth declares for
+    the family (Depth Anything V2's: bilinear, align_corners=True)."""
+    output = _run(network, vggt_network_input(rgb, target_size, patch, crop=False)[0].numpy())
+    return F.interpolate(output, rgb.shape[:2], mode="bilinear", align_corners=True)[0, 0].numpy()
+
+
 def published_inference(resize: str, network: torch.nn.Module, rgb: np.ndarray, input_size: int, patch: int,
                         size: tuple[int, int] | None = None) -> np.ndarray:
     """The map of the family a network's `resize` names, at the photo's size (or `size`, Depth Anything 3 only)."""
     if resize == "da3":
         return da3_inference(network, rgb, input_size, patch, size)
-    assert size is None, "Depth Anything V2's infer_image brings maps to the photo's size only"
+    assert size is None, "Depth Anything V2's infer_image and VGGT bring maps to the photo's size only"
+    if resize == "vggt":
+        return vggt_inference(network, rgb, input_size, patch)
     return dav2_infer_image(network, rgb, input_size, patch)
 
 

@@ -70,7 +70,7 @@ def test_decoder_parameter_table_is_sdt_against_the_papers_dpt():
 def test_bench_heads_map_to_architecture_heads():
     assert {name: (h.architecture, h.label, h.paper) for name, h in BENCH_HEADS.items()} == {
         "sdt": ("sdt", "SDT-256", True), "dpt": ("dpt-dinov3", "DPT-512 (paper)", True),
-        "dav2-dpt": ("dpt", "DAv2 DPT-256", False)}
+        "dav2-dpt": ("dpt", "DAv2 DPT-256", False), "vggt-dpt": ("dpt-vggt", "VGGT DPT-256", False)}
     dpt = dinov3_config(VIT_B, "dpt")
     assert (dpt.head, dpt.features, dpt.out_channels, dpt.cls, dpt.batchnorm, dpt.outputs) == (
         "dpt-dinov3", 512, (768,) * 4, True, True, 1)

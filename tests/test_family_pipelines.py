@@ -4,7 +4,8 @@ and batches of the Python API, tiles before blending, video frames, `eval`'s gro
 held to it in test_onnx.py.
 
 The networks are the shared fixtures standing in for each family: `tiny_dav2_dpt` for the `dav2-dpt-*` models,
-`tiny_dav2_sdt` for `anydepth-dav2-vitb`, `tiny_da3_sdt` for `anydepth-da3-vitl`. The two Depth Anything V2 ones
+`tiny_dav2_sdt` for `anydepth-dav2-vitb`, `tiny_da3_sdt` for `anydepth-da3-vitl`, `tests/data/tiny_vggt_sdt` (VGGT's aggregator with an SDT head) for
+networks on `vggt-1b`. The two Depth Anything V2 ones
 start dead (their outputs sit below the final ReLU), so their last bias is lifted until the maps vary. Single photos
 are batches of one (a network call per network size). Input sizes are small to keep the test fast; the families'
 default sizes are checked on the geometry alone.
@@ -23,7 +24,7 @@ import anydepth_cli
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.inference.preprocess import RESIZINGS, resize_map, resizing_of
+from anydepth_cli.inference.preprocess import RESIZINGS, prepare_batch, resize_map, resizing_of
 from anydepth_cli.inference.tiling import default_tile_config
 from anydepth_cli.models.config import RESIZES, NetworkConfig
 from anydepth_cli.models.registry import MODELS
@@ -31,16 +32,20 @@ from anydepth_cli.pipelines.photos import TilingOptions
 from anydepth_cli.pipelines.video import VideoOptions, run_video
 from anydepth_cli.weights.checkpoint import read_state_dict
 from fixtures_dir import fixtures_dir
-from reference_pipelines import SIZES, assert_agrees, awkward_photos, published_inference
+from reference_pipelines import SIZES, assert_agrees, awkward_photos, published_inference, vggt_network_input
 from test_video import Recorder, make_clip
+from vggt_fixture import vggt_state, write_vggt_arch
 
-INPUT_SIZE = {"dav2": 70, "da3": 100}
+INPUT_SIZE = {"dav2": 70, "da3": 100, "vggt": 70}
 """Small inputs (DA3's not a multiple of the patch, so both of its rounding steps act)."""
 FAMILIES = {  # fixture → (the registry models it stands for, how much its last bias is lifted)
     "tiny_dav2_dpt": (("dav2-dpt-vits", "dav2-dpt-vitb", "dav2-dpt-vitl"), 8.0),
     "tiny_dav2_sdt": (("anydepth-dav2-vitb",), 8.0),
     "tiny_da3_sdt": (("anydepth-da3-vitl",), 0.0),
 }
+VGGT = "tiny_vggt_sdt"
+VGGT_LIFT = 0.01
+"""Raises the VGGT fixture's head above the final ReLU on the sample photo (its outputs span about 0.02)."""
 
 
 def lifted_checkpoint(name: str, lift: float, folder: Path) -> Path:
@@ -55,12 +60,24 @@ def lifted_checkpoint(name: str, lift: float, folder: Path) -> Path:
     return folder / f"{name}.pth"
 
 
+def lifted_vggt_checkpoint(folder: Path) -> Path:
+    """The VGGT fixture's checkpoint with its head's last bias raised by VGGT_LIFT."""
+    state = vggt_state()
+    last = [key for key in state if key.endswith(".bias")][-1]
+    state[last] = state[last] + VGGT_LIFT
+    torch.save(state, folder / f"{VGGT}.pth")
+    return folder / f"{VGGT}.pth"
+
+
 class Family:
     """A fixture network run two ways: anydepth's Python API and the family's published reference."""
 
     def __init__(self, name: str, folder: Path) -> None:
-        arch = fixtures_dir() / f"{name}.json"
-        checkpoint = lifted_checkpoint(name, FAMILIES[name][1], folder)
+        if name == VGGT:
+            arch, checkpoint = write_vggt_arch(folder), lifted_vggt_checkpoint(folder)
+        else:
+            arch = fixtures_dir() / f"{name}.json"
+            checkpoint = lifted_checkpoint(name, FAMILIES[name][1], folder)
         self.config = NetworkConfig.from_file(arch)
         self.input_size = INPUT_SIZE[self.config.resize]
         self.model = anydepth_cli.load(checkpoint, arch=arch, device="cpu", precision="fp32",
@@ -103,7 +120,24 @@ def test_the_default_sizes_are_the_families_own():
                                                            (378, 504)]
 
 
-@pytest.mark.parametrize("family", list(FAMILIES), indirect=True)
+def test_vggts_size_is_its_own_and_its_input_is_its_preprocessing_less_the_crop(sample_photo):
+    """VGGT's rule: the width at 518, the height scaled and rounded to a multiple of 14 (at least one patch); the
+    network input equals VGGT's `crop`-mode input where that keeps every row, and holds it as its middle rows
+    where VGGT crops a tall photo."""
+    vggt = RESIZINGS["vggt"](518, 14)
+    assert [vggt.network_size(*size) for size in SIZES] == [(1400, 518), (392, 518), (1610, 518), (392, 518),
+                                                            (378, 518)]
+    assert vggt.network_size(10, 5000) == (14, 518)
+    for image in awkward_photos(sample_photo)[:4]:
+        ours = prepare_batch([image], vggt)
+        theirs = vggt_network_input(image)
+        if ours.shape[-2] > 518:
+            start = (ours.shape[-2] - 518) // 2
+            ours = ours[..., start:start + 518, :]
+        assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, VGGT], indirect=True)
 def test_single_photos_and_batches_match_the_familys_published_inference(family, sample_photo):
     images = awkward_photos(sample_photo)
     references = [family.reference(image) for image in images]
@@ -179,7 +213,7 @@ def test_eval_brings_maps_straight_to_the_ground_truths_size(family, sample_phot
 
 def test_the_training_loss_resizes_by_the_models_rule_and_keeps_gradients():
     output = torch.rand(2, 1, 9, 13, dtype=torch.float64, requires_grad=True)
-    for resize, corners in (("dav2", True), ("da3", False)):
+    for resize, corners in (("dav2", True), ("da3", False), ("vggt", True)):
         config = NetworkConfig(embed=8, depth=4, heads=2, layers=(0, 1, 2, 3), head="sdt", resize=resize)
         resized = resize_map(output, (31, 20), config)
         expected = torch.nn.functional.interpolate(output, (31, 20), mode="bilinear", align_corners=corners)[:, 0]

@@ -301,7 +301,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
 
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     latency_axes, flops_axes = figure.subplots(1, 2)
-    colours = {"sdt": "tab:blue", "dpt": "tab:orange", "dav2-dpt": "tab:green"}
+    colours = {"sdt": "tab:blue", "dpt": "tab:orange", "dav2-dpt": "tab:green", "vggt-dpt": "tab:red"}
     for head in BENCH_HEADS:
         points = sorted((m for m in result.measurements if m.head == head), key=lambda m: m.resolution)
         if not points:

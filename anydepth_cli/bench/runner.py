@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from anydepth_cli import __version__
 from anydepth_cli.errors import UsageError
-from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory
+from anydepth_cli.inference.memory import keep_freed_memory, release_freed_memory, require_weights_memory
 from anydepth_cli.inference.onnx_backend import cpu_name
 from anydepth_cli.inference.precision import dtype_name, select_dtype
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
@@ -35,7 +35,7 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.fastpath import FAST_DTYPES, ONEDNN_LINEAR
 from anydepth_cli.models.fuse import prepare_for_inference
 from anydepth_cli.models.network import DepthNetwork, build_network
-from anydepth_cli.models.registry import MODELS, VIT_B, VIT_L, VIT_S
+from anydepth_cli.models.registry import ENCODER_MODELS, MODELS, VIT_B, VIT_L, VIT_S
 
 ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dinov3-vits": ("DINOv3 ViT-S/16", VIT_S), "dinov3-vitb": ("DINOv3 ViT-B/16", VIT_B),
@@ -67,8 +67,11 @@ BENCH_HEADS: dict[str, BenchHead] = {
                      True),
     "dav2-dpt": BenchHead("DAv2 DPT-256", "dpt",
                           lambda width: dict(features=256, out_channels=(256, 512, 1024, 1024), cls=False), False),
+    "vggt-dpt": BenchHead("VGGT DPT-256", "dpt-vggt",
+                          lambda width: dict(features=256, out_channels=(256, 512, 1024, 1024), outputs=2), False),
 }
-"""`--heads` names: the paper's SDT, the paper's DPT (DINOv3's DPT head) and Depth Anything V2's DPT."""
+"""`--heads` names: the paper's SDT, the paper's DPT (DINOv3's DPT head), Depth Anything V2's DPT and VGGT's depth
+head (its DPT with depth and confidence outputs)."""
 DEFAULT_HEADS = ("sdt", "dpt")
 
 FLOP_CONVENTION = (
@@ -272,7 +275,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 def paper_config(template: NetworkConfig, head: str) -> NetworkConfig:
     """Bench head `head` (a BENCH_HEADS name), in its bench settings, on `template`'s encoder."""
     encoder = dict(embed=template.embed, depth=template.depth, heads=template.heads, layers=template.layers,
-                   encoder=template.encoder, encoder_norm=template.encoder_norm)
+                   encoder=template.encoder, encoder_norm=template.encoder_norm, patch_encoder=template.patch_encoder,
+                   patch_depth=template.patch_depth, patch_heads=template.patch_heads)
     spec = BENCH_HEADS[head]
     return NetworkConfig(**encoder, head=spec.architecture, **spec.settings(template.embed))
 
@@ -299,9 +303,10 @@ def resolve_models(encoder: str, heads: Sequence[str], arch: NetworkConfig | Non
         return [BenchModel(encoder, h, f"{name} + {BENCH_HEADS[h].label}", dinov3_config(size, h),
                            encoder == PAPER_ENCODER and BENCH_HEADS[h].paper)
                 for h in heads]
-    if arch is None and encoder not in MODELS:
-        raise UsageError(f"--encoder must be one of {', '.join([*ENCODERS, *MODELS])}, not {encoder!r}")
-    own = arch or MODELS[encoder].config
+    named = {**MODELS, **ENCODER_MODELS}
+    if arch is None and encoder not in named:
+        raise UsageError(f"--encoder must be one of {', '.join([*ENCODERS, *named])}, not {encoder!r}")
+    own = arch or named[encoder].config
     return [BenchModel(encoder, h, encoder, own, False) if own.head == BENCH_HEADS[h].architecture else
             BenchModel(encoder, h, f"{encoder} encoder + {BENCH_HEADS[h].label}", paper_config(own, h), False)
             for h in heads]
@@ -375,6 +380,13 @@ def count_flops(config: NetworkConfig, resolution: int) -> FlopCount:
     with ThopCounter(network.head) as thop:
         decoder, _ = module_flops(network.head, features, grid)
     return FlopCount(encoder, decoder, thop.flops)
+
+
+def default_resolutions(encoder: str, arch: NetworkConfig | None = None) -> tuple[int, ...]:
+    """DEFAULT_RESOLUTIONS, each rounded to the nearest multiple of `encoder`'s patch size (252, 518 and 1022 for
+    patch 14, the sizes a patch-14 encoder such as VGGT's accepts)."""
+    patch = resolve_models(encoder, ["sdt"], arch)[0].config.patch_size
+    return tuple(max(patch, round(r / patch) * patch) for r in DEFAULT_RESOLUTIONS)
 
 
 def check_resolution(model: BenchModel, resolution: int) -> None:
@@ -645,6 +657,7 @@ def run_bench(settings: BenchSettings, progress: Progress = lambda text, done, t
     device = select_device(settings.device)
     dtype = select_dtype(settings.precision, device)
     if device.type == "cpu":
+        require_weights_memory(models[0].config)
         keep_freed_memory()  # as `anydepth predict` runs on the CPU
     warmup = settings.warmup if settings.warmup is not None else auto_warmup(device, settings.compile)
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()

@@ -22,9 +22,9 @@ RUN = "Running"
 
 
 def bench(
-    resolution: Annotated[Optional[list[int]], typer.Option("--resolution", "-r", help="Square input side in pixels; repeat for several. [default: 256, 512, 1024]", show_default=False, rich_help_panel=MODEL)] = None,
-    encoder: Annotated[str, typer.Option(help="dinov3-vits, dinov3-vitb or dinov3-vitl (each head in its bench settings on it), or a registry model (its own head, and the other heads on its encoder).", rich_help_panel=MODEL)] = "dinov3-vitl",
-    heads: Annotated[str, typer.Option(help="Comma-separated heads to measure: sdt (the paper's SDT-256), dpt (the paper's DPT-512) and dav2-dpt (Depth Anything V2's DPT-256).", rich_help_panel=MODEL)] = "sdt,dpt",
+    resolution: Annotated[Optional[list[int]], typer.Option("--resolution", "-r", help="Square input side in pixels; repeat for several. [default: 256, 512, 1024, each rounded to a multiple of the encoder's patch: 252, 518, 1022 for patch 14]", show_default=False, rich_help_panel=MODEL)] = None,
+    encoder: Annotated[str, typer.Option(help="dinov3-vits, dinov3-vitb or dinov3-vitl (each head in its bench settings on it), a registry model (its own head, and the other heads on its encoder), or a registry encoder such as vggt-1b (SDT, and the other heads, on it).", rich_help_panel=MODEL)] = "dinov3-vitl",
+    heads: Annotated[str, typer.Option(help="Comma-separated heads to measure: sdt (the paper's SDT-256), dpt (the paper's DPT-512), dav2-dpt (Depth Anything V2's DPT-256) and vggt-dpt (VGGT's own depth head, DPT-256 with 2 outputs).", rich_help_panel=MODEL)] = "sdt,dpt",
     arch: Annotated[Optional[Path], typer.Option(hidden=True, help="JSON architecture standing in for --encoder's model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 autocast on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=RUN)] = "auto",
@@ -45,14 +45,15 @@ def bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from anydepth_cli.bench.report import to_json, write_report
-    from anydepth_cli.bench.runner import DEFAULT_RESOLUTIONS, BenchSettings, run_bench
+    from anydepth_cli.bench.runner import BenchSettings, default_resolutions, run_bench
     from anydepth_cli.models.config import NetworkConfig
 
+    architecture = NetworkConfig.from_file(arch) if arch else None
     settings = BenchSettings(
         encoder=encoder, heads=tuple(h.strip() for h in heads.split(",") if h.strip()),
-        resolutions=tuple(resolution or DEFAULT_RESOLUTIONS), device=device, precision=precision,
-        batch_size=batch_size, runs=runs, warmup=warmup, compile=compile, graphs=None if graphs else False,
-        arch=NetworkConfig.from_file(arch) if arch else None,
+        resolutions=tuple(resolution or default_resolutions(encoder, architecture)), device=device,
+        precision=precision, batch_size=batch_size, runs=runs, warmup=warmup, compile=compile,
+        graphs=None if graphs else False, arch=architecture,
     )
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as progress:

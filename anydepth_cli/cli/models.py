@@ -21,7 +21,7 @@ def models(ctx: typer.Context) -> None:
 
     from anydepth_cli.weights.hub import cached_path
     from anydepth_cli.models.network import build_network
-    from anydepth_cli.models.registry import DEFAULT_MODEL, MODELS
+    from anydepth_cli.models.registry import DEFAULT_MODEL, ENCODER_MODELS, MODELS
 
     table = Table(title="Models", caption="* default")
     table.add_column("name", no_wrap=True)
@@ -41,6 +41,11 @@ def models(ctx: typer.Context) -> None:
         out.print(f"  {spec.name}: {spec.repo_id}/{spec.filename}", highlight=False)
     out.print("Output: affine-invariant depth (large = far) or disparity (large = near); "
               "`anydepth models info NAME` says why.", highlight=False)
+    out.print("Encoders without published heads (`anydepth train --encoder NAME`, `anydepth bench --encoder NAME`):",
+              highlight=False)
+    for encoder in ENCODER_MODELS.values():
+        out.print(f"  {encoder.name}: {encoder.reference} — {encoder.description}; licence {encoder.licence}",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command(cls=Command)

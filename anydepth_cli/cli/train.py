@@ -30,7 +30,8 @@ def train(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this registry model. \\[default: anydepth-dav2-vitb]", show_default=False, rich_help_panel=MODEL)] = None,
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture to train (with --checkpoint or --encoder-weights).", rich_help_panel=MODEL)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Start from these weights (.pth/.safetensors in any layout we load, or hf://ORG/REPO/FILE).", rich_help_panel=MODEL)] = None,
-    encoder_weights: Annotated[Optional[Path], typer.Option(help="A plain DINOv2/DINOv3 backbone state dict: the encoder of a freshly initialised head.", rich_help_panel=MODEL)] = None,
+    encoder_weights: Annotated[Optional[str], typer.Option(help="The encoder of a freshly initialised head: a plain DINOv2/DINOv3 backbone state dict, or VGGT's whole model.pt (its aggregator.* part) for an --arch with encoder vggt; a file or hf://ORG/REPO/FILE.", metavar="FILE", rich_help_panel=MODEL)] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Train a fresh head on this published encoder (vggt-1b: VGGT-1B's aggregator, downloaded from the Hub), in its registry architecture.", rich_help_panel=MODEL)] = None,
     target: Annotated[Optional[str], typer.Option(help="What the head learns: depth (ReLU + 0.001 output, as the AnyDepth code) or disparity (ReLU). \\[default: depth, or the resumed run's]", show_default=False, rich_help_panel=MODEL)] = None,
     batchnorm: Annotated[Optional[str], typer.Option(help="The head's BatchNorms: train (batch statistics of the global batch, synchronised across processes, running averages updated) or frozen (stored statistics). \\[default: train for a fresh head, frozen for a checkpoint]", show_default=False, rich_help_panel=MODEL)] = None,
     val: Annotated[Optional[list[Path]], typer.Option(help="Validation data, given as the training data is (a folder, a list file or DATASET:PATH; repeat for several): AbsRel and δ1 as `anydepth eval` computes them.", rich_help_panel=DATA)] = None,
@@ -70,7 +71,7 @@ def train(
         raise UsageError("--resume continues a run in its own folder: drop -o or give the same folder")
     options = TrainOptions(
         data=tuple(data or ()), output=resume or output or DEFAULT_OUTPUT, model=model, arch=arch, checkpoint=checkpoint,
-        encoder_weights=encoder_weights, target=target, val=tuple(val or ()), val_every=val_every, steps=steps,
+        encoder_weights=encoder_weights, encoder=encoder, target=target, val=tuple(val or ()), val_every=val_every, steps=steps,
         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         input_size=input_size, precision=precision, device=device,
         workers=min(4, os.cpu_count() or 1) if workers is None else workers, seed=seed, keep=keep,

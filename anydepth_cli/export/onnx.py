@@ -238,6 +238,11 @@ def export_network(network: DepthNetwork, path: Path, card: ModelCard,
                          time.perf_counter() - started)
 
 
+NOT_EXPORTED = {"vggt": "its position table (antialiased resampling) and rotary tables are not traced for every "
+                        "input size"}
+"""Encoders export refuses, and why."""
+
+
 def export_model(model: str | None, checkpoint: str | None, arch: Path | None, path: Path | None,
                  input_size: int | None = None, precision: str = "fp32", calibrate: Path | None = None,
                  on_stage: Callable[[str], None] = lambda stage: None) -> ExportSummary:
@@ -246,6 +251,9 @@ def export_model(model: str | None, checkpoint: str | None, arch: Path | None, p
     check_export_precision(precision, calibrate)
     require_exporter()
     choice = choose_weights(model, checkpoint, arch)
+    why = NOT_EXPORTED.get(choice.config.encoder)
+    if why is not None:
+        raise ExportError(f"{choice.config.encoder} networks are not exported to ONNX: {why}; run them with PyTorch")
     size = input_size or choice.input_size
     if size < choice.config.patch_size:
         raise ExportError(f"--input-size must be at least {choice.config.patch_size}")

@@ -10,7 +10,11 @@ import platform
 
 import torch
 
+from anydepth_cli.errors import MachineError
 from anydepth_cli.models.config import NetworkConfig
+
+LARGE_WEIGHTS = 1 << 30
+"""Networks whose weights take at least this many bytes have their need said before they load."""
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -157,3 +161,35 @@ def activation_bytes_per_token(config: NetworkConfig) -> int:
     else:
         head = 2 * config.features
     return 4 * (head * config.patch_size**2 + 32 * config.embed)
+
+
+def weights_memory(network: torch.nn.Module) -> int:
+    """Bytes the weights of `network` take in float32, as they are loaded and trained."""
+    return 4 * sum(t.numel() for t in network.state_dict().values())
+
+
+def require_weights_memory(config: NetworkConfig) -> int:
+    """The bytes `weights_memory` says the network needs; MachineError, before anything is allocated, when this
+    machine has less memory free (where that is known)."""
+    from anydepth_cli.models.network import build_network
+
+    need = weights_memory(build_network(config, device="meta"))
+    free = available_memory(torch.device("cpu"))
+    if free is not None and need > free:
+        raise MachineError(f"not enough memory for the network: its weights need about {amount(need)} (float32), "
+                           f"{amount(free)} is free")
+    return need
+
+
+def weights_note(network: torch.nn.Module) -> str:
+    """` (weights: about 3.6 GB)` for a network whose weights take at least LARGE_WEIGHTS, else nothing."""
+    need = weights_memory(network)
+    return f" (weights: about {amount(need)})" if need >= LARGE_WEIGHTS else ""
+
+
+def hold_large_encoder_in(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """On a GPU, with `dtype` a half precision, an encoder whose weights take at least LARGE_WEIGHTS in float32
+    (VGGT-1B's aggregator) is held in `dtype`, halving its memory; autocast computes in `dtype` anyway."""
+    encoder = network.encoder
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and weights_memory(encoder) >= LARGE_WEIGHTS:
+        encoder.to(dtype)

@@ -104,8 +104,10 @@ def autocast(device: torch.device, dtype: torch.dtype, native: torch.dtype = tor
 
 
 def network_dtype(network: torch.nn.Module) -> torch.dtype:
-    """The dtype of a network's first floating-point parameter (the one it was cast to)."""
-    return next(p.dtype for p in network.parameters() if p.is_floating_point())
+    """The dtype a network was cast to: its floating-point parameters' one, or float32 when they differ (a large
+    encoder held in half precision under a float32 head, which autocast must still run)."""
+    dtypes = {p.dtype for p in network.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
 def dtype_name(dtype: torch.dtype) -> str:

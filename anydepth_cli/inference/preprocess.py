@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from anydepth_cli.models.config import NetworkConfig
 
@@ -49,7 +50,13 @@ def capped_network_size(height: int, width: int, input_size: int, multiple: int)
     A side shorter than one patch at that scale is stretched to one patch rather than padded:
     padding would add a border the network reads as a depth edge.
     """
-    size = network_size(height, width, input_size, multiple)
+    return within_token_cap(network_size(height, width, input_size, multiple), height, width, input_size, multiple)
+
+
+def within_token_cap(size: tuple[int, int], height: int, width: int, input_size: int,
+                     multiple: int) -> tuple[int, int]:
+    """`size` (a family's network input size of an image) when it holds at most `token_cap` patches, else the
+    largest size within the cap with the image's aspect ratio, each side a whole number (at least one) of patches."""
     cap = token_cap(input_size, multiple)
     if (size[0] // multiple) * (size[1] // multiple) <= cap:
         return size
@@ -177,6 +184,43 @@ class DA3Resizing(Resizing):
         return _bilinear(output, size, align_corners=False)
 
 
+class VGGTResizing(Resizing):
+    """VGGT's `load_and_preprocess_images` without its crop: the width to the input size, the height scaled with it
+    and rounded to the nearest multiple of the patch (Python's rounding, as VGGT computes it; at least one patch),
+    Pillow's bicubic resampling, the 8-bit pixels divided by 255; images longer than 4:1 scaled down to the token cap.
+    VGGT's default `crop` mode then keeps only the middle 518 rows of a photo taller than that: here the whole photo
+    goes in, since a depth map must cover every pixel. The map back is Depth Anything V2's."""
+
+    name = "vggt"
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        new_width = max(self.patch, round(self.input_size / self.patch) * self.patch)
+        new_height = max(self.patch, round(height * (new_width / width) / self.patch) * self.patch)
+        return within_token_cap((new_height, new_width), height, width, self.input_size, self.patch)
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        height, width = self.network_size(*image.shape[:2])
+        if image.dtype == np.uint8:
+            resized = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
+            return resized.astype(np.float32) / np.float32(255)
+        channels = [Image.fromarray(to_float_rgb(image)[..., c]).resize((width, height), Image.Resampling.BICUBIC)
+                    for c in range(3)]
+        return np.stack([np.asarray(c) for c in channels], axis=-1)
+
+    def resize_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        levels = _levels(image)
+        size = self.network_size(*image.shape[:2])
+        # Pillow's bicubic is Keys' a = -0.5 widened when shrinking, which is torch's antialiased bicubic.
+        x = F.interpolate(_channels_first(image)[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
+        if levels != 1.0:  # Pillow rounds 8-bit pixels back to 8 bits
+            x = x.round().clamp_(0, 255)
+        return x / levels
+
+    @staticmethod
+    def resize_back(output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return _bilinear(output, size, align_corners=True)
+
+
 def _resize_step(image: np.ndarray, size: tuple[int, int], enlarge: bool) -> np.ndarray:
     """`image` at `size` (its own dtype): bicubic to enlarge, area averaging to shrink, untouched when the size holds."""
     if image.shape[:2] == tuple(size):
@@ -228,7 +272,7 @@ def prepare_on_device(images: Sequence[np.ndarray], resizing: Resizing, device: 
     return (torch.stack(resized) - mean) / std
 
 
-RESIZINGS: dict[str, type[Resizing]] = {kind.name: kind for kind in (DAv2Resizing, DA3Resizing)}
+RESIZINGS: dict[str, type[Resizing]] = {kind.name: kind for kind in (DAv2Resizing, DA3Resizing, VGGTResizing)}
 """The pipelines a network's `resize` names (`models.config.RESIZES`)."""
 
 

@@ -9,10 +9,14 @@ from typing import Any
 
 from anydepth_cli.errors import UsageError
 
-ENCODERS = ("dinov2", "dinov3")
-HEADS = ("sdt", "dpt", "dpt-dinov3")
-LAYOUTS = ("dav2", "da3", "anydepth-train")
+ENCODERS = ("dinov2", "dinov3", "vggt")
+HEADS = ("sdt", "dpt", "dpt-dinov3", "dpt-vggt")
+LAYOUTS = ("dav2", "da3", "anydepth-train", "vggt")
 OUTPUT_KINDS = ("depth", "disparity")
+PATCH_ENCODERS = {
+    "dinov2-vits14-reg": (384, 12, 6), "dinov2-vitb14-reg": (768, 12, 12), "dinov2-vitl14-reg": (1024, 24, 16),
+}
+"""The DINOv2 ViTs with 4 registers a VGGT aggregator may embed its patches with: (width, depth, heads)."""
 ACTIVATIONS = {"relu": 0.0, "relu+0.001": 0.001}
 """Final activations: ReLU, then the floor added after it."""
 RESIZES = {
@@ -23,6 +27,10 @@ RESIZES = {
            "then each side to the nearest multiple of the patch (at least one patch), each step bicubic where it "
            "enlarges and area-averaging where it shrinks, on 8-bit pixels for 8-bit images; the map back bilinear on "
            "pixel centres (align_corners=False)",
+    "vggt": "VGGT's load_and_preprocess_images without its crop: the width to the input size and the height scaled "
+            "with it and rounded to the nearest multiple of the patch (at least one patch), bicubic as Pillow "
+            "resamples (images longer than 4:1 scaled down to the token cap); the map back as Depth Anything V2's "
+            "(bilinear, align_corners=True)",
 }
 """The published single-image inference pipelines a network may be run by: how a photo is resized for the network
 and the network's map back to the photo (carried out by `inference.preprocess.RESIZINGS`)."""
@@ -38,9 +46,10 @@ def default_output(head: str) -> tuple[str, str]:
 
 
 def default_resize(layout: str) -> str:
-    """The inference pipeline of a network's encoder family: Depth Anything 3's for the DA3 layout, Depth Anything
-    V2's for the others (the Depth Anything V2 encoders, and networks trained here, which see its preprocessing)."""
-    return "da3" if layout == "da3" else "dav2"
+    """The inference pipeline of a network's encoder family: Depth Anything 3's for the DA3 layout, VGGT's for the
+    VGGT layout, Depth Anything V2's for the others (the Depth Anything V2 encoders, and networks trained here, which
+    see its preprocessing)."""
+    return {"da3": "da3", "vggt": "vggt"}.get(layout, "dav2")
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,27 @@ class NetworkConfig:
     """A key of ACTIVATIONS; None takes the head's default."""
     resize: str | None = None
     """One of RESIZES: the inference pipeline the network is run by; None takes its encoder family's (`layout`)."""
+    patch_encoder: str | None = None
+    """VGGT: the DINOv2 with registers (a key of PATCH_ENCODERS) that embeds the patches, `embed` wide."""
+    patch_depth: int | None = None
+    """VGGT: blocks of a scaled-down patch encoder (small test networks); None: `patch_encoder`'s."""
+    patch_heads: int | None = None
+    """VGGT: attention heads of a scaled-down patch encoder; None: `patch_encoder`'s."""
 
     @property
     def patch_size(self) -> int:
         return 16 if self.encoder == "dinov3" else 14
+
+    @property
+    def feature_width(self) -> int:
+        """Channels of each tapped layer the head reads: VGGT's frame and global outputs side by side, 2 × `embed`."""
+        return 2 * self.embed if self.encoder == "vggt" else self.embed
+
+    @property
+    def patch_encoder_size(self) -> tuple[int, int, int]:
+        """VGGT: (width, depth, heads) of the DINOv2 that embeds the patches."""
+        _, depth, heads = PATCH_ENCODERS[self.patch_encoder]
+        return self.embed, self.patch_depth or depth, self.patch_heads or heads
 
     @property
     def output_floor(self) -> float:
@@ -80,8 +106,9 @@ class NetworkConfig:
 
     @property
     def input_side(self) -> str:
-        """Which side of a photo the input size sets: `shorter` (Depth Anything V2's pipeline) or `longer` (3's)."""
-        return "longer" if self.resize == "da3" else "shorter"
+        """Which side of a photo the input size sets: `shorter` (Depth Anything V2's pipeline), `longer` (3's) or
+        `width` (VGGT's)."""
+        return {"da3": "longer", "vggt": "width"}.get(self.resize, "shorter")
 
     @property
     def default_input_size(self) -> int:
@@ -120,10 +147,27 @@ class NetworkConfig:
             problems.append("out_channels must list 4 channel counts")
         if self.outputs < 1:
             problems.append(f"outputs must be at least 1, not {self.outputs}")
-        if self.encoder == "dinov3" and (self.embed // self.heads) % 4:
-            problems.append("dinov3 needs a head width divisible by 4 for its rotary embedding")
+        if self.encoder in ("dinov3", "vggt") and (self.embed // self.heads) % 4:
+            problems.append(f"{self.encoder} needs a head width divisible by 4 for its rotary embedding")
+        if self.encoder == "vggt":
+            problems.extend(self._patch_encoder_problems())
         if problems:
             raise UsageError("invalid architecture: " + "; ".join(problems))
+
+    def _patch_encoder_problems(self) -> list[str]:
+        """What is wrong with a VGGT network's patch encoder settings."""
+        if self.patch_encoder not in PATCH_ENCODERS:
+            return [f"patch_encoder must be one of {', '.join(PATCH_ENCODERS)}, not {self.patch_encoder!r}"]
+        width = PATCH_ENCODERS[self.patch_encoder][0]
+        scaled = self.patch_depth is not None or self.patch_heads is not None
+        _, depth, heads = self.patch_encoder_size
+        problems = []
+        if not scaled and self.embed != width:
+            problems.append(f"{self.patch_encoder} is {width} wide: embed must be {width}, not {self.embed}")
+        if depth < 1 or heads < 1 or self.embed % heads:
+            problems.append(f"the patch encoder needs depth ≥ 1 and heads dividing embed ({self.embed}), not "
+                            f"{depth} and {heads}")
+        return problems
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NetworkConfig":
@@ -164,4 +208,7 @@ class NetworkConfig:
         data = asdict(self)
         data["layers"] = list(self.layers)
         data["out_channels"] = list(self.out_channels)
+        for key in ("patch_encoder", "patch_depth", "patch_heads"):
+            if data[key] is None:
+                del data[key]
         return data

@@ -164,6 +164,6 @@ def prepare_for_inference(network: DepthNetwork, dtype: torch.dtype = torch.floa
     _fuse_residuals(network)
     network.head.to(memory_format=torch.channels_last)
     network.head.memory_format = torch.channels_last
-    if dtype == torch.bfloat16 and network.encoder.cls_token.device.type == "cpu":
+    if dtype == torch.bfloat16 and next(network.parameters()).device.type == "cpu":
         cast_network(network, dtype)
     return network

@@ -11,7 +11,9 @@ from anydepth_cli.models.dinov2 import DinoV2Encoder
 from anydepth_cli.models.dinov3 import DinoV3Encoder
 from anydepth_cli.models.dpt import DPTHead
 from anydepth_cli.models.dpt_dinov3 import DPTDinoV3Head
+from anydepth_cli.models.dpt_vggt import DPTVGGTHead
 from anydepth_cli.models.sdt import SDTHead
+from anydepth_cli.models.vggt import VGGTEncoder
 
 
 class DepthNetwork(nn.Module):
@@ -21,20 +23,22 @@ class DepthNetwork(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        encoder_cls = DinoV3Encoder if config.encoder == "dinov3" else DinoV2Encoder
-        self.encoder = encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
+        self.encoder = build_encoder(config)
+        width = config.feature_width
         if config.head == "sdt":
-            self.head = SDTHead(config.embed, config.fusion, config.cls, config.detail_enhancer)
+            self.head = SDTHead(width, config.fusion, config.cls, config.detail_enhancer)
         elif config.head == "dpt":
-            self.head = DPTHead(config.embed, config.features, config.out_channels, config.cls, config.patch_size)
+            self.head = DPTHead(width, config.features, config.out_channels, config.cls, config.patch_size)
+        elif config.head == "dpt-vggt":
+            self.head = DPTVGGTHead(width, config.features, config.out_channels, config.outputs)
         else:
-            self.head = DPTDinoV3Head(config.embed, config.features, config.out_channels, config.cls,
-                                      config.batchnorm, config.outputs)
+            self.head = DPTDinoV3Head(width, config.features, config.out_channels, config.cls, config.batchnorm,
+                                      config.outputs)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output before the final activation (what the parity fixtures store), in the input's dtype: a
         network cast to another dtype (`fuse.cast_network`) takes its input in its own and gives its output back."""
-        own = self.encoder.patch_embed.proj.weight.dtype
+        own = next(self.encoder.parameters()).dtype
         features, grid = self.encoder(x.to(own))
         out = self.head(features, grid)
         return out if own == x.dtype else out.to(x.dtype)
@@ -47,6 +51,14 @@ class DepthNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.raw(x))
+
+
+def build_encoder(config: NetworkConfig) -> nn.Module:
+    """The encoder `config.encoder` names, giving the head `config.feature_width` channels per tapped layer."""
+    if config.encoder == "vggt":
+        return VGGTEncoder(config)
+    encoder_cls = DinoV3Encoder if config.encoder == "dinov3" else DinoV2Encoder
+    return encoder_cls(config.embed, config.depth, config.heads, config.layers, config.encoder_norm)
 
 
 def build_network(config: NetworkConfig, device: torch.device | str | None = None) -> DepthNetwork:

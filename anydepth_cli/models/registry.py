@@ -15,6 +15,9 @@ APACHE = "Apache-2.0"
 VIT_S = dict(embed=384, depth=12, heads=6, layers=(2, 5, 8, 11))
 VIT_B = dict(embed=768, depth=12, heads=12, layers=(2, 5, 8, 11))
 VIT_L = dict(embed=1024, depth=24, heads=16, layers=(4, 11, 17, 23))
+VGGT_1B = dict(encoder="vggt", patch_encoder="dinov2-vitl14-reg", layout="vggt", **VIT_L)
+"""VGGT-1B's aggregator: 24 frame/global block pairs 1024 wide with 16 heads on DINOv2 ViT-L/14 with registers,
+tapped where VGGT's own depth head taps it."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,49 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "anydepth-dav2-vitb"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A published encoder a fresh head is trained on (no head weights are published for it): where its weights
+    live and the architecture it is trained in."""
+
+    name: str
+    repo_id: str
+    filename: str
+    config: NetworkConfig
+    """The encoder with the head trained on it by default."""
+    licence: str
+    description: str
+
+    @property
+    def reference(self) -> str:
+        """The weights as `--encoder-weights` takes them: hf://ORG/REPO/FILE."""
+        return f"hf://{self.repo_id}/{self.filename}"
+
+
+ENCODER_MODELS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in (
+        EncoderSpec(
+            "vggt-1b", "facebook/VGGT-1B", "model.pt",
+            NetworkConfig(**VGGT_1B, head="sdt", fusion=256, cls=False, detail_enhancer=True),
+            f"{CC_BY_NC} (the facebook/VGGT-1B model card; the code is under VGGT's own licence, and a separate, "
+            "gated VGGT-1B-Commercial checkpoint allows commercial use)",
+            "VGGT-1B's aggregator (the aggregator.* part of its model.pt, about 0.9 B parameters), frozen, with SDT "
+            "on its frame and global outputs (2 × 1024 channels)",
+        ),
+    )
+}
+"""`--encoder` names: published encoders without published heads."""
+
+
+def get_encoder(name: str) -> EncoderSpec:
+    """The encoder entry called `name`; an unknown name is a usage error listing the known ones."""
+    try:
+        return ENCODER_MODELS[name]
+    except KeyError:
+        raise UsageError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODER_MODELS)}") from None
 
 
 def get_model(name: str) -> ModelSpec:

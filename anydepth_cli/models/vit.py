@@ -25,16 +25,20 @@ class LayerScale(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection.
 
-    With `key_bias_mask`, a stored `bias_mask` buffer multiplies the qkv bias (DINOv3).
+    With `key_bias_mask`, a stored `bias_mask` buffer multiplies the qkv bias (DINOv3); with `qk_norm_eps`, each
+    head's queries and keys pass through their own LayerNorm (`q_norm`, `k_norm`) before the rotary map (VGGT).
     """
 
-    def __init__(self, dim: int, heads: int, key_bias_mask: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, key_bias_mask: bool = False, qk_norm_eps: float | None = None) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
         if key_bias_mask:
             self.qkv.register_buffer("bias_mask", torch.ones(dim * 3))
+        if qk_norm_eps is not None:
+            self.q_norm = nn.LayerNorm(dim // heads, eps=qk_norm_eps)
+            self.k_norm = nn.LayerNorm(dim // heads, eps=qk_norm_eps)
 
     def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
         """The fused q, k, v projection (B, N, 3C), with the key bias masked where the layout stores a mask."""
@@ -48,6 +52,8 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.project_qkv(x).view(b, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = rotary(q), rotary(k)
         out = F.scaled_dot_product_attention(q, k, v)
@@ -71,12 +77,13 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block with LayerScale on both residual branches."""
+    """Pre-norm transformer block with LayerScale on both residual branches (and, with `qk_norm`, LayerNorms of the
+    same `eps` on each head's queries and keys)."""
 
-    def __init__(self, dim: int, heads: int, eps: float, key_bias_mask: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, eps: float, key_bias_mask: bool = False, qk_norm: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads, key_bias_mask)
+        self.attn = Attention(dim, heads, key_bias_mask, eps if qk_norm else None)
         self.ls1 = LayerScale(dim)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, dim * 4)

@@ -44,7 +44,8 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
         exported, note = exported_if_faster(onnx, choice, device, precision, batch_size, input_size, local_rank)
         if exported is not None:
             return exported, f"{choice.label} via ONNX Runtime ({Path(onnx).name}, {exported.provider}){note}"
-    from anydepth_cli.inference.memory import keep_freed_memory
+    from anydepth_cli.inference.memory import (hold_large_encoder_in, keep_freed_memory, require_weights_memory,
+                                               weights_note)
     from anydepth_cli.inference.precision import select_dtype
     from anydepth_cli.inference.predictor import DepthPredictor, select_device
     from anydepth_cli.models.fuse import prepare_for_inference
@@ -54,7 +55,11 @@ def open_predictor(model: str | None, checkpoint: str | None, arch: Path | None,
     dtype = select_dtype(precision, target)
     if target.type == "cpu":
         keep_freed_memory()
-    network = prepare_for_inference(load_network(choice.config, weights, target), dtype)
+    require_weights_memory(choice.config)
+    network = load_network(choice.config, weights, target)
+    note += weights_note(network)
+    network = prepare_for_inference(network, dtype)
+    hold_large_encoder_in(network, target, dtype)
     predictor = DepthPredictor(network, input_size or choice.input_size, target, dtype, batch_size)
     return predictor, choice.label + note
 

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,13 +24,15 @@ from torch import nn
 from anydepth_cli.errors import TrainingError, UsageError
 from anydepth_cli.evaluation.runner import run_eval
 from anydepth_cli.evaluation.presets import get_preset
+from anydepth_cli.inference.memory import (LARGE_WEIGHTS, amount, hold_large_encoder_in, require_weights_memory,
+                                           weights_memory)
 from anydepth_cli.inference.precision import PRECISIONS as INFERENCE_PRECISIONS
 from anydepth_cli.inference.precision import autocast, training_dtype
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.inference.preprocess import resize_map
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
-from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
+from anydepth_cli.models.registry import DEFAULT_MODEL, get_encoder, get_model
 from anydepth_cli.training import distributed, run
 from anydepth_cli.training.batchnorm import MODES as BATCHNORM_MODES
 from anydepth_cli.training.batchnorm import prepare_head, set_training_mode
@@ -41,7 +43,7 @@ from anydepth_cli.training.report import Reporter, TrainSummary
 from anydepth_cli.training.sources import (DataReport, Source, parse_values, training_data, validation_sources,
                                           write_data_lists)
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
-from anydepth_cli.weights.choice import choose_weights, weights_path
+from anydepth_cli.weights.choice import choose_weights, encoder_weights_path, weights_path
 
 TARGETS = ("depth", "disparity")
 TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu"}
@@ -66,7 +68,10 @@ class TrainOptions:
     model: str | None = None
     arch: Path | None = None
     checkpoint: str | None = None
-    encoder_weights: Path | None = None
+    encoder_weights: str | Path | None = None
+    """A backbone file or hf://ORG/REPO/FILE."""
+    encoder: str | None = None
+    """A registry encoder (`models.registry.ENCODER_MODELS`): its architecture, and its weights as --encoder-weights."""
     target: str | None = None
     """None: depth, or the target of the run being resumed."""
     val: tuple[Path, ...] = ()
@@ -129,8 +134,10 @@ class TrainOptions:
                 parse_values(text, option, finite)
             except UsageError as exc:
                 problems.append(str(exc))
-        if self.model is not None and self.arch is not None:
-            problems.append("pass either --model or --arch, not both")
+        if sum(x is not None for x in (self.model, self.arch, self.encoder)) > 1:
+            problems.append("pass one of --model, --arch and --encoder")
+        if self.encoder is not None and (self.checkpoint is not None or self.encoder_weights is not None):
+            problems.append("--encoder brings its own weights: drop --checkpoint and --encoder-weights")
         if self.encoder_weights is not None and self.checkpoint is not None:
             problems.append("--encoder-weights starts a fresh head: it cannot be combined with --checkpoint")
         if self.arch is not None and self.checkpoint is None and self.encoder_weights is None and not self.resume:
@@ -148,6 +155,8 @@ def _source_config(options: TrainOptions) -> NetworkConfig:
     """The architecture --arch or --model names (the default model's when neither), as it declares itself."""
     if options.arch is not None:
         return NetworkConfig.from_file(options.arch)
+    if options.encoder is not None:
+        return get_encoder(options.encoder).config
     return get_model(options.model or DEFAULT_MODEL).config
 
 
@@ -169,14 +178,17 @@ def fresh_network(config: NetworkConfig, encoder_weights: Path, seed: int) -> De
 def _start_network(options: TrainOptions, config: NetworkConfig, world: World) -> DepthNetwork:
     """The network training starts from: a registry model or checkpoint, or a backbone with a fresh head."""
     if options.encoder_weights is not None:
-        return fresh_network(config, options.encoder_weights, options.seed)
+        return fresh_network(config, _main_first(world, lambda: encoder_weights_path(options.encoder_weights)),
+                             options.seed)
     choice = choose_weights(options.model, options.checkpoint, options.arch)
-    if world.main:  # one process downloads; the others then find the file in the cache
-        path = weights_path(choice)
+    return load_network(config, _main_first(world, lambda: weights_path(choice)))
+
+
+def _main_first(world: World, fetch: Callable[[], Path]) -> Path:
+    """`fetch()` in the main process first (one process downloads), then in the others (they find it cached)."""
+    path = fetch() if world.main else None
     distributed.barrier(world)
-    if not world.main:
-        path = weights_path(choice)
-    return load_network(config, path)
+    return path if path is not None else fetch()
 
 
 def settings(options: TrainOptions) -> dict[str, Any]:
@@ -198,7 +210,8 @@ def _resumed_config(state: dict[str, Any], options: TrainOptions) -> NetworkConf
     """The architecture of the run being resumed; UsageError when --model, --arch or --target name another one."""
     stored = NetworkConfig.from_dict(state["arch"])
     target = options.target or stored.output
-    named = training_config(_source_config(options) if options.model or options.arch else stored, target)
+    named = training_config(_source_config(options) if options.model or options.arch or options.encoder else stored,
+                            target)
     if named != stored:
         ours, theirs = named.to_dict(), stored.to_dict()
         differences = [f"{k} {theirs[k]}→{ours[k]}" for k in ours if ours[k] != theirs[k]]
@@ -300,6 +313,7 @@ def _resume(options: TrainOptions, reporter: Reporter) -> _Start:
     if changed:
         reporter.note(f"resuming with another {', '.join(changed)}: the result will differ from an uninterrupted run")
     config = _resumed_config(state, options)
+    require_weights_memory(config)
     network = load_network(config, options.output / run.MODEL)
     network.head.load_state_dict(state["head"])
     options = replace(options, target=config.output, batchnorm=options.batchnorm or "frozen")
@@ -311,11 +325,14 @@ def _begin(options: TrainOptions, world: World) -> _Start:
     if (options.output / run.LAST).exists():
         raise UsageError(f"{options.output} already holds a training run: continue it with --resume {options.output} "
                          "or choose another -o")
+    if options.encoder is not None:
+        options = replace(options, encoder_weights=get_encoder(options.encoder).reference)
     fresh = options.encoder_weights is not None
     source = _source_config(options)
     options = replace(options, target=options.target or "depth",
                       batchnorm=options.batchnorm or ("train" if fresh else "frozen"))
     config = training_config(source, options.target)
+    require_weights_memory(config)
     network = _start_network(options, config, world)
     return _Start(options, config, network, declared=None if fresh else source.output)
 
@@ -407,9 +424,14 @@ class _Run:
         """The network on this process's device in the exact dtype, the encoder frozen, the head's BatchNorms
         synchronised across processes when they train."""
         network = network.to(self.device, self.exact)
+        hold_large_encoder_in(network, self.device, self.dtype)
         network.encoder.requires_grad_(False)
         network.head = prepare_head(network.head, self.options.batchnorm, self.world, self.device)
         set_training_mode(network, network.head, self.options.batchnorm)
+        weights = weights_memory(network)
+        if self.world.main and weights >= LARGE_WEIGHTS:
+            self.reporter.note(f"the network's weights take about {amount(weights)} (float32); the frozen encoder "
+                               "keeps no activations for backward")
         if self.world.main and self.options.input_size and self.crop != self.options.input_size:
             self.reporter.note(f"--input-size {self.options.input_size} rounded to {self.crop}, a multiple of the "
                                f"patch size {self.config.patch_size}")

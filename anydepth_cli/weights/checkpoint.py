@@ -17,19 +17,24 @@ PREFIX_LAYOUTS: tuple[tuple[str, str], ...] = (
     ("backbone.pretrained.", "head."),
     ("model.backbone.pretrained.", "model.head."),
     ("0.encoder.backbone.", "0.decoder."),
+    ("aggregator.", "depth_head."),
 )
 LAYOUT_PREFIXES: dict[str, tuple[str, str]] = {
     "dav2": PREFIX_LAYOUTS[0],
     "da3": PREFIX_LAYOUTS[2],
     "anydepth-train": PREFIX_LAYOUTS[3],
+    "vggt": PREFIX_LAYOUTS[4],
 }
 """The (encoder, head) prefixes of each `NetworkConfig.layout`."""
 WRAPPER_KEYS = ("model", "state_dict")
-OPTIONAL_KEYS = ("encoder.mask_token",)
+OPTIONAL_KEYS = ("encoder.mask_token", "encoder.patch_embed.mask_token")
+WHOLE_MODEL_ENCODERS = {"vggt": "aggregator."}
+"""Encoders whose published weights come inside a whole model's checkpoint: the prefix of the encoder's part."""
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.pth`/`.pt` (read with `weights_only=True`) or `.safetensors` file, unwrapped."""
+def read_state_dict(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth`/`.pt` (read with `weights_only=True`) or `.safetensors` file, unwrapped; with `mmap`, a
+    zip-format PyTorch file is memory-mapped, so tensors never used (a whole model's other parts) are never read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -39,7 +44,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             data = load_file(str(path), device="cpu")
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = _torch_load(path, mmap)
     except Exception as exc:  # torch and safetensors raise many unrelated types for damaged files
         lines = str(exc).strip().splitlines()
         if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
@@ -57,6 +62,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise CheckpointError(f"{path.name} holds no tensors")
     return tensors
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    """A PyTorch file's contents, memory-mapped if asked and the file's format allows it."""
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def to_network_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -106,7 +122,8 @@ def load_network(config: NetworkConfig, path: Path, device: torch.device | str =
     if problems:
         raise CheckpointError(f"{Path(path).name} does not match the architecture: " + "; ".join(problems))
     for key in OPTIONAL_KEYS:
-        state.setdefault(key, torch.zeros_like(expected[key], device="cpu"))
+        if key in expected:
+            state.setdefault(key, torch.zeros_like(expected[key], device="cpu"))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     network.load_state_dict(state, strict=True, assign=True)
     return network.to(device).eval()
@@ -114,8 +131,9 @@ def load_network(config: NetworkConfig, path: Path, device: torch.device | str =
 
 def load_encoder_weights(network: DepthNetwork, path: Path) -> None:
     """Load a plain backbone state dict (`blocks.*`, `patch_embed.*`, …, as DINOv2/DINOv3 publish them) into
-    `network.encoder`, strictly; a checkpoint whose keys carry one encoder prefix of PREFIX_LAYOUTS is accepted too."""
-    state = read_state_dict(path)
+    `network.encoder`, strictly; a checkpoint whose keys carry one encoder prefix of PREFIX_LAYOUTS is accepted too.
+    For a VGGT encoder, VGGT's whole-model checkpoint gives its `aggregator.*` part."""
+    state = _encoder_part(read_state_dict(path, mmap=True), network.config.encoder, Path(path).name)
     prefix = next((enc for enc, _ in PREFIX_LAYOUTS if all(k.startswith(enc) for k in state)), "")
     state = {"encoder." + k[len(prefix):]: v for k, v in state.items()}
     expected = {k: v for k, v in network.state_dict().items() if k.startswith("encoder.")}
@@ -123,10 +141,24 @@ def load_encoder_weights(network: DepthNetwork, path: Path) -> None:
     if problems:
         raise CheckpointError(f"{Path(path).name} does not match the encoder: " + "; ".join(problems))
     for key in OPTIONAL_KEYS:
-        state.setdefault(key, expected[key])
+        if key in expected:
+            state.setdefault(key, expected[key])
     with torch.no_grad():
         for key, value in state.items():
             expected[key].copy_(value)
+
+
+def _encoder_part(state: dict[str, torch.Tensor], encoder: str, name: str) -> dict[str, torch.Tensor]:
+    """The keys of `state` that hold the encoder: for an encoder published inside a whole model
+    (WHOLE_MODEL_ENCODERS), those under its prefix, which must exist; else all of them."""
+    prefix = WHOLE_MODEL_ENCODERS.get(encoder)
+    if prefix is None:
+        return state
+    part = {k: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise CheckpointError(f"{name} holds no {prefix}* keys, where a {encoder} checkpoint keeps its encoder "
+                              f"(first key: {next(iter(state))})")
+    return part
 
 
 def state_in_layout(network: DepthNetwork, layout: str) -> dict[str, torch.Tensor]:

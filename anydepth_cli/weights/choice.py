@@ -66,3 +66,13 @@ def weights_path(choice: WeightsChoice) -> Path:
     from anydepth_cli.weights.hub import download
 
     return download(choice.repo_id, choice.filename, model=choice.model)
+
+
+def encoder_weights_path(reference: str | Path) -> Path:
+    """The local file of `--encoder-weights FILE|hf://ORG/REPO/FILE`, downloading a Hub file into the cache first."""
+    hub = parse_hub_reference(str(reference))
+    if hub is None:
+        return Path(reference)
+    from anydepth_cli.weights.hub import download
+
+    return download(*hub)
