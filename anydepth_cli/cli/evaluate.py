@@ -12,6 +12,7 @@ import typer
 
 from anydepth_cli.cli.console import err, out
 from anydepth_cli.errors import UsageError
+from anydepth_cli.models.config import space_of
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -297,7 +298,7 @@ def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], 
     if save_predictions is not None:
         prepare_output_dir(save_predictions)
     predictors = _open_predictors(choices, *running)
-    kinds = {label: p.output_kind if output_kind == "model" else output_kind for label, p in predictors.items()}
+    kinds = {label: space_of(p.output_kind) if output_kind == "model" else output_kind for label, p in predictors.items()}
     tiles = {label: tile_config(p) for label, p in predictors.items()} if tile != "off" else {}
     options = RunOptions(kinds, running[2], tile, tiles, save_predictions)
     results = []

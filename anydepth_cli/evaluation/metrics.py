@@ -29,14 +29,14 @@ import numpy as np
 from anydepth_cli.errors import InputError
 from anydepth_cli.evaluation.presets import Preset
 from anydepth_cli.inference.align import Affine, fit_scale_shift
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import SPACES
 
 METRICS: tuple[str, ...] = ("abs_rel", "delta1", "delta2", "delta3", "rmse")
 """Metric keys, in report order. AbsRel and RMSE: lower is better; δk: higher is better."""
 
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "delta2", "delta3"})
 
-KINDS = OUTPUT_KINDS
+KINDS = SPACES
 """The spaces a prediction can be aligned in: the output kinds a model declares."""
 
 

@@ -28,7 +28,7 @@ from anydepth_cli.errors import InputError
 from anydepth_cli.evaluation.metrics import metric_sums, metrics_from_sums
 from anydepth_cli.evaluation.presets import CropFn, region_mask
 from anydepth_cli.inference.align import Affine, fit_scale_shift
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import SPACES
 
 DISPARITY_FLOOR = 1e-3
 """The least aligned disparity, so that it can be inverted."""
@@ -116,8 +116,8 @@ class Protocol:
 
     def score(self, pred: np.ndarray, depth: np.ndarray, valid: np.ndarray, kind: str) -> dict[str, float]:
         """AbsRel, δ1–δ3, RMSE, the fitted `scale` and `shift` and `n_valid` of one prediction of `kind`."""
-        if kind not in OUTPUT_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(OUTPUT_KINDS)}, not {kind!r}")
+        if kind not in SPACES:
+            raise ValueError(f"kind must be one of {', '.join(SPACES)}, not {kind!r}")
         if pred.shape != depth.shape:
             raise ValueError(f"prediction {pred.shape} and ground truth {depth.shape} differ in size")
         fit = self.fit(pred, depth, valid, kind)

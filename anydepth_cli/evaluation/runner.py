@@ -13,6 +13,7 @@ from anydepth_cli.datasets.sources import GroundTruth
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
+from anydepth_cli.models.config import space_of
 
 if TYPE_CHECKING:  # the protocol's module imports torch, which scoring workers do not need
     from anydepth_cli.inference.predictor import MapPredictor
@@ -149,7 +150,7 @@ def run_eval(
 
 def _declared_kinds(predictors: Mapping[str, MapPredictor]) -> dict[str, str]:
     """The output kind each model declares; UsageError for one that is not a kind."""
-    declared = {name: predictor.output_kind for name, predictor in predictors.items()}
+    declared = {name: space_of(predictor.output_kind) for name, predictor in predictors.items()}
     for name, kind in declared.items():
         if kind not in KINDS:
             raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")

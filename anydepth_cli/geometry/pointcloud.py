@@ -6,10 +6,11 @@ Conventions used throughout this module:
 * Output frame of ``build_point_cloud`` is selectable; its default, "opengl" (x right,
   y up, z toward the viewer; the camera looks down -z), opens upright and facing the
   viewer in MeshLab, Blender, CloudCompare and Open3D.
-* A network's map is of one of the kinds of ``models.config.OUTPUT_KINDS``, both
-  affine-invariant (scale and shift unknown): "depth" (large = far) or "disparity"
-  (large = near, 0 meaning infinitely far). Only positive, finite values are valid. Depth
-  comes out in the units the user gives ``near``/``far`` or ``depth_at`` in.
+* A network's map is of one of the kinds of ``models.config.OUTPUT_KINDS``: "depth" (large =
+  far) or "disparity" (large = near, 0 meaning infinitely far), both affine-invariant (scale
+  and shift unknown), or "metric" (depth in metres). Only positive, finite values are valid.
+  Depth comes out in metres for metric maps, else in the units the user gives
+  ``near``/``far`` or ``depth_at`` in.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, unproject_pixels
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import OUTPUT_KINDS, space_of
 
 DEFAULT_NEAR = 1.0
 DEFAULT_FAR = 10.0
@@ -72,6 +73,10 @@ class DepthRule:
         without a valid value.
         """
         _check_kind(kind)
+        if kind == "metric":
+            if near is not None or far is not None or depth_at is not None:
+                raise UsageError("the model answers in metres: its cloud needs no --near, --far or --depth-at")
+            return cls("depth", 1.0, 0.0, "depth in metres as the metric model gives it")
         if depth_at is not None:
             if near is not None or far is not None:
                 raise UsageError("--depth-at cannot be combined with --near/--far")
@@ -296,7 +301,7 @@ def _drop_sky(v: np.ndarray, kind: str, sky_fraction: float) -> str | None:
     valid = v[_valid(v)]
     if not valid.size:
         return None
-    if kind == "depth":
+    if space_of(kind) == "depth":
         sky = v * np.float32(sky_fraction) > float(np.percentile(valid, DEPTH_PERCENTILES[0]))
     else:
         sky = v < sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from anydepth_cli.errors import InputError, OutputError, UsageError
+from anydepth_cli.models.config import space_of
 
 DEFAULT_CMAP = "inferno"
 """Perceptually uniform; near is bright yellow, far is black (see `near_is_dark`)."""
@@ -173,7 +174,9 @@ def _lut(cmap: str) -> np.ndarray:
 
 
 def describe_kind(kind: str) -> str:
-    """`depth (large = far)` or `disparity (large = near)`."""
+    """`depth (large = far)`, `disparity (large = near)` or `metric depth (metres, large = far)`."""
+    if kind == "metric":
+        return "metric depth (metres, large = far)"
     return f"{kind} (large = {'far' if kind == 'depth' else 'near'})"
 
 
@@ -183,7 +186,7 @@ def near_is_dark(kind: str, invert: bool = False) -> bool:
     `colorize` puts large values at the bright end: right for disparity (large = near), the
     wrong way round for depth (large = far).
     """
-    return (kind == "depth") != invert
+    return (space_of(kind) == "depth") != invert
 
 
 def colorize(
@@ -268,19 +271,32 @@ def write_npy(path: Path, values: np.ndarray) -> None:
     atomic_write(path, save)
 
 
-def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
-    """Write a `kind` (depth or disparity) map as a 16-bit grey PNG scaled to its own finite min..max.
+def png16_step(kind: str, values: np.ndarray) -> float | None:
+    """The fixed depth in metres of one 16-bit level for a map of `kind`: a millimetre for metric maps that fit
+    (up to 65.535 m), else KITTI's 1/256 m (up to 256 m); None for affine-invariant maps (scaled per image)."""
+    if kind != "metric":
+        return None
+    finite = np.asarray(values)[np.isfinite(values)]
+    return 0.001 if not finite.size or float(finite.max()) <= 65535 * 0.001 else 1.0 / 256.0
 
-    Min maps to 0 and max to 65535; both are stored as PNG text chunks (`anydepth_min`,
-    `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see `read_png16`), and the
-    kind as `anydepth_kind`. Non-finite values are stored as 0; a constant map is all 0.
+
+def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
+    """Write a `kind` map as a 16-bit grey PNG.
+
+    Depth and disparity are scaled to their own finite min..max: min maps to 0 and max to 65535. Metric depth is
+    written in fixed steps (`png16_step`: millimetres, or 1/256 m beyond 65.535 m), 0 meaning no depth. Both ends
+    are stored as PNG text chunks (`anydepth_min`, `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see
+    `read_png16`), and the kind as `anydepth_kind`. Non-finite values are stored as 0; a constant map is all 0.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     low, high = 0.0, 0.0
-    if finite.any():
+    step = png16_step(kind, values)
+    if step is not None:
+        low, high = 0.0, 65535 * step
+    elif finite.any():
         low, high = float(values[finite].min()), float(values[finite].max())
     if high > low:
         scaled = (np.where(finite, values, low) - low) * (65535.0 / (high - low))

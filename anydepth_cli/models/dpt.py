@@ -41,7 +41,7 @@ class FusionBlock(nn.Module):
 class Scratch(nn.Module):
     """Per-level 3×3 convs to `features`, the four fusion blocks and the output convs."""
 
-    def __init__(self, out_channels: tuple[int, ...], features: int) -> None:
+    def __init__(self, out_channels: tuple[int, ...], features: int, final_relu: bool = True) -> None:
         super().__init__()
         for i, channels in enumerate(out_channels, start=1):
             setattr(self, f"layer{i}_rn", nn.Conv2d(channels, features, 3, padding=1, bias=False))
@@ -49,7 +49,8 @@ class Scratch(nn.Module):
             setattr(self, f"refinenet{i}", FusionBlock(features))
         self.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
         self.output_conv2 = nn.Sequential(
-            nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1), nn.ReLU()
+            nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1),
+            nn.ReLU() if final_relu else nn.Identity(),  # metric models end in the network's sigmoid instead
         )
 
 
@@ -58,7 +59,8 @@ class DPTHead(nn.Module):
 
     memory_format = torch.contiguous_format
 
-    def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], cls: bool, patch: int = 14) -> None:
+    def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], cls: bool, patch: int = 14,
+                 final_relu: bool = True) -> None:
         super().__init__()
         self.patch = patch
         self.projects = nn.ModuleList(nn.Conv2d(dim, c, 1) for c in out_channels)
@@ -70,7 +72,7 @@ class DPTHead(nn.Module):
         ])
         if cls:
             self.readout_projects = readout_projects(dim)
-        self.scratch = Scratch(out_channels, features)
+        self.scratch = Scratch(out_channels, features, final_relu)
 
     def forward(self, features: list[tuple[torch.Tensor, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
         levels = []

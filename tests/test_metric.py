@@ -1,0 +1,89 @@
+"""Metric models: declared in metres (sigmoid × max_depth), run end to end as Depth Anything V2's metric
+`infer_image`, and written in metres."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import anydepth_cli
+from anydepth_cli.errors import UsageError
+from anydepth_cli.io.writers import read_png16
+from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.registry import MODELS
+from anydepth_cli.weights.choice import choose_weights
+from conftest import run_cli
+from metric_fixture import ARCH, MAX_DEPTH, META, build_checkpoint, cases
+
+METRIC = {f"dav2-metric-{dataset}-{size}": (repo, depth)
+          for dataset, repo, depth in (("hypersim", "Hypersim", 20.0), ("vkitti", "VKITTI", 80.0))
+          for size in ("vits", "vitb", "vitl")}
+HUB_SIZES = {"vits": "Small", "vitb": "Base", "vitl": "Large"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("metric"))
+
+
+def test_the_six_metric_models_are_registered_with_their_range_and_files():
+    for name, (repo, max_depth) in METRIC.items():
+        spec, size = MODELS[name], name.rsplit("-", 1)[1]
+        dataset = name.split("-")[2]
+        assert spec.repo_id == f"depth-anything/Depth-Anything-V2-Metric-{repo}-{HUB_SIZES[size]}"
+        assert spec.filename == f"depth_anything_v2_metric_{dataset}_{size}.pth"
+        assert (spec.output, spec.config.activation, spec.config.max_depth) == ("metric", "sigmoid", max_depth)
+        relative = MODELS[f"dav2-dpt-{size}"].config
+        assert spec.config.to_dict() == {**relative.to_dict(), "output": "metric", "activation": "sigmoid",
+                                         "max_depth": max_depth}
+
+
+@pytest.mark.parametrize("changes,problem", [
+    ({"output": "metric"}, "max_depth"), ({"output": "metric", "max_depth": -1}, "max_depth"),
+    ({"output": "metric", "max_depth": 20, "activation": "relu"}, "activation sigmoid"),
+    ({"activation": "sigmoid"}, "for output metric"), ({"max_depth": 20}, "for output metric"),
+])
+def test_a_half_metric_declaration_is_a_usage_error(changes, problem):
+    base = {**META["config"], "output": None, "activation": None, "max_depth": None}
+    with pytest.raises(UsageError, match=problem):
+        NetworkConfig.from_dict({**base, **changes})
+
+
+def test_model_with_a_local_checkpoint_takes_the_registry_architecture():
+    choice = choose_weights("dav2-metric-vkitti-vitl", "local.pth", None)
+    assert choice.config == MODELS["dav2-metric-vkitti-vitl"].config and choice.path.name == "local.pth"
+
+
+def test_photos_of_awkward_sizes_match_their_metric_infer_image(checkpoint):
+    model = anydepth_cli.load(checkpoint, arch=ARCH, device="cpu", input_size=META["input_size"])
+    assert model.kind == "metric"
+    photos, references = zip(*cases())
+    for result, reference in zip(model.predict_batch(list(photos)), references):
+        assert result.map.shape == reference.shape
+        assert reference.std() > 0.02 * MAX_DEPTH  # the maps vary, so a resize error would show
+        assert np.abs(result.map - reference).max() <= 1e-4 * MAX_DEPTH
+
+
+def test_predict_writes_metres_npy_and_millimetre_png16(checkpoint, tmp_path):
+    photo, reference = cases()[0]
+    Image.fromarray(photo).save(tmp_path / "crop.png")
+    for raw in ("npy", "png16"):
+        done = run_cli("predict", tmp_path / "crop.png", "-o", tmp_path / raw, "--checkpoint", checkpoint,
+                       "--arch", ARCH, "--input-size", str(META["input_size"]), "--raw", raw, "--device", "cpu")
+        assert done.returncode == 0, done.stderr
+        assert "metric depth (metres" in done.stderr
+    assert np.abs(np.load(tmp_path / "npy" / "crop_metric.npy") - reference).max() <= 1e-4 * MAX_DEPTH
+    png = tmp_path / "png16" / "crop_metric16.png"
+    millimetres = np.asarray(Image.open(png)).astype(np.float64)
+    assert np.abs(millimetres / 1000 - reference).max() <= 0.0005 + 1e-4 * MAX_DEPTH
+    assert np.abs(read_png16(png) - reference).max() <= 0.0005 + 1e-4 * MAX_DEPTH
+
+
+def test_models_info_shows_the_range():
+    done = run_cli("models", "info", "dav2-metric-vkitti-vitb")
+    assert done.returncode == 0, done.stderr
+    assert "range 0–80 m" in done.stdout and "Metric-VKITTI-Base" in done.stdout
+    assert json.loads(done.stdout.split("architecture", 1)[1].strip())["max_depth"] == 80.0
