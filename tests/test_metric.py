@@ -87,3 +87,22 @@ def test_models_info_shows_the_range():
     assert done.returncode == 0, done.stderr
     assert "range 0–80 m" in done.stdout and "Metric-VKITTI-Base" in done.stdout
     assert json.loads(done.stdout.split("architecture", 1)[1].strip())["max_depth"] == 80.0
+
+
+def test_colorbar_labels_metres_beside_the_picture(checkpoint, tmp_path):
+    photo, reference = cases()[1]
+    Image.fromarray(photo).save(tmp_path / "crop.png")
+    for bar in ((), ("--colorbar",)):
+        done = run_cli("predict", tmp_path / "crop.png", "-o", tmp_path / f"out{len(bar)}", "--checkpoint",
+                       checkpoint, "--arch", ARCH, "--input-size", str(META["input_size"]), "--device", "cpu", *bar)
+        assert done.returncode == 0, done.stderr
+    plain = np.asarray(Image.open(tmp_path / "out0" / "crop_depth.png"))
+    barred = np.asarray(Image.open(tmp_path / "out1" / "crop_depth.png"))
+    height, width = reference.shape
+    assert plain.shape == (height, width, 3) and barred.shape[0] == height and barred.shape[1] > width + 40
+    assert np.array_equal(barred[:, :width], plain)
+    bar = barred[:, width + 6:width + 22].astype(int)
+    assert np.all(bar[0] == bar[0, 0]) and abs(bar[0, 0] - bar[-1, 0]).sum() > 100  # a ramp, far (dark) on top
+    assert bar[0].sum() < bar[-1].sum()
+    labels = barred[:, width + 22:]
+    assert (labels < 128).any()  # printed ticks

@@ -65,7 +65,7 @@ def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
         raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
 
 
-PHOTO_ONLY = ("--confidence", "--raw npy")
+PHOTO_ONLY = ("--confidence", "--raw npy", "--colorbar")
 VIDEO_ONLY = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride", "--codec")
 
 
@@ -116,6 +116,7 @@ def predict(
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
     raw: Annotated[Optional[Raw], typer.Option(help="Also write the model's raw output, named for what it is (photo_depth.npy or photo_disparity.npy): npy float32 (photos), npz all frames in float16 (videos), exr 32-bit float OpenEXR, or png16 16-bit PNG scaled per image or frame (min, max and kind in its text chunks). A clip's exr or png16 frames are numbered files in a folder: clip_depth/ holds clip_depth.000001.exr, ...", rich_help_panel=OUTPUT)] = None,
+    colorbar: Annotated[bool, typer.Option("--colorbar", help="Put a colour bar beside each depth picture: in metres for metric models, near and far for the others.", rich_help_panel=OUTPUT)] = False,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip photos and clips whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
@@ -165,7 +166,7 @@ def predict(
     photos = [item for item in discovery.items if not is_video(item.path)]
     clips = [item for item in discovery.items if is_video(item.path)]
     check_input_kind_options(bool(photos), bool(clips), {
-        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--start": start != 0,
+        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--colorbar": colorbar, "--start": start != 0,
         "--max-frames": max_frames is not None, "--stride": stride != 1, "--no-stabilize": no_stabilize,
         "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10, "--codec": codec is not None,
     })
@@ -204,7 +205,7 @@ def predict(
             err.print(f"[yellow]note:[/] {escape(codec_note)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
         if photos:
-            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud)
+            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar)
             with ImageProgress(len(photos)) as progress:
                 photo_summary = run_images(photos, predictor, outputs, tiling, progress, max_pixels, skip_existing,
                                            batch_size)

@@ -208,7 +208,7 @@ def colorize(
         raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     all_finite = bool(finite.all())
-    low, high = _normalisation_range(values if all_finite else values[finite], value_range)
+    low, high = normalisation_range(values if all_finite else values[finite], value_range)
     if not all_finite:
         values = np.where(finite, values, np.float32(low))
     scale = 255.0 / (high - low) if high > low else 0.0
@@ -222,9 +222,11 @@ def colorize(
     return rgb
 
 
-def _normalisation_range(
-    finite_values: np.ndarray, value_range: tuple[float, float] | None
+def normalisation_range(
+    finite_values: np.ndarray, value_range: tuple[float, float] | None = None
 ) -> tuple[float, float]:
+    """The (low, high) `colorize` maps to the ends of the colour map: `value_range`, else the 1st and 99th
+    percentiles of `finite_values` (min and max where those coincide); (0, 0) when there are none."""
     if value_range is not None:
         low, high = (float(v) for v in value_range)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):

@@ -12,6 +12,7 @@ import numpy as np
 from anydepth_cli.errors import AnyDepthError, InputError
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, predict_tiled, should_tile
+from anydepth_cli.io.colorbar import picture_with_colorbar
 from anydepth_cli.io.images import InputItem, prefetch_images
 from anydepth_cli.io.writers import (
     DEFAULT_CMAP,
@@ -53,6 +54,7 @@ class OutputOptions:
     side_by_side: bool = False
     confidence: bool = False
     pointcloud: PointCloudOptions | None = None
+    colorbar: bool = False
 
     def paths(self, item: InputItem, kind: str) -> dict[str, Path]:
         """Every output file of `item`, mirroring its relative path under `out_dir`; raw files are named for
@@ -217,7 +219,8 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     """Write every requested file for one image's map of `kind` (depth or disparity); returns a note to show
     the user (point-cloud settings)."""
     paths = outputs.paths(item, kind)
-    color = depth_picture(values, kind, outputs.cmap, outputs.invert)
+    color = (picture_with_colorbar(values, kind, outputs.cmap, outputs.invert) if outputs.colorbar
+             else depth_picture(values, kind, outputs.cmap, outputs.invert))
     write_color_png(paths["color"], color)
     if outputs.raw == "npy":
         write_npy(paths["raw"], values)
