@@ -129,8 +129,8 @@ def predict(
     overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
     confidence: Annotated[bool, typer.Option("--confidence", help="Also write a per-pixel confidence map (from tile agreement).", rich_help_panel=TILES)] = False,
     pointcloud: Annotated[bool, typer.Option("--pointcloud", help="Also write a coloured PLY point cloud.", rich_help_panel=CLOUD)] = False,
-    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees. \\[default: EXIF, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
-    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (overrides --fov and EXIF).", rich_help_panel=CLOUD)] = None,
+    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees, in (0, 180). \\[default: the photo's EXIF 35 mm-equivalent focal length, converted on the diagonal, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
+    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels, > 0 (overrides --fov and EXIF). Clouds and metric models also write photo_camera.json: fx, fy, cx, cy, units, model, focal source.", rich_help_panel=CLOUD)] = None,
     near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. \\[default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
     far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. \\[default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
     depth_at: Annotated[Optional[str], typer.Option(help="Known depth at one pixel, X,Y=D (replaces --near/--far).", rich_help_panel=CLOUD)] = None,
@@ -151,6 +151,8 @@ def predict(
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
+    from anydepth_cli.geometry.camera import check_camera_options
+    from anydepth_cli.geometry.outputs import CameraOptions
     from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video
@@ -162,6 +164,7 @@ def predict(
         raise UsageError("--max-pixels must be positive")
     if pc_stride < 1:
         raise UsageError("--pc-stride must be at least 1")
+    check_camera_options(fov, focal)
     discovery = discover_inputs(inputs, also=VIDEO_EXTENSIONS)
     photos = [item for item in discovery.items if not is_video(item.path)]
     clips = [item for item in discovery.items if is_video(item.path)]
@@ -205,7 +208,9 @@ def predict(
             err.print(f"[yellow]note:[/] {escape(codec_note)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
         if photos:
-            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar)
+            camera = CameraOptions(fov, focal, label) if pointcloud or predictor.output_kind == "metric" else None
+            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
+                                    camera)
             with ImageProgress(len(photos)) as progress:
                 photo_summary = run_images(photos, predictor, outputs, tiling, progress, max_pixels, skip_existing,
                                            batch_size)

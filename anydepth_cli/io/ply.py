@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -14,8 +15,10 @@ def write_ply(
     points: np.ndarray,
     colors: np.ndarray | None = None,
     normals: np.ndarray | None = None,
+    comments: Sequence[str] = (),
 ) -> None:
-    """Write N points (N×3), optional colours (N×3, 0–255) and normals (N×3) as a PLY file.
+    """Write N points (N×3), optional colours (N×3, 0–255) and normals (N×3) as a PLY file, with `comments` (one
+    line each) in its header.
 
     Binary little-endian PLY 1.0 with one `vertex` element: float `x y z`, then float
     `nx ny nz` if normals are given, then uchar `red green blue` if colours are given.
@@ -45,6 +48,7 @@ def write_ply(
             "ply\n",
             "format binary_little_endian 1.0\n",
             "comment written by anydepth-cli\n",
+            *(f"comment {' '.join(line.split())}\n" for line in comments),
             f"element vertex {count}\n",
             *(f"property {ply_type[kind]} {name}\n" for name, kind in fields),
             "end_header\n",

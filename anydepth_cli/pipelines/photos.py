@@ -27,6 +27,7 @@ from anydepth_cli.io.writers import (
 
 if TYPE_CHECKING:
     from anydepth_cli.geometry.camera import Intrinsics
+    from anydepth_cli.geometry.outputs import CameraOptions
     from anydepth_cli.geometry.pointcloud import PointCloud
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class OutputOptions:
     confidence: bool = False
     pointcloud: PointCloudOptions | None = None
     colorbar: bool = False
+    camera: CameraOptions | None = None
+    """Where the camera comes from; given, each photo gets a camera sidecar (and its cloud, with `pointcloud`)."""
 
     def paths(self, item: InputItem, kind: str) -> dict[str, Path]:
         """Every output file of `item`, mirroring its relative path under `out_dir`; raw files are named for
@@ -73,6 +76,8 @@ class OutputOptions:
             paths["confidence"] = base.with_name(base.name + "_confidence.png")
         if self.pointcloud is not None:
             paths["ply"] = base.with_name(base.name + ".ply")
+        if self.camera is not None:
+            paths["camera"] = base.with_name(base.name + "_camera.json")
         return paths
 
 
@@ -233,12 +238,10 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     if "confidence" in paths:
         level = confidence if confidence is not None else np.ones_like(values)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
-    if outputs.pointcloud is not None:
-        from anydepth_cli.geometry.camera import exif_focal_35mm
+    if outputs.camera is not None:
+        from anydepth_cli.geometry.outputs import write_geometry
 
-        options = outputs.pointcloud
-        exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
-        return write_point_cloud(paths["ply"], image, values, kind, options, exif)
+        return write_geometry(paths, item.path, image, values, kind, outputs.camera, outputs.pointcloud)
     return None
 
 
@@ -256,15 +259,11 @@ def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: 
                      exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
     """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
     from anydepth_cli.geometry.camera import intrinsics_for
-    from anydepth_cli.geometry.pointcloud import build_point_cloud
+    from anydepth_cli.geometry.outputs import make_cloud
 
     height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
-    cloud = build_point_cloud(
-        image, values, camera, kind=kind, near=options.near, far=options.far, depth_at=options.depth_at,
-        edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
-    )
-    return cloud, camera
+    return make_cloud(image, values, kind, options, camera), camera
 
 
 def depth_picture(values: np.ndarray, kind: str, cmap: str = DEFAULT_CMAP, invert: bool = False,
