@@ -89,4 +89,5 @@ def test_the_cloud_records_its_camera_in_ply_comments_and_sidecar(tmp_path, metr
     assert record["fx"] == 70 and record["focal_source"] == "--focal 70"
     for key in ("fx", "fy", "cx", "cy", "units", "model", "metric", "focal_source"):
         assert any(line.startswith(f"{key} ") for line in comments), key
-    assert "units metres" in comments and "fx 70.0" in comments and "metric true" in comments
+    assert 'units "metres"' in comments and "fx 70.0" in comments and "metric true" in comments
+    assert json.loads(next(line for line in comments if line.startswith("focal_source "))[13:]) == "--focal 70"

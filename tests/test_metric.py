@@ -106,3 +106,24 @@ def test_colorbar_labels_metres_beside_the_picture(checkpoint, tmp_path):
     assert bar[0].sum() < bar[-1].sum()
     labels = barred[:, width + 22:]
     assert (labels < 128).any()  # printed ticks
+
+
+def test_a_scene_beyond_the_range_is_named_once(checkpoint, tmp_path):
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["depth_head.scratch.output_conv2.2.bias"] += 6.0  # most of the map at the sigmoid's top
+    torch.save(state, tmp_path / "far.pth")
+    photo, _ = cases()[0]
+    Image.fromarray(photo).save(tmp_path / "street.png")
+    Image.fromarray(photo).save(tmp_path / "room.png")
+    runs = {}
+    for name, weights in (("far", tmp_path / "far.pth"), ("near", checkpoint)):
+        runs[name] = run_cli("predict", tmp_path / "street.png", tmp_path / "room.png", "-o", tmp_path / name,
+                             "--checkpoint", weights, "--arch", ARCH, "--input-size", str(META["input_size"]),
+                             "--device", "cpu")
+        assert runs[name].returncode == 0, runs[name].stderr
+    text = " ".join(runs["far"].stderr.split())
+    assert "street.png: warning:" in text and "room.png: warning:" in text and "20 m limit" in text
+    assert "warning" not in runs["near"].stderr
+    assert json.loads((tmp_path / "far" / "street_camera.json").read_text())["max_depth"] == MAX_DEPTH

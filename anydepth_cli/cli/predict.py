@@ -13,7 +13,9 @@ from anydepth_cli.cli.console import err
 from anydepth_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from anydepth_cli.inference.predictor import BatchedPredictor
     from anydepth_cli.io.images import InputItem
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
     from anydepth_cli.pipelines.shards import Shard
 
 TILE_MODES = ("auto", "on", "off")
@@ -134,6 +136,9 @@ def predict(
     near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. \\[default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
     far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. \\[default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
     depth_at: Annotated[Optional[str], typer.Option(help="Known depth at one pixel, X,Y=D (replaces --near/--far).", rich_help_panel=CLOUD)] = None,
+    metric_from: Annotated[Optional[str], typer.Option("--metric-from", metavar="MODEL", help="Anchor the model's relative maps to a metric model's (dav2-metric-*) maps of the same photos: a scale and shift fitted in the model's own space over the pixels both trust, so the maps, raw files and clouds are in metres with the model's detail.", rich_help_panel=CLOUD)] = None,
+    metric_arch: Annotated[Optional[Path], typer.Option("--metric-arch", help="JSON architecture when --metric-from is a checkpoint file of your own.", rich_help_panel=CLOUD)] = None,
+    metric: Annotated[bool, typer.Option("--metric", help="Insist on metres: refused for a relative model without --metric-from.", rich_help_panel=CLOUD)] = False,
     edge_threshold: Annotated[float, typer.Option(help="Drop flying pixels whose relative depth jump exceeds this (0 keeps all).", rich_help_panel=CLOUD)] = 0.05,
     max_points: Annotated[int, typer.Option(help="Downsample clouds to at most this many points.", rich_help_panel=CLOUD)] = 2_000_000,
     normals: Annotated[bool, typer.Option("--normals", help="Add per-point normals to the PLY.", rich_help_panel=CLOUD)] = False,
@@ -165,6 +170,8 @@ def predict(
     if pc_stride < 1:
         raise UsageError("--pc-stride must be at least 1")
     check_camera_options(fov, focal)
+    if metric_arch is not None and metric_from is None:
+        raise UsageError("--metric-arch describes a checkpoint given as --metric-from FILE")
     discovery = discover_inputs(inputs, also=VIDEO_EXTENSIONS)
     photos = [item for item in discovery.items if not is_video(item.path)]
     clips = [item for item in discovery.items if is_video(item.path)]
@@ -194,6 +201,10 @@ def predict(
         # Before the heavy imports (torch): weights that cannot be had are reported at once.
         predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
                                           share.local_rank if share else None, backend.value, onnx)
+        if metric_from is not None:
+            predictor, label = anchored_predictor(predictor, label, metric_from, metric_arch, device, precision,
+                                                  batch_size, share.local_rank if share else None)
+        check_metric_options(predictor.output_kind, label, metric, pointcloud and (near, far, known_depth))
         from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
@@ -208,7 +219,9 @@ def predict(
             err.print(f"[yellow]note:[/] {escape(codec_note)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
         if photos:
-            camera = CameraOptions(fov, focal, label) if pointcloud or predictor.output_kind == "metric" else None
+            in_metres = predictor.output_kind == "metric"
+            anchor = predictor if metric_from is not None else None
+            camera = CameraOptions(fov, focal, label, predictor.max_depth, anchor) if pointcloud or in_metres else None
             outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
                                     camera)
             with ImageProgress(len(photos)) as progress:
@@ -230,6 +243,32 @@ def predict(
         err.print(f"[dim]shard summary: {record}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def anchored_predictor(relative: BatchedPredictor, label: str, metric_from: str, metric_arch: Path | None,
+                       device: str, precision: str, batch_size: int,
+                       local_rank: int | None) -> tuple[AnchoredPredictor, str]:
+    """`--metric-from MODEL` (a registry name, or a checkpoint with `--metric-arch`): the relative predictor anchored
+    to that metric model, and its label."""
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
+    from anydepth_cli.pipelines.runtime import open_predictor
+
+    model, checkpoint = (None, metric_from) if metric_arch is not None else (metric_from, None)
+    metric, metric_label = open_predictor(model, checkpoint, metric_arch, device, precision, batch_size, None,
+                                          local_rank)
+    return AnchoredPredictor(relative, metric), f"{label} anchored to {metric_label}"
+
+
+METRIC_MODELS_HINT = "dav2-metric-hypersim-vitl (indoor) or dav2-metric-vkitti-vitl (outdoor)"
+
+
+def check_metric_options(kind: str, label: str, insist: bool, cloud_scale: tuple | bool) -> None:
+    """Refuse a claim of metres from a relative model (`--metric`), and scene-scale options for metric clouds."""
+    if insist and kind != "metric":
+        raise UsageError(f"{label} gives relative depth, not metres: add --metric-from {METRIC_MODELS_HINT}, "
+                         "or run a dav2-metric-* model")
+    if kind == "metric" and cloud_scale and any(value is not None for value in cloud_scale):
+        raise UsageError("the maps are in metres: the cloud needs no --near, --far or --depth-at")
 
 
 def _relative_key(item: InputItem) -> str:

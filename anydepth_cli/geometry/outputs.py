@@ -10,17 +10,34 @@ from typing import Protocol
 
 import numpy as np
 
+from anydepth_cli.geometry.anchor import AnchorFit
 from anydepth_cli.geometry.camera import Intrinsics, camera_record, exif_focal_35mm, intrinsics_for
 from anydepth_cli.geometry.pointcloud import PointCloud, build_point_cloud
 
 
+SATURATED_SHARE = 0.05
+"""The share of a metric map's valid pixels at the end of the model's range above which the photo is named."""
+SATURATION_LEVEL = 0.99
+"""A metric value at or above this fraction of `max_depth` sits at the range's end (the sigmoid saturates)."""
+
+
 @dataclass(frozen=True)
 class CameraOptions:
-    """`--focal PX` or `--fov DEG` (else EXIF, else the default) and the model's name, recorded with the camera."""
+    """`--focal PX` or `--fov DEG` (else EXIF, else the default), and the model's name and, for metric models, its
+    range's end in metres: recorded with the camera."""
 
     fov: float | None = None
     focal: float | None = None
     model: str = ""
+    max_depth: float | None = None
+    anchor: AnchorSource | None = None
+    """With `--metric-from`: where each map's anchoring fit is found."""
+
+
+class AnchorSource(Protocol):
+    """What made a relative map metric (`pipelines.anchored.AnchoredPredictor`)."""
+
+    def fit_of(self, values: np.ndarray) -> AnchorFit | None: ...
 
 
 class CloudSettings(Protocol):
@@ -50,8 +67,14 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     height, width = values.shape
     camera = photo_camera(photo, width, height, camera_options)
     record = camera_record(camera, width, height, camera_options.model, kind)
-    write_text(paths["camera"], json.dumps(record, indent=1) + "\n")
-    notes = [camera.note] if camera.note else []
+    if camera_options.max_depth is not None:
+        record["max_depth"] = camera_options.max_depth
+    fit = camera_options.anchor.fit_of(values) if camera_options.anchor is not None else None
+    if fit is not None:
+        record["anchor"] = fit.record()
+    write_text(paths["camera"], json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    anchored = f"anchored: {fit.describe()}" if fit is not None else None
+    notes = [note for note in (anchored, camera.note, saturation_note(values, camera_options.max_depth)) if note]
     if cloud is not None:
         notes.append(write_cloud(paths["ply"], image, values, kind, cloud, camera, record))
     return "; ".join(notes) or None
@@ -77,5 +100,20 @@ def write_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, se
 
 
 def record_comments(record: dict[str, object]) -> list[str]:
-    """`key value` lines of a camera record, for file formats that carry comments (PLY)."""
-    return [f"{key} {json.dumps(value) if not isinstance(value, str) else value}" for key, value in record.items()]
+    """`key JSON` lines of a camera record (ASCII: PLY headers are), for file formats that carry comments."""
+    return [f"{key} {json.dumps(value)}" for key, value in record.items()]
+
+
+def saturation_note(values: np.ndarray, max_depth: float | None) -> str | None:
+    """A warning when more than SATURATED_SHARE of a metric map's valid pixels sit at `max_depth` (the scene reaches
+    beyond the model's range); None otherwise, and for maps without a range."""
+    if max_depth is None:
+        return None
+    valid = values[np.isfinite(values) & (values > 0)]
+    if not valid.size:
+        return None
+    share = np.count_nonzero(valid >= SATURATION_LEVEL * max_depth) / valid.size
+    if share <= SATURATED_SHARE:
+        return None
+    return (f"warning: {100 * share:.1f}% of the pixels sit at the model's {max_depth:g} m limit: the scene reaches "
+            "beyond its range, and those depths are only a floor")
