@@ -49,6 +49,11 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class Axes(str, Enum):
+    opengl = "opengl"
+    opencv = "opencv"
+
+
 class Tile(str, Enum):
     auto = "auto"
     on = "on"
@@ -67,7 +72,7 @@ def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
         raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
 
 
-PHOTO_ONLY = ("--confidence", "--raw npy", "--colorbar")
+PHOTO_ONLY = ("--confidence", "--raw npy", "--colorbar", "--mesh", "--glb", "--axes")
 VIDEO_ONLY = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride", "--codec")
 
 
@@ -131,6 +136,9 @@ def predict(
     overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
     confidence: Annotated[bool, typer.Option("--confidence", help="Also write a per-pixel confidence map (from tile agreement).", rich_help_panel=TILES)] = False,
     pointcloud: Annotated[bool, typer.Option("--pointcloud", help="Also write a coloured PLY point cloud.", rich_help_panel=CLOUD)] = False,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also write a coloured triangle mesh of the depth map (photo_mesh.ply), cut at depth discontinuities (--edge-threshold).", rich_help_panel=CLOUD)] = False,
+    glb: Annotated[bool, typer.Option("--glb", help="Write the cloud and mesh as binary glTF (.glb, vertex colours, camera in the scene's extras) instead of PLY; needs the extra `mesh` (trimesh).", rich_help_panel=CLOUD)] = False,
+    axes: Annotated[Axes, typer.Option(help="Frame of clouds and meshes: opengl (x right, y up, z toward the viewer) or opencv (x right, y down, z forward).", rich_help_panel=CLOUD)] = Axes.opengl,
     fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees, in (0, 180). \\[default: the photo's EXIF 35 mm-equivalent focal length, converted on the diagonal, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
     focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels, > 0 (overrides --fov and EXIF). Clouds and metric models also write photo_camera.json: fx, fy, cx, cy, units, model, focal source.", rich_help_panel=CLOUD)] = None,
     near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. \\[default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
@@ -170,13 +178,20 @@ def predict(
     if pc_stride < 1:
         raise UsageError("--pc-stride must be at least 1")
     check_camera_options(fov, focal)
+    if glb:
+        from anydepth_cli.io.glb import check_glb_available
+
+        if not (pointcloud or mesh):
+            raise UsageError("--glb writes the cloud or the mesh: add --pointcloud or --mesh")
+        check_glb_available()
     if metric_arch is not None and metric_from is None:
         raise UsageError("--metric-arch describes a checkpoint given as --metric-from FILE")
     discovery = discover_inputs(inputs, also=VIDEO_EXTENSIONS)
     photos = [item for item in discovery.items if not is_video(item.path)]
     clips = [item for item in discovery.items if is_video(item.path)]
     check_input_kind_options(bool(photos), bool(clips), {
-        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--colorbar": colorbar, "--start": start != 0,
+        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--colorbar": colorbar, "--mesh": mesh, "--glb": glb,
+        "--axes": axes != Axes.opengl, "--start": start != 0,
         "--max-frames": max_frames is not None, "--stride": stride != 1, "--no-stabilize": no_stabilize,
         "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10, "--codec": codec is not None,
     })
@@ -204,12 +219,12 @@ def predict(
         if metric_from is not None:
             predictor, label = anchored_predictor(predictor, label, metric_from, metric_arch, device, precision,
                                                   batch_size, share.local_rank if share else None)
-        check_metric_options(predictor.output_kind, label, metric, pointcloud and (near, far, known_depth))
+        check_metric_options(predictor.output_kind, label, metric, (pointcloud or mesh) and (near, far, known_depth))
         from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
         cloud = None
-        if pointcloud:
+        if pointcloud or mesh:
             cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
                                       edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
         tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
@@ -221,7 +236,8 @@ def predict(
         if photos:
             in_metres = predictor.output_kind == "metric"
             anchor = predictor if metric_from is not None else None
-            camera = CameraOptions(fov, focal, label, predictor.max_depth, anchor) if pointcloud or in_metres else None
+            camera = (CameraOptions(fov, focal, label, predictor.max_depth, anchor, pointcloud, mesh, glb, axes.value)
+                      if pointcloud or mesh or in_metres else None)
             outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
                                     camera)
             with ImageProgress(len(photos)) as progress:
@@ -229,7 +245,8 @@ def predict(
                                            batch_size)
         if clips:
             options = VideoOptions(output, cmap, invert, raw_format, side_by_side, not no_stabilize, start, max_frames,
-                                   stride, video_codec, pointcloud=cloud, pointcloud_stride=pc_stride)
+                                   stride, video_codec, pointcloud=cloud if pointcloud else None,
+                                   pointcloud_stride=pc_stride)
             with VideoProgress() as clip_progress:
                 clip_summary = run_videos(clips, predictor, options, tiling, clip_progress, batch_size, max_pixels,
                                           skip_existing)

@@ -21,10 +21,13 @@ SATURATION_LEVEL = 0.99
 """A metric value at or above this fraction of `max_depth` sits at the range's end (the sigmoid saturates)."""
 
 
+FRAMES = ("opengl", "opencv")
+
+
 @dataclass(frozen=True)
 class CameraOptions:
     """`--focal PX` or `--fov DEG` (else EXIF, else the default), and the model's name and, for metric models, its
-    range's end in metres: recorded with the camera."""
+    range's end in metres: recorded with the camera; and which geometry to write beside it."""
 
     fov: float | None = None
     focal: float | None = None
@@ -32,6 +35,22 @@ class CameraOptions:
     max_depth: float | None = None
     anchor: AnchorSource | None = None
     """With `--metric-from`: where each map's anchoring fit is found."""
+    cloud: bool = False
+    mesh: bool = False
+    glb: bool = False
+    """Clouds and meshes as binary glTF (GLB) instead of PLY."""
+    axes: str = "opengl"
+    """The frame of clouds and meshes: `opengl` (y up, z toward the viewer) or `opencv` (y down, z forward)."""
+
+    def paths(self, base: Path) -> dict[str, Path]:
+        """The files of the photo whose outputs are named from `base` (`folder/photo`)."""
+        suffix = ".glb" if self.glb else ".ply"
+        paths = {"camera": base.with_name(base.name + "_camera.json")}
+        if self.cloud:
+            paths["ply"] = base.with_name(base.name + suffix)
+        if self.mesh:
+            paths["mesh"] = base.with_name(base.name + "_mesh" + suffix)
+        return paths
 
 
 class AnchorSource(Protocol):
@@ -59,9 +78,10 @@ def photo_camera(photo: Path | None, width: int, height: int, options: CameraOpt
 
 
 def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, values: np.ndarray, kind: str,
-                   camera_options: CameraOptions, cloud: CloudSettings | None) -> str | None:
-    """Write the camera sidecar (`paths["camera"]`) and, with `cloud`, the PLY point cloud (`paths["ply"]`) of one
-    photo and its map of `kind`; returns the note to show (the cloud made, a focal length set aside)."""
+                   camera_options: CameraOptions, settings: CloudSettings | None) -> str | None:
+    """Write the camera sidecar (`paths["camera"]`) and the point cloud and mesh `camera_options` asks for, made
+    with `settings`, of one photo and its map of `kind`; returns the note to show (what was made, a focal length
+    set aside, a scene beyond the model's range, the anchoring fit)."""
     from anydepth_cli.io.writers import write_text
 
     height, width = values.shape
@@ -75,28 +95,56 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     write_text(paths["camera"], json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     anchored = f"anchored: {fit.describe()}" if fit is not None else None
     notes = [note for note in (anchored, camera.note, saturation_note(values, camera_options.max_depth)) if note]
-    if cloud is not None:
-        notes.append(write_cloud(paths["ply"], image, values, kind, cloud, camera, record))
+    if "ply" in paths:
+        notes.append(write_cloud(paths["ply"], image, values, kind, settings, camera, record, camera_options.axes))
+    if "mesh" in paths:
+        notes.append(write_mesh(paths["mesh"], image, values, kind, settings, camera, record, camera_options.axes))
     return "; ".join(notes) or None
 
 
 def make_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
-               camera: Intrinsics) -> PointCloud:
-    """The point cloud of one RGB image and its map of `kind`, unprojected with `camera`."""
+               camera: Intrinsics, axes: str = "opengl") -> PointCloud:
+    """The point cloud of one RGB image and its map of `kind`, unprojected with `camera`, in the `axes` frame."""
     return build_point_cloud(
         image, values, camera, kind=kind, near=settings.near, far=settings.far, depth_at=settings.depth_at,
         edge_threshold=settings.edge_threshold, max_points=settings.max_points, normals=settings.normals,
+        frame=axes,
     )
 
 
 def write_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
-                camera: Intrinsics, record: dict[str, object]) -> str:
-    """Build and write one PLY point cloud with `record` in its comments; what was done."""
-    from anydepth_cli.io.ply import write_ply
-
-    cloud = make_cloud(image, values, kind, settings, camera)
-    write_ply(path, cloud.points, cloud.colors, cloud.normals, comments=record_comments(record))
+                camera: Intrinsics, record: dict[str, object], axes: str) -> str:
+    """Build and write one point cloud (PLY with `record` in its comments, or GLB with it in the scene's extras);
+    what was done."""
+    cloud = make_cloud(image, values, kind, settings, camera, axes)
+    write_shape(path, cloud.points, cloud.colors, {**record, "axes": axes}, normals=cloud.normals)
     return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
+
+
+def write_mesh(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
+               camera: Intrinsics, record: dict[str, object], axes: str) -> str:
+    """Build and write one triangle mesh (PLY or GLB, recording the camera as clouds do); what was done."""
+    from anydepth_cli.geometry.mesh import build_mesh
+
+    mesh = build_mesh(image, values, camera, kind=kind, near=settings.near, far=settings.far,
+                      depth_at=settings.depth_at, edge_threshold=settings.edge_threshold,
+                      max_vertices=settings.max_points, frame=axes)
+    write_shape(path, mesh.vertices, mesh.colors, {**record, "axes": axes}, faces=mesh.faces)
+    return f"mesh: {mesh.description}"
+
+
+def write_shape(path: Path, vertices: np.ndarray, colors: np.ndarray, record: dict[str, object], *,
+                normals: np.ndarray | None = None, faces: np.ndarray | None = None) -> None:
+    """Points (with `faces`: a mesh) as GLB (`record` in the scene's extras; no normals) or as PLY (`record` in
+    its comments), by `path`'s suffix."""
+    if path.suffix == ".glb":
+        from anydepth_cli.io.glb import write_glb
+
+        write_glb(path, vertices, colors, faces, record)
+    else:
+        from anydepth_cli.io.ply import write_ply
+
+        write_ply(path, vertices, colors, normals, comments=record_comments(record), faces=faces)
 
 
 def record_comments(record: dict[str, object]) -> list[str]:

@@ -254,9 +254,7 @@ def build_point_cloud(
     if v.ndim != 2 or rgb.shape != (*v.shape, 3) or rgb.dtype != np.uint8:
         raise ValueError(f"expected H×W {kind} and H×W×3 uint8 image, got {v.shape} and {rgb.dtype} {rgb.shape}")
     width, pixels = v.shape[1], v.size
-    notes = [_drop_sky(v, kind, sky_fraction)] if sky_fraction is not None else []
-    rule = DepthRule.fit(v, kind=kind, near=near, far=far, depth_at=depth_at)
-    depth = rule.apply(v)
+    depth, rule, notes = scene_depth(v, kind, near, far, depth_at, sky_fraction)
     del v
     index, flying = _kept_pixels(depth, edge_threshold)
     notes += [flying] if flying is not None else []
@@ -271,13 +269,23 @@ def build_point_cloud(
         points, colors, normal = _voxel_average(points, colors, normal, size)
         sampling += f"; averaged in voxels of {size:.3g}"
     if frame == "opengl":
-        _flip_to_opengl(points, normal)
+        flip_to_opengl(points, normal)
     dropped = f" ({', '.join(note for note in notes if note)} dropped)" if any(notes) else ""
     description = (
         f"{len(points):,} points from {pixels:,} pixels{dropped}{sampling}; {rule.description}; "
         f"fx {intrinsics.fx:.1f} px from {intrinsics.source}"
     )
     return PointCloud(points=points, colors=colors, normals=normal, description=description)
+
+
+def scene_depth(values: np.ndarray, kind: str, near: float | None, far: float | None,
+                depth_at: tuple[int, int, float] | None, sky_fraction: float | None
+                ) -> tuple[np.ndarray, DepthRule, list[str | None]]:
+    """Steps 1 and 2 of `build_point_cloud`: the float32 depth of a map of `kind` (NaN for sky and invalid
+    pixels), the rule that made it and the note on the sky. `values` is blanked where the sky is."""
+    notes = [_drop_sky(values, kind, sky_fraction)] if sky_fraction is not None else []
+    rule = DepthRule.fit(values, kind=kind, near=near, far=far, depth_at=depth_at)
+    return rule.apply(values), rule, notes
 
 
 def _check_settings(kind: str, max_points: int | None, downsample: str, edge_threshold: float | None,
@@ -331,7 +339,7 @@ def _sample(index: np.ndarray, max_points: int | None, downsample: str, seed: in
     return np.sort(rng.choice(index, size=budget, replace=False)), f"; {budget:,} sampled at random"
 
 
-def _flip_to_opengl(points: np.ndarray, normal: np.ndarray | None) -> None:
+def flip_to_opengl(points: np.ndarray, normal: np.ndarray | None) -> None:
     """OpenCV's camera frame (y down, z forward) to OpenGL's (y up, z toward the viewer), in place."""
     points[:, 1:] *= -1
     if normal is not None:

@@ -57,7 +57,8 @@ class OutputOptions:
     pointcloud: PointCloudOptions | None = None
     colorbar: bool = False
     camera: CameraOptions | None = None
-    """Where the camera comes from; given, each photo gets a camera sidecar (and its cloud, with `pointcloud`)."""
+    """Where the camera comes from and which geometry to write: given, each photo gets a camera sidecar and the
+    cloud and mesh it asks for, made with the `pointcloud` settings."""
 
     def paths(self, item: InputItem, kind: str) -> dict[str, Path]:
         """Every output file of `item`, mirroring its relative path under `out_dir`; raw files are named for
@@ -74,10 +75,8 @@ class OutputOptions:
             paths["side"] = base.with_name(base.name + "_side.png")
         if self.confidence:
             paths["confidence"] = base.with_name(base.name + "_confidence.png")
-        if self.pointcloud is not None:
-            paths["ply"] = base.with_name(base.name + ".ply")
         if self.camera is not None:
-            paths["camera"] = base.with_name(base.name + "_camera.json")
+            paths.update(self.camera.paths(base))
         return paths
 
 
