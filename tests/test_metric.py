@@ -127,3 +127,69 @@ def test_a_scene_beyond_the_range_is_named_once(checkpoint, tmp_path):
     assert "street.png: warning:" in text and "room.png: warning:" in text and "20 m limit" in text
     assert "warning" not in runs["near"].stderr
     assert json.loads((tmp_path / "far" / "street_camera.json").read_text())["max_depth"] == MAX_DEPTH
+
+
+def test_eval_align_none_scores_metres_as_they_are_beside_the_aligned_scores(checkpoint, tmp_path):
+    import csv
+
+    import cv2
+
+    from anydepth_cli.evaluation.metrics import depth_metrics
+
+    model = anydepth_cli.load(checkpoint, arch=ARCH, device="cpu", input_size=META["input_size"])
+    (tmp_path / "data" / "image").mkdir(parents=True)
+    (tmp_path / "data" / "depth").mkdir()
+    expected = {}
+    for i, (photo, _) in enumerate(cases()[:2]):
+        Image.fromarray(photo).save(tmp_path / "data" / "image" / f"f{i}.png")
+        truth = np.linspace(4.0, 12.0, photo.shape[0] * photo.shape[1]).reshape(photo.shape[:2])
+        assert cv2.imwrite(str(tmp_path / "data" / "depth" / f"f{i}.png"), np.round(truth * 1000).astype(np.uint16))
+        truth = np.round(truth * 1000) / 1000
+        pred = np.clip(model.predict(tmp_path / "data" / "image" / f"f{i}.png").map, truth.min(), truth.max())
+        expected[f"f{i}.png"] = depth_metrics(pred, truth, np.ones(truth.shape, bool))["abs_rel"]
+    done = run_cli("eval", tmp_path / "data", "-o", tmp_path / "report", "--checkpoint", checkpoint, "--arch", ARCH,
+                   "--input-size", str(META["input_size"]), "--device", "cpu", "--align", "none")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "report" / "eval_per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    unaligned = {row["image"].rsplit("/", 1)[1]: row for row in rows if row["aligned_as"] == "none"}
+    aligned = [row for row in rows if row["aligned_as"] == "depth"]
+    assert len(aligned) == 2 and set(unaligned) == set(expected)
+    for name, row in unaligned.items():
+        assert row["model"] == "tiny_dav2_metric.pth (metres, unaligned)" and float(row["scale"]) == 1.0
+        assert float(row["abs_rel"]) == pytest.approx(expected[name], rel=1e-4)
+    assert all(float(row["abs_rel"]) < float(unaligned[row["image"].rsplit("/", 1)[1]]["abs_rel"]) for row in aligned)
+    assert "(metres, unaligned)" in (tmp_path / "report" / "eval_summary.md").read_text()
+
+
+def test_eval_align_none_needs_a_metric_model(tmp_path):
+    from conftest import tiny_model_args
+
+    photo, _ = cases()[0]
+    (tmp_path / "data" / "image").mkdir(parents=True)
+    (tmp_path / "data" / "depth").mkdir()
+    Image.fromarray(photo).save(tmp_path / "data" / "image" / "f.png")
+    Image.fromarray(np.full(photo.shape[:2], 3000, np.uint16)).save(tmp_path / "data" / "depth" / "f.png")
+    done = run_cli("eval", tmp_path / "data", "-o", tmp_path / "report", *tiny_model_args(), "--align", "none",
+                   "--device", "cpu")
+    assert done.returncode == 2 and "no model here gives metres" in done.stderr
+
+
+def test_benchmarks_report_a_metric_model_unaligned_beside_aligned(checkpoint, tmp_path):
+    import csv
+
+    from benchmark_sets import make_root
+
+    root = make_root(tmp_path / "sets", as_tar=False)
+    done = run_cli("eval", "--benchmark", "nyu,kitti", "--data-root", root, "-o", tmp_path / "report", "--checkpoint",
+                   checkpoint, "--arch", ARCH, "--input-size", str(META["input_size"]), "--device", "cpu",
+                   "--align", "none")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "report" / "eval_per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    unaligned = [row for row in rows if row["model"] == "tiny_dav2_metric.pth (metres, unaligned)"]
+    aligned = [row for row in rows if row["model"] == "tiny_dav2_metric.pth"]
+    assert len(unaligned) == len(aligned) == 4
+    assert all((float(row["scale"]), float(row["shift"])) == (1.0, 0.0) for row in unaligned)
+    assert all(float(row["scale"]) != 1.0 for row in aligned)
+    assert "tiny_dav2_metric.pth (metres, unaligned)" in (tmp_path / "report" / "eval_benchmarks.md").read_text()
