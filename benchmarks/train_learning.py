@@ -3,14 +3,17 @@
     python benchmarks/train_learning.py                                    # both encoder families, depth, 150 steps
     python benchmarks/train_learning.py --steps 150,400,2000 --lrs 1e-4,1e-3 --seeds 0,1,2 --input-size 112
     python benchmarks/train_learning.py --targets depth,disparity --precision bf16 --device cuda
+    python benchmarks/train_learning.py --targets metric --steps 300      # sigmoid × 10 m head, SiLog loss
 
 Every run trains a fresh head (batch 4 by default) on the toy set of `tools/make_toy_dataset.py` with the
 encoder of a fixture network (`dinov2`: tiny_dav2_sdt, `dinov3`: tiny_dinov3_sdt), then scores it on the
 held-out images as `anydepth eval` does, in fp32 and in bf16. One JSON line per run: the held-out AbsRel of
 the untrained and the trained head, the smallest and largest per-image alignment scale (positive: the output
 runs the way its `arch.json` declares), the output's spread (2nd to 98th percentile) over its mean, the mean
-training loss of the first 5 and last 10 steps, and the seconds taken. Nothing is downloaded. A benchmark, not
-a test: tests/test_train.py runs a few of these cases, short.
+training loss of the first 5 and last 10 steps, and the seconds taken; for `--targets metric` (a head ending in
+sigmoid × METRIC_RANGE m, trained on the toy set's metres with the SiLog loss) also the held-out AbsRel of the metres
+as they are (`abs_rel_unaligned_*`, as `anydepth eval --align none`), which should fall below 0.1. Nothing is
+downloaded. A benchmark, not a test: tests/test_train.py runs a few of these cases, short.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.unaligned import unaligned_label
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
@@ -43,6 +47,8 @@ sys.path.insert(0, str(REPO / "tools"))
 from make_toy_dataset import make_dataset, save_fixture_encoder  # noqa: E402
 
 FAMILIES = {"dinov2": "tiny_dav2_sdt", "dinov3": "tiny_dinov3_sdt"}
+METRIC_RANGE = 10.0
+"""The toy set's depths run from 1 to 5 m: a metric head's range for it."""
 
 
 class Losses(Reporter):
@@ -61,10 +67,13 @@ def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) 
     out: dict[str, float] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         predictor = DepthPredictor(network, size, device, dtype, 4)
-        result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4)
+        result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4,
+                          unaligned=network.config.metric)
         out[f"abs_rel_{name}"] = result.aggregates["model"]["abs_rel"]
+        if network.config.metric:
+            out[f"abs_rel_unaligned_{name}"] = result.aggregates[unaligned_label("model")]["abs_rel"]
         if name == "fp32":
-            scales = [float(row["scale"]) for row in result.rows]
+            scales = [float(row["scale"]) for row in result.rows if row["model"] == "model"]
             out.update(min_scale=min(scales), max_scale=max(scales))
             maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])
             out["spread"] = float(np.mean([np.ptp(np.percentile(m, [2, 98])) / m.mean() for m in maps]))
@@ -76,12 +85,14 @@ def one_run(root: Path, family: str, target: str, steps: int, lr: float, seed: i
     arch = args.fixtures / f"{FAMILIES[family]}.json"
     encoder = root / f"encoder-{family}.pth"
     device = select_device(args.device)
-    config = training_config(NetworkConfig.from_file(arch), target)
+    metric_range = METRIC_RANGE if target == "metric" else None
+    config = training_config(NetworkConfig.from_file(arch), target, metric_range)
     before = held_out(fresh_network(config, encoder, seed), root / "val", args.input_size, device)
     output = root / f"run-{family}-{target}-{steps}-{lr}-{seed}"
     options = TrainOptions(data=(root / "train",), output=output, arch=arch, encoder_weights=encoder, target=target,
                            steps=steps, lr=lr, seed=seed, input_size=args.input_size, batch_size=args.batch_size,
-                           precision=args.precision, device=args.device, workers=0, save_every=10 ** 9)
+                           precision=args.precision, device=args.device, workers=0, save_every=10 ** 9,
+                           max_depth=None if metric_range is None else f"{metric_range:g}")
     losses = Losses()
     began = time.perf_counter()
     train(options, losses)
