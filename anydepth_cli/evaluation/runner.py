@@ -151,7 +151,7 @@ def run_eval(
     for name in predictors:
         _settle(result, name, _choose(declared[name], mode, rows[name]), rows[name])
         if UNALIGNED in rows[name]:
-            settle_unaligned(result, name, rows[name][UNALIGNED])
+            settle_unaligned(result, name, rows[name][UNALIGNED], Alignment(UNALIGNED, "metric", "metric"))
     return result
 
 

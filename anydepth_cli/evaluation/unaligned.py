@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from anydepth_cli.evaluation.metrics import UNALIGNED, aggregate
 
 if TYPE_CHECKING:
-    from anydepth_cli.evaluation.runner import EvalResult
     from anydepth_cli.inference.predictor import MapPredictor
 
 
@@ -21,16 +20,16 @@ def unaligned_label(name: str) -> str:
     return f"{name} (metres, unaligned)"
 
 
-def settle_unaligned(result: EvalResult, name: str, rows: list[dict[str, object]]) -> None:
-    """Report a metric model's unaligned rows as a model of their own, beside its aligned ones."""
-    from anydepth_cli.evaluation.runner import Alignment
-
+def settle_unaligned(result: Any, name: str, rows: list[dict[str, object]], alignment: Any) -> None:
+    """Report a metric model's unaligned rows as a model of their own (aligned as `alignment` says), beside its
+    aligned ones. `result` is the run's `runner.EvalResult` and `alignment` a `runner.Alignment` (the runner imports
+    this module, so neither is named here)."""
     label = unaligned_label(name)
     for row in rows:
         row.update(model=label, aligned_as=UNALIGNED, kind_source="metric")
     result.rows.extend(rows)
     result.models.append(label)
-    result.alignments[label] = Alignment(UNALIGNED, "metric", "metric")
+    result.alignments[label] = alignment
     result.aggregates[label] = aggregate(rows)
 
 

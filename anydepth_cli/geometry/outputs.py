@@ -1,5 +1,5 @@
-"""The geometry outputs of one photo: its camera (a JSON sidecar) and, on request, its point cloud, each recording
-the camera they were made with."""
+"""The geometry outputs of one photo: its camera (a JSON sidecar) and, on request, its point cloud and triangle mesh
+(PLY or GLB), each recording the camera they were made with."""
 
 from __future__ import annotations
 
@@ -14,14 +14,10 @@ from anydepth_cli.geometry.anchor import AnchorFit
 from anydepth_cli.geometry.camera import Intrinsics, camera_record, exif_focal_35mm, intrinsics_for
 from anydepth_cli.geometry.pointcloud import PointCloud, build_point_cloud
 
-
 SATURATED_SHARE = 0.05
 """The share of a metric map's valid pixels at the end of the model's range above which the photo is named."""
 SATURATION_LEVEL = 0.99
 """A metric value at or above this fraction of `max_depth` sits at the range's end (the sigmoid saturates)."""
-
-
-FRAMES = ("opengl", "opencv")
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class CameraOptions:
         suffix = ".glb" if self.glb else ".ply"
         paths = {"camera": base.with_name(base.name + "_camera.json")}
         if self.cloud:
-            paths["ply"] = base.with_name(base.name + suffix)
+            paths["cloud"] = base.with_name(base.name + suffix)
         if self.mesh:
             paths["mesh"] = base.with_name(base.name + "_mesh" + suffix)
         return paths
@@ -79,7 +75,8 @@ def photo_camera(photo: Path | None, width: int, height: int, options: CameraOpt
 
 def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, values: np.ndarray, kind: str,
                    camera_options: CameraOptions, settings: CloudSettings | None) -> str | None:
-    """Write the camera sidecar (`paths["camera"]`) and the point cloud and mesh `camera_options` asks for, made
+    """Write the camera sidecar (`paths["camera"]`) and the point cloud and mesh `camera_options` asks for
+    (`paths["cloud"]`, `paths["mesh"]`), made
     with `settings`, of one photo and its map of `kind`; returns the note to show (what was made, a focal length
     set aside, a scene beyond the model's range, the anchoring fit)."""
     from anydepth_cli.io.writers import write_text
@@ -95,8 +92,8 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     write_text(paths["camera"], json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     anchored = f"anchored: {fit.describe()}" if fit is not None else None
     notes = [note for note in (anchored, camera.note, saturation_note(values, camera_options.max_depth)) if note]
-    if "ply" in paths:
-        notes.append(write_cloud(paths["ply"], image, values, kind, settings, camera, record, camera_options.axes))
+    if "cloud" in paths:
+        notes.append(write_cloud(paths["cloud"], image, values, kind, settings, camera, record, camera_options.axes))
     if "mesh" in paths:
         notes.append(write_mesh(paths["mesh"], image, values, kind, settings, camera, record, camera_options.axes))
     return "; ".join(notes) or None
