@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from plyfile import PlyData
 
-from anydepth_cli.geometry.anchor import fit_anchor
+from anydepth_cli.pipelines.anchor import fit_anchor
 from anydepth_cli.geometry.camera import Intrinsics
 from anydepth_cli.geometry.pointcloud import build_point_cloud
 from conftest import run_cli, tiny_model_args

@@ -165,7 +165,7 @@ def predict(
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
     from anydepth_cli.geometry.camera import check_camera_options
-    from anydepth_cli.geometry.outputs import CameraOptions
+    from anydepth_cli.pipelines.geometry import CameraOptions
     from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from anydepth_cli.errors import InputError, OutputError, UsageError
-from anydepth_cli.models.config import space_of
 
 DEFAULT_CMAP = "inferno"
 """Perceptually uniform; near is bright yellow, far is black (see `near_is_dark`)."""
@@ -186,7 +185,7 @@ def near_is_dark(kind: str, invert: bool = False) -> bool:
     `colorize` puts large values at the bright end: right for disparity (large = near), the
     wrong way round for depth (large = far).
     """
-    return (space_of(kind) == "depth") != invert
+    return (kind != "disparity") != invert  # depth and metric depth: large = far
 
 
 def colorize(

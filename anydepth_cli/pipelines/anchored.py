@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from anydepth_cli.errors import UsageError
-from anydepth_cli.geometry.anchor import AnchorFit, fit_anchor
+from anydepth_cli.pipelines.anchor import AnchorFit, fit_anchor
 from anydepth_cli.inference.predictor import BatchedPredictor
 
 
@@ -16,7 +16,7 @@ KEPT_FITS = 256
 
 
 class AnchoredPredictor:
-    """A predictor whose maps are the `relative` predictor's, anchored (`geometry.anchor`) to the `metric`
+    """A predictor whose maps are the `relative` predictor's, anchored (`pipelines.anchor`) to the `metric`
     predictor's maps of the same images: metric depth in metres. Each map's fit is kept until `fit_of` takes it."""
 
     output_kind = "metric"

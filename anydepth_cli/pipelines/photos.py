@@ -27,7 +27,7 @@ from anydepth_cli.io.writers import (
 
 if TYPE_CHECKING:
     from anydepth_cli.geometry.camera import Intrinsics
-    from anydepth_cli.geometry.outputs import CameraOptions
+    from anydepth_cli.pipelines.geometry import CameraOptions
     from anydepth_cli.geometry.pointcloud import PointCloud
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
         level = confidence if confidence is not None else np.ones_like(values)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
     if outputs.camera is not None:
-        from anydepth_cli.geometry.outputs import write_geometry
+        from anydepth_cli.pipelines.geometry import write_geometry
 
         return write_geometry(paths, item.path, image, values, kind, outputs.camera, outputs.pointcloud)
     return None
@@ -258,7 +258,7 @@ def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: 
                      exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
     """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
     from anydepth_cli.geometry.camera import intrinsics_for
-    from anydepth_cli.geometry.outputs import make_cloud
+    from anydepth_cli.pipelines.geometry import make_cloud
 
     height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)

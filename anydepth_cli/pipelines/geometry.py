@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from anydepth_cli.geometry.anchor import AnchorFit
+from anydepth_cli.pipelines.anchor import AnchorFit
 from anydepth_cli.geometry.camera import Intrinsics, camera_record, exif_focal_35mm, intrinsics_for
 from anydepth_cli.geometry.pointcloud import PointCloud, build_point_cloud
 
