@@ -31,6 +31,7 @@ from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.unaligned import unaligned_label
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
@@ -43,6 +44,8 @@ sys.path.insert(0, str(REPO / "tools"))
 from make_toy_dataset import make_dataset, save_fixture_encoder  # noqa: E402
 
 FAMILIES = {"dinov2": "tiny_dav2_sdt", "dinov3": "tiny_dinov3_sdt"}
+METRIC_RANGE = 10.0
+"""The toy set's depths run from 1 to 5 m: a metric head's range for it."""
 
 
 class Losses(Reporter):
@@ -61,10 +64,13 @@ def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) 
     out: dict[str, float] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         predictor = DepthPredictor(network, size, device, dtype, 4)
-        result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4)
+        result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4,
+                          unaligned=network.config.metric)
         out[f"abs_rel_{name}"] = result.aggregates["model"]["abs_rel"]
+        if network.config.metric:
+            out[f"abs_rel_unaligned_{name}"] = result.aggregates[unaligned_label("model")]["abs_rel"]
         if name == "fp32":
-            scales = [float(row["scale"]) for row in result.rows]
+            scales = [float(row["scale"]) for row in result.rows if row["model"] == "model"]
             out.update(min_scale=min(scales), max_scale=max(scales))
             maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])
             out["spread"] = float(np.mean([np.ptp(np.percentile(m, [2, 98])) / m.mean() for m in maps]))
@@ -79,7 +85,8 @@ def train_head(root: Path, family: str, target: str, steps: int, lr: float, seed
     options = TrainOptions(data=(root / "train",), output=output, arch=args.fixtures / f"{FAMILIES[family]}.json",
                            encoder_weights=root / f"encoder-{family}.pth", target=target, steps=steps, lr=lr,
                            seed=seed, input_size=args.input_size, batch_size=args.batch_size,
-                           precision=args.precision, device=args.device, workers=0, save_every=10 ** 9)
+                           precision=args.precision, device=args.device, workers=0, save_every=10 ** 9,
+                           max_depth=f"{METRIC_RANGE:g}" if target == "metric" else None)
     losses = Losses()
     began = time.perf_counter()
     train(options, losses)
@@ -97,7 +104,8 @@ def make_toy_set(root: Path, families: list[str], fixtures: Path) -> None:
 def one_run(root: Path, family: str, target: str, steps: int, lr: float, seed: int, args: argparse.Namespace) -> dict:
     """Train one fresh head and score it before and after."""
     device = select_device(args.device)
-    config = training_config(NetworkConfig.from_file(args.fixtures / f"{FAMILIES[family]}.json"), target)
+    config = training_config(NetworkConfig.from_file(args.fixtures / f"{FAMILIES[family]}.json"), target,
+                             METRIC_RANGE if target == "metric" else None)
     before = held_out(fresh_network(config, root / f"encoder-{family}.pth", seed), root / "val", args.input_size,
                       device)
     output, losses, seconds = train_head(root, family, target, steps, lr, seed, args)

@@ -103,7 +103,7 @@ def test_every_model_declares_its_familys_pipeline_and_every_pipeline_is_carried
             assert MODELS[model].config.layout == config.layout
     assert {spec.name: spec.input_size for spec in MODELS.values()} == {
         "anydepth-dav2-vitb": 518, "anydepth-da3-vitl": 504, "dav2-dpt-vits": 518, "dav2-dpt-vitb": 518,
-        "dav2-dpt-vitl": 518}
+        "dav2-dpt-vitl": 518, **{name: 518 for name in MODELS if name.startswith("dav2-metric-")}}
     assert all("publish no inference code" in MODELS[name].resize_origin
                for name in ("anydepth-dav2-vitb", "anydepth-da3-vitl"))
 

@@ -15,6 +15,8 @@ EXPECTED = {
     "anydepth-dav2-vitb": ("depth", "relu+0.001"), "anydepth-da3-vitl": ("depth", "relu+0.001"),
     "dav2-dpt-vits": ("disparity", "relu"), "dav2-dpt-vitb": ("disparity", "relu"),
     "dav2-dpt-vitl": ("disparity", "relu"),
+    **{f"dav2-metric-{dataset}-{size}": ("metric", "sigmoid") for dataset in ("hypersim", "vkitti")
+       for size in ("vits", "vitb", "vitl")},
 }
 
 
@@ -47,7 +49,7 @@ def test_arch_files_override_the_kind_flat_inside_config_or_beside_it(tmp_path):
         assert config.activation == ("relu" if name == "beside" else "relu+0.001"), name
 
 
-@pytest.mark.parametrize("key,value", [("output", "inverse-depth"), ("activation", "sigmoid")])
+@pytest.mark.parametrize("key,value", [("output", "inverse-depth"), ("activation", "tanh")])
 def test_unknown_kinds_and_activations_are_usage_errors(key, value):
     base = json.loads((fixtures_dir() / "tiny_dav2_sdt.json").read_text())["config"]
     with pytest.raises(UsageError, match=key):

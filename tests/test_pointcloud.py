@@ -116,11 +116,14 @@ def test_intrinsics_priority_focal_fov_exif_default():
     fov = intrinsics_for(200, 100, fov=90, exif_focal_35mm=26)
     assert fov.fx == pytest.approx(100.0) and fov.source == "--fov 90"
     exif = intrinsics_for(200, 100, exif_focal_35mm=26)
-    assert exif.fx == pytest.approx(26 / 36 * 200) and exif.source == "EXIF 26 mm (35 mm equiv.)"
+    assert exif.fx == pytest.approx(26 * math.hypot(200, 100) / math.hypot(36, 24))  # on the diagonal, as Depth Pro
+    assert exif.source == "EXIF 26 mm (35 mm equiv., on the diagonal)" and exif.note is None
     default = intrinsics_for(200, 100)
     assert default.fx == pytest.approx(100 / math.tan(math.radians(30)))
     assert default.source == "default 60° horizontal FOV"
-    assert intrinsics_for(200, 100, exif_focal_35mm=0).source.startswith("default")
+    for absurd in (0, 6000):
+        ignored = intrinsics_for(200, 100, exif_focal_35mm=absurd)
+        assert ignored.source.startswith("default") and f"EXIF focal length {absurd} mm" in ignored.note
 
 
 def test_principal_point_is_the_pixel_centre_convention_unless_given():

@@ -12,6 +12,7 @@ import typer
 
 from anydepth_cli.cli.console import err, out
 from anydepth_cli.errors import UsageError
+from anydepth_cli.models.config import space_of
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -161,6 +162,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=RUN)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images read and passed to the network at a time.", rich_help_panel=RUN)] = 4,
+    align: Annotated[str, typer.Option(help="scale-shift: every prediction aligned by a least-squares scale and shift (the usual); none: metric models are also scored as they are, in metres, in a column of their own beside their aligned scores.", rich_help_panel=MODEL)] = "scale-shift",
     output_kind: Annotated[str, typer.Option(help="Space to align each model in: model (the kind it declares), depth or disparity (for every model), or auto (try both, report which the data supports and score in that one; not with --benchmark).", rich_help_panel=MODEL)] = "model",
 ) -> None:
     """Score depth models against ground truth: AbsRel, δ1–δ3 and RMSE per image and on average.
@@ -174,6 +176,9 @@ def evaluate(
     from anydepth_cli.evaluation.runner import check_alignment_mode
 
     check_alignment_mode(output_kind)
+    if align not in ("scale-shift", "none"):
+        raise UsageError(f"--align must be scale-shift or none, not {align!r}")
+    unaligned = align == "none"
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     running = (device, precision, batch_size, input_size)
@@ -184,7 +189,7 @@ def evaluate(
             raise UsageError(f"--benchmark reads the standard sets by their own protocols: drop {', '.join(given)}")
         plan = _benchmark_plan(benchmark, data_root, list_file, tile, output_kind)
         _evaluate_benchmarks(plan, _model_choices(model or [], checkpoint, arch), running, output,
-                             save_predictions, tile, output_kind)
+                             save_predictions, tile, output_kind, unaligned)
         return
     given = [name for name, value in (("--list", list_file), ("--save-predictions", save_predictions))
              if value is not None]
@@ -196,7 +201,7 @@ def evaluate(
         raise UsageError("give DATA (a folder or list file of image/depth pairs, or DATASET:PATH) or --benchmark NAME "
                          "--data-root DIR")
     _evaluate_folder(data, data_root, preset or "default", depth_scale, _model_choices(model or [], checkpoint, arch),
-                     running, output, output_kind)
+                     running, output, output_kind, unaligned)
 
 
 def _samples(data: Path, root: Path | None, depth_scale: float | None) -> tuple[list[Pair], list[GroundTruth] | None]:
@@ -217,7 +222,7 @@ def _samples(data: Path, root: Path | None, depth_scale: float | None) -> tuple[
 
 
 def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: float | None, choices: list[Choice],
-                     running: Running, output: Path, output_kind: str) -> None:
+                     running: Running, output: Path, output_kind: str, unaligned: bool = False) -> None:
     """`anydepth eval DATA`: the user's own pairs, or a named dataset's, under a preset."""
     from anydepth_cli.evaluation.presets import get_preset
     from anydepth_cli.evaluation.report import write_eval_report
@@ -232,10 +237,15 @@ def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: fl
 
     prepare_output_dir(output)
     predictors = _open_predictors(choices, *running)
+    if unaligned:
+        from anydepth_cli.evaluation.unaligned import check_some_metric
+
+        check_some_metric(predictors)
     err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
     with counting_progress("img") as bar:
         result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
-                          depth_scale=depth_scale, batch_size=running[2], output_kind=output_kind, truths=truths)
+                          depth_scale=depth_scale, batch_size=running[2], output_kind=output_kind, truths=truths,
+                          unaligned=unaligned)
     written = write_eval_report(result, output)
     _aggregate_table(result)
     _kind_check_table(result)
@@ -283,7 +293,7 @@ def _benchmark_plan(names: str, data_root: Path | None, list_file: Path | None, 
 
 def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], choices: list[Choice],
                          running: Running, output: Path, save_predictions: Path | None, tile: str,
-                         output_kind: str) -> None:
+                         output_kind: str, unaligned: bool = False) -> None:
     """`anydepth eval --benchmark`: every model on every planned set, then the paper's table."""
     from rich.markup import escape
 
@@ -297,7 +307,12 @@ def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], 
     if save_predictions is not None:
         prepare_output_dir(save_predictions)
     predictors = _open_predictors(choices, *running)
-    kinds = {label: p.output_kind if output_kind == "model" else output_kind for label, p in predictors.items()}
+    kinds = {label: space_of(p.output_kind) if output_kind == "model" else output_kind for label, p in predictors.items()}
+    if unaligned:
+        from anydepth_cli.evaluation.unaligned import check_some_metric, with_unaligned
+
+        check_some_metric(predictors)
+        predictors, kinds = with_unaligned(predictors, kinds)  # a metric model runs once more, scored as it is
     tiles = {label: tile_config(p) for label, p in predictors.items()} if tile != "off" else {}
     options = RunOptions(kinds, running[2], tile, tiles, save_predictions)
     results = []

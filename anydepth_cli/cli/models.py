@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import err, out
+
+if TYPE_CHECKING:
+    from anydepth_cli.models.config import NetworkConfig
 
 app = typer.Typer(help="List, describe, download and remove the published models.", no_args_is_help=False, cls=Group)
 
@@ -39,7 +42,7 @@ def models(ctx: typer.Context) -> None:
     out.print(table)
     for spec in MODELS.values():
         out.print(f"  {spec.name}: {spec.repo_id}/{spec.filename}", highlight=False)
-    out.print("Output: affine-invariant depth (large = far) or disparity (large = near); "
+    out.print("Output: affine-invariant depth (large = far) or disparity (large = near), or metric depth in metres; "
               "`anydepth models info NAME` says why.", highlight=False)
     out.print("Encoders without published heads (`anydepth train --encoder NAME`, `anydepth bench --encoder NAME`):",
               highlight=False)
@@ -53,7 +56,6 @@ def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> N
     """Print a model's card: weights, architecture, what its output means and why, its resizing, licence, cache."""
     import json
 
-    from anydepth_cli.io.writers import describe_kind
     from anydepth_cli.models.config import RESIZES
     from anydepth_cli.models.registry import get_model
     from anydepth_cli.weights.hub import cached_path
@@ -67,7 +69,7 @@ def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> N
         ("encoder", f"{config.encoder}, width {config.embed}, {config.depth} blocks, {config.heads} heads, "
                     f"patch {config.patch_size}, layers {', '.join(map(str, config.layers))}"),
         ("head", config.head),
-        ("output", f"affine-invariant {describe_kind(config.output)}, scale and shift unknown"),
+        ("output", _meaning(config)),
         ("activation", config.activation),
         ("evidence", spec.evidence),
         ("resize", f"{config.resize}: {RESIZES[config.resize]}"),
@@ -79,6 +81,15 @@ def info(name: Annotated[str, typer.Argument(help="Registry model name.")]) -> N
     ]
     for key, value in rows:
         out.print(f"{key:>12}  {value}", highlight=False, soft_wrap=True)
+
+
+def _meaning(config: NetworkConfig) -> str:
+    """What a network's numbers are: the metric range, or affine-invariance."""
+    from anydepth_cli.io.writers import describe_kind
+
+    if config.metric:
+        return f"{describe_kind(config.output)}, range 0–{config.max_depth:g} m (sigmoid × max_depth)"
+    return f"affine-invariant {describe_kind(config.output)}, scale and shift unknown"
 
 
 @app.command(cls=Command)

@@ -13,7 +13,9 @@ from anydepth_cli.cli.console import err
 from anydepth_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from anydepth_cli.inference.predictor import BatchedPredictor
     from anydepth_cli.io.images import InputItem
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
     from anydepth_cli.pipelines.shards import Shard
 
 TILE_MODES = ("auto", "on", "off")
@@ -47,6 +49,11 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class Axes(str, Enum):
+    opengl = "opengl"
+    opencv = "opencv"
+
+
 class Tile(str, Enum):
     auto = "auto"
     on = "on"
@@ -65,7 +72,7 @@ def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
         raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
 
 
-PHOTO_ONLY = ("--confidence", "--raw npy")
+PHOTO_ONLY = ("--confidence", "--raw npy", "--colorbar", "--mesh", "--glb", "--axes")
 VIDEO_ONLY = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride", "--codec")
 
 
@@ -116,6 +123,7 @@ def predict(
     grayscale: Annotated[bool, typer.Option("--grayscale", help="Grey depth picture instead of a colour map.", rich_help_panel=OUTPUT)] = False,
     invert: Annotated[bool, typer.Option("--invert", help="Far bright, near dark.", rich_help_panel=OUTPUT)] = False,
     raw: Annotated[Optional[Raw], typer.Option(help="Also write the model's raw output, named for what it is (photo_depth.npy or photo_disparity.npy): npy float32 (photos), npz all frames in float16 (videos), exr 32-bit float OpenEXR, or png16 16-bit PNG scaled per image or frame (min, max and kind in its text chunks). A clip's exr or png16 frames are numbered files in a folder: clip_depth/ holds clip_depth.000001.exr, ...", rich_help_panel=OUTPUT)] = None,
+    colorbar: Annotated[bool, typer.Option("--colorbar", help="Put a colour bar beside each depth picture: in metres for metric models, near and far for the others.", rich_help_panel=OUTPUT)] = False,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Also write the photo (or video) beside its depth picture.", rich_help_panel=OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip photos and clips whose outputs all exist (resume a folder).", rich_help_panel=OUTPUT)] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=RUN)] = "auto",
@@ -128,11 +136,17 @@ def predict(
     overlap: Annotated[Optional[int], typer.Option(help="Pixels neighbouring tiles share. \\[default: tile size / 4]", show_default=False, rich_help_panel=TILES)] = None,
     confidence: Annotated[bool, typer.Option("--confidence", help="Also write a per-pixel confidence map (from tile agreement).", rich_help_panel=TILES)] = False,
     pointcloud: Annotated[bool, typer.Option("--pointcloud", help="Also write a coloured PLY point cloud.", rich_help_panel=CLOUD)] = False,
-    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees. \\[default: EXIF, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
-    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels (overrides --fov and EXIF).", rich_help_panel=CLOUD)] = None,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also write a coloured triangle mesh of the depth map (photo_mesh.ply), cut at depth discontinuities (--edge-threshold).", rich_help_panel=CLOUD)] = False,
+    glb: Annotated[bool, typer.Option("--glb", help="Write the cloud and mesh as binary glTF (.glb, vertex colours, camera in the scene's extras) instead of PLY; needs the extra `mesh` (trimesh).", rich_help_panel=CLOUD)] = False,
+    axes: Annotated[Axes, typer.Option(help="Frame of clouds and meshes: opengl (x right, y up, z toward the viewer) or opencv (x right, y down, z forward).", rich_help_panel=CLOUD)] = Axes.opengl,
+    fov: Annotated[Optional[float], typer.Option(help="Horizontal field of view in degrees, in (0, 180). \\[default: the photo's EXIF 35 mm-equivalent focal length, converted on the diagonal, else 60]", show_default=False, rich_help_panel=CLOUD)] = None,
+    focal: Annotated[Optional[float], typer.Option(help="Focal length in pixels, > 0 (overrides --fov and EXIF). Clouds and metric models also write photo_camera.json: fx, fy, cx, cy, units, model, focal source.", rich_help_panel=CLOUD)] = None,
     near: Annotated[Optional[float], typer.Option(help="Depth of the nearest content, in scene units. \\[default: 1]", show_default=False, rich_help_panel=CLOUD)] = None,
     far: Annotated[Optional[float], typer.Option(help="Depth of the farthest content. \\[default: 10]", show_default=False, rich_help_panel=CLOUD)] = None,
     depth_at: Annotated[Optional[str], typer.Option(help="Known depth at one pixel, X,Y=D (replaces --near/--far).", rich_help_panel=CLOUD)] = None,
+    metric_from: Annotated[Optional[str], typer.Option("--metric-from", metavar="MODEL", help="Anchor the model's relative maps to a metric model's (dav2-metric-*) maps of the same photos: a scale and shift fitted in the model's own space over the pixels both trust, so the maps, raw files and clouds are in metres with the model's detail.", rich_help_panel=CLOUD)] = None,
+    metric_arch: Annotated[Optional[Path], typer.Option("--metric-arch", help="JSON architecture when --metric-from is a checkpoint file of your own.", rich_help_panel=CLOUD)] = None,
+    metric: Annotated[bool, typer.Option("--metric", help="Insist on metres: refused for a relative model without --metric-from.", rich_help_panel=CLOUD)] = False,
     edge_threshold: Annotated[float, typer.Option(help="Drop flying pixels whose relative depth jump exceeds this (0 keeps all).", rich_help_panel=CLOUD)] = 0.05,
     max_points: Annotated[int, typer.Option(help="Downsample clouds to at most this many points.", rich_help_panel=CLOUD)] = 2_000_000,
     normals: Annotated[bool, typer.Option("--normals", help="Add per-point normals to the PLY.", rich_help_panel=CLOUD)] = False,
@@ -150,6 +164,8 @@ def predict(
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
+    from anydepth_cli.geometry.camera import check_camera_options
+    from anydepth_cli.pipelines.geometry import CameraOptions
     from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video
@@ -161,11 +177,21 @@ def predict(
         raise UsageError("--max-pixels must be positive")
     if pc_stride < 1:
         raise UsageError("--pc-stride must be at least 1")
+    check_camera_options(fov, focal)
+    if glb:
+        from anydepth_cli.io.glb import check_glb_available
+
+        if not (pointcloud or mesh):
+            raise UsageError("--glb writes the cloud or the mesh: add --pointcloud or --mesh")
+        check_glb_available()
+    if metric_arch is not None and metric_from is None:
+        raise UsageError("--metric-arch describes a checkpoint given as --metric-from FILE")
     discovery = discover_inputs(inputs, also=VIDEO_EXTENSIONS)
     photos = [item for item in discovery.items if not is_video(item.path)]
     clips = [item for item in discovery.items if is_video(item.path)]
     check_input_kind_options(bool(photos), bool(clips), {
-        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--start": start != 0,
+        "--confidence": confidence, "--raw npy": raw == Raw.npy, "--colorbar": colorbar, "--mesh": mesh, "--glb": glb,
+        "--axes": axes != Axes.opengl, "--start": start != 0,
         "--max-frames": max_frames is not None, "--stride": stride != 1, "--no-stabilize": no_stabilize,
         "--raw npz": raw == Raw.npz, "--pc-stride": pc_stride != 10, "--codec": codec is not None,
     })
@@ -190,12 +216,16 @@ def predict(
         # Before the heavy imports (torch): weights that cannot be had are reported at once.
         predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
                                           share.local_rank if share else None, backend.value, onnx)
+        if metric_from is not None:
+            predictor, label = anchored_predictor(predictor, label, metric_from, metric_arch, device, precision,
+                                                  batch_size, share.local_rank if share else None)
+        check_metric_options(predictor.output_kind, label, metric, (pointcloud or mesh) and (near, far, known_depth))
         from anydepth_cli.inference.precision import slow_precision_note
         from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
         cloud = None
-        if pointcloud:
+        if pointcloud or mesh:
             cloud = PointCloudOptions(fov=fov, focal=focal, near=near, far=far, depth_at=known_depth,
                                       edge_threshold=edge_threshold or None, max_points=max_points, normals=normals)
         tiling = TilingOptions(tile.value, tile_config(predictor, tile_size, overlap))
@@ -207,13 +237,19 @@ def predict(
             err.print(f"[yellow]note:[/] {escape(slow)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
         if photos:
-            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud)
+            in_metres = predictor.output_kind == "metric"
+            anchor = predictor if metric_from is not None else None
+            camera = (CameraOptions(fov, focal, label, predictor.max_depth, anchor, pointcloud, mesh, glb, axes.value)
+                      if pointcloud or mesh or in_metres else None)
+            outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
+                                    camera)
             with ImageProgress(len(photos)) as progress:
                 photo_summary = run_images(photos, predictor, outputs, tiling, progress, max_pixels, skip_existing,
                                            batch_size)
         if clips:
             options = VideoOptions(output, cmap, invert, raw_format, side_by_side, not no_stabilize, start, max_frames,
-                                   stride, video_codec, pointcloud=cloud, pointcloud_stride=pc_stride)
+                                   stride, video_codec, pointcloud=cloud if pointcloud else None,
+                                   pointcloud_stride=pc_stride)
             with VideoProgress() as clip_progress:
                 clip_summary = run_videos(clips, predictor, options, tiling, clip_progress, batch_size, max_pixels,
                                           skip_existing)
@@ -230,6 +266,32 @@ def predict(
         err.print(f"[dim]shard summary: {record}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def anchored_predictor(relative: BatchedPredictor, label: str, metric_from: str, metric_arch: Path | None,
+                       device: str, precision: str, batch_size: int,
+                       local_rank: int | None) -> tuple[AnchoredPredictor, str]:
+    """`--metric-from MODEL` (a registry name, or a checkpoint with `--metric-arch`): the relative predictor anchored
+    to that metric model, and its label."""
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
+    from anydepth_cli.pipelines.runtime import open_predictor
+
+    model, checkpoint = (None, metric_from) if metric_arch is not None else (metric_from, None)
+    metric, metric_label = open_predictor(model, checkpoint, metric_arch, device, precision, batch_size, None,
+                                          local_rank)
+    return AnchoredPredictor(relative, metric), f"{label} anchored to {metric_label}"
+
+
+METRIC_MODELS_HINT = "dav2-metric-hypersim-vitl (indoor) or dav2-metric-vkitti-vitl (outdoor)"
+
+
+def check_metric_options(kind: str, label: str, insist: bool, cloud_scale: tuple | bool) -> None:
+    """Refuse a claim of metres from a relative model (`--metric`), and scene-scale options for metric clouds."""
+    if insist and kind != "metric":
+        raise UsageError(f"{label} gives relative depth, not metres: add --metric-from {METRIC_MODELS_HINT}, "
+                         "or run a dav2-metric-* model")
+    if kind == "metric" and cloud_scale and any(value is not None for value in cloud_scale):
+        raise UsageError("the maps are in metres: the cloud needs no --near, --far or --depth-at")
 
 
 def _relative_key(item: InputItem) -> str:

@@ -29,15 +29,17 @@ import numpy as np
 from anydepth_cli.errors import InputError
 from anydepth_cli.evaluation.presets import Preset
 from anydepth_cli.inference.align import Affine, fit_scale_shift
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import SPACES
 
 METRICS: tuple[str, ...] = ("abs_rel", "delta1", "delta2", "delta3", "rmse")
 """Metric keys, in report order. AbsRel and RMSE: lower is better; δk: higher is better."""
 
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "delta2", "delta3"})
 
-KINDS = OUTPUT_KINDS
+KINDS = SPACES
 """The spaces a prediction can be aligned in: the output kinds a model declares."""
+UNALIGNED = "none"
+"""Scoring a metric prediction as it is, in metres: no scale or shift fitted."""
 
 
 def align_and_convert(
@@ -50,19 +52,22 @@ def align_and_convert(
 ) -> tuple[np.ndarray, Affine]:
     """Align `pred`, of output `kind` (depth or disparity), to `gt_depth` over `valid`; return the aligned depth (float64) and the fit.
 
+    With `kind` UNALIGNED the prediction is metric depth, taken as it is (the fit is the identity) and clipped.
     A depth prediction is fitted to `gt_depth` and clipped to `[min_depth, max_depth]`; a disparity
     prediction is fitted to `1 / gt_depth`, clamped to `>= 1 / max_depth`, inverted and clipped.
     Arithmetic is in float64 so an exact affine relation is recovered to rounding error.
     ValueError for an unknown `kind` or mismatched shapes.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind not in (*KINDS, UNALIGNED):
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} or {UNALIGNED}, not {kind!r}")
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt_depth, dtype=np.float64)
     valid = np.asarray(valid, dtype=bool)
     if pred.shape != gt.shape or valid.shape != gt.shape:
         raise ValueError(f"shape mismatch: prediction {pred.shape}, depth {gt.shape}, mask {valid.shape}")
-    if kind == "depth":
+    if kind == UNALIGNED:
+        fit, depth = Affine(1.0, 0.0), pred
+    elif kind == "depth":
         fit = fit_scale_shift(pred[valid], gt[valid])
         depth = fit.scale * pred + fit.shift
     else:

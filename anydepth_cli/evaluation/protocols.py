@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from anydepth_cli.errors import InputError
-from anydepth_cli.evaluation.metrics import metric_sums, metrics_from_sums
+from anydepth_cli.evaluation.metrics import UNALIGNED, metric_sums, metrics_from_sums
 from anydepth_cli.evaluation.presets import CropFn, region_mask
 from anydepth_cli.inference.align import Affine, fit_scale_shift
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import SPACES
 
 DISPARITY_FLOOR = 1e-3
 """The least aligned disparity, so that it can be inverted."""
@@ -102,6 +102,8 @@ class Protocol:
             columns = nearest_columns(*depth.shape, self.fit_max_side)
             if columns is not None:
                 pred, depth, valid = pred[:, columns], depth[:, columns], valid[:, columns]
+        if kind == UNALIGNED:
+            return Affine(1.0, 0.0)
         if kind == "depth":
             return fit_scale_shift(pred[valid], depth[valid])
         use = valid & (depth > 0) & (pred > 0)
@@ -116,8 +118,8 @@ class Protocol:
 
     def score(self, pred: np.ndarray, depth: np.ndarray, valid: np.ndarray, kind: str) -> dict[str, float]:
         """AbsRel, δ1–δ3, RMSE, the fitted `scale` and `shift` and `n_valid` of one prediction of `kind`."""
-        if kind not in OUTPUT_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(OUTPUT_KINDS)}, not {kind!r}")
+        if kind not in (*SPACES, UNALIGNED):
+            raise ValueError(f"kind must be one of {', '.join(SPACES)} or {UNALIGNED}, not {kind!r}")
         if pred.shape != depth.shape:
             raise ValueError(f"prediction {pred.shape} and ground truth {depth.shape} differ in size")
         fit = self.fit(pred, depth, valid, kind)

@@ -11,11 +11,12 @@ from anydepth_cli.datasets.files import read_mask, read_rgb
 from anydepth_cli.datasets.generic import Pair, read_depth
 from anydepth_cli.datasets.sources import GroundTruth
 from anydepth_cli.errors import InputError, UsageError
-from anydepth_cli.evaluation.metrics import KINDS, KindCheck, aggregate, evaluate_sample
+from anydepth_cli.evaluation.metrics import KINDS, UNALIGNED, KindCheck, aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
-
 from anydepth_cli.evaluation.scoring import score_models
+from anydepth_cli.evaluation.unaligned import metric_models, settle_unaligned
 from anydepth_cli.inference.engine import Engine, Loaded, Prediction
+from anydepth_cli.models.config import OUTPUT_KINDS, space_of
 
 if TYPE_CHECKING:  # the predictors' module imports torch, which scoring workers do not need
     from anydepth_cli.inference.predictor import MapPredictor
@@ -112,6 +113,7 @@ def run_eval(
     batch_size: int = 1,
     output_kind: str = "model",
     truths: Sequence[GroundTruth] | None = None,
+    unaligned: bool = False,
 ) -> EvalResult:
     """Evaluate every predictor on every pair under `preset`.
 
@@ -123,7 +125,8 @@ def run_eval(
     and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
     divisor; `truths`, one per pair, read each ground truth the way its dataset defines instead (a
     named training source's decoder, mask and depth cap). A sample that cannot be read or has no
-    valid pixels is recorded in `failures` and skipped. `progress` is called once per pair.
+    valid pixels is recorded in `failures` and skipped. `progress` is called once per pair. With `unaligned`,
+    each metric model is also scored as it is, in metres (`unaligned_label`), beside its aligned scores.
     """
     if not predictors:
         raise UsageError("no model to evaluate")
@@ -132,6 +135,8 @@ def run_eval(
     mode = check_alignment_mode(output_kind)
     declared = _declared_kinds(predictors)
     spaces = {name: KINDS if mode == "auto" else (kind if mode == "model" else mode,) for name, kind in declared.items()}
+    for name in metric_models(predictors) if unaligned else ():
+        spaces[name] = (*spaces[name], UNALIGNED)
     scale = preset.depth_scale if depth_scale is None else depth_scale
     readers = list(truths) if truths is not None else [None] * len(pairs)
 
@@ -149,19 +154,22 @@ def run_eval(
                           score, progress)
     result = EvalResult(preset=preset.name, models=list(predictors))
     result.failures = [(str(pairs[index].image), reason) for index, reason in scores.failures]
-    for name in result.models:
+    for name in predictors:
         rows = {kind: [by_model[name][kind] for _, by_model in scores.scored] for kind in spaces[name]}
         _settle(result, name, _choose(declared[name], mode, rows), rows)
+        if UNALIGNED in rows:
+            settle_unaligned(result, name, rows[UNALIGNED], Alignment(UNALIGNED, "metric", "metric"))
     return result
 
 
 def _declared_kinds(predictors: Mapping[str, MapPredictor]) -> dict[str, str]:
-    """The output kind each model declares; UsageError for one that is not a kind."""
+    """The space of the output kind each model declares (metric models: depth); UsageError for one that is not a
+    kind."""
     declared = {name: predictor.output_kind for name, predictor in predictors.items()}
     for name, kind in declared.items():
-        if kind not in KINDS:
-            raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(KINDS)}")
-    return declared
+        if kind not in OUTPUT_KINDS:
+            raise UsageError(f"model {name!r} declares output {kind!r}, not one of {', '.join(OUTPUT_KINDS)}")
+    return {name: space_of(kind) for name, kind in declared.items()}
 
 
 def _settle(result: EvalResult, name: str, alignment: Alignment, rows: Mapping[str, list[dict[str, object]]]) -> None:

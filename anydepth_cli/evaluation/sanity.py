@@ -20,7 +20,7 @@ from PIL import Image
 from anydepth_cli.errors import AnyDepthError, UsageError
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.io.images import read_image
-from anydepth_cli.models.config import ACTIVATIONS, NetworkConfig
+from anydepth_cli.models.config import ACTIVATIONS, NetworkConfig, space_of
 
 FACT_NAMES = ("finite", "not constant", "activation range", "foreground nearer", "flip consistent")
 """The facts checked, in the order they are reported."""
@@ -130,7 +130,7 @@ def check_model(predictor: MapPredictor, activation: str, sample: Sample = SAMPL
     if not values.size:
         unmeasured = (Fact(name, False, "no finite values") for name in FACT_NAMES[1:])
         return CheckReport(predictor.output_kind, (_finite_fact(finite), *unmeasured), inverted=False)
-    nearer, farther = _foreground_fact(plain, finite, data, predictor.output_kind)
+    nearer, farther = _foreground_fact(plain, finite, data, space_of(predictor.output_kind))
     sound = (_finite_fact(finite), _spread_fact(values), _flip_fact(plain, mirrored))
     facts = (*sound[:2], _range_fact(values, activation), nearer, sound[2])
     return CheckReport(predictor.output_kind, facts, inverted=farther and all(fact.passed for fact in sound))

@@ -6,10 +6,11 @@ Conventions used throughout this module:
 * Output frame of ``build_point_cloud`` is selectable; its default, "opengl" (x right,
   y up, z toward the viewer; the camera looks down -z), opens upright and facing the
   viewer in MeshLab, Blender, CloudCompare and Open3D.
-* A network's map is of one of the kinds of ``models.config.OUTPUT_KINDS``, both
-  affine-invariant (scale and shift unknown): "depth" (large = far) or "disparity"
-  (large = near, 0 meaning infinitely far). Only positive, finite values are valid. Depth
-  comes out in the units the user gives ``near``/``far`` or ``depth_at`` in.
+* A network's map is of one of the kinds of ``models.config.OUTPUT_KINDS``: "depth" (large =
+  far) or "disparity" (large = near, 0 meaning infinitely far), both affine-invariant (scale
+  and shift unknown), or "metric" (depth in metres). Only positive, finite values are valid.
+  Depth comes out in metres for metric maps, else in the units the user gives
+  ``near``/``far`` or ``depth_at`` in.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, unproject_pixels
-from anydepth_cli.models.config import OUTPUT_KINDS
+from anydepth_cli.models.config import OUTPUT_KINDS, space_of
 
 DEFAULT_NEAR = 1.0
 DEFAULT_FAR = 10.0
@@ -72,6 +73,10 @@ class DepthRule:
         without a valid value.
         """
         _check_kind(kind)
+        if kind == "metric":
+            if near is not None or far is not None or depth_at is not None:
+                raise UsageError("the model answers in metres: its cloud needs no --near, --far or --depth-at")
+            return cls("depth", 1.0, 0.0, "depth in metres as the metric model gives it")
         if depth_at is not None:
             if near is not None or far is not None:
                 raise UsageError("--depth-at cannot be combined with --near/--far")
@@ -249,9 +254,7 @@ def build_point_cloud(
     if v.ndim != 2 or rgb.shape != (*v.shape, 3) or rgb.dtype != np.uint8:
         raise ValueError(f"expected H×W {kind} and H×W×3 uint8 image, got {v.shape} and {rgb.dtype} {rgb.shape}")
     width, pixels = v.shape[1], v.size
-    notes = [_drop_sky(v, kind, sky_fraction)] if sky_fraction is not None else []
-    rule = DepthRule.fit(v, kind=kind, near=near, far=far, depth_at=depth_at)
-    depth = rule.apply(v)
+    depth, rule, notes = scene_depth(v, kind, near, far, depth_at, sky_fraction)
     del v
     index, flying = _kept_pixels(depth, edge_threshold)
     notes += [flying] if flying is not None else []
@@ -266,13 +269,23 @@ def build_point_cloud(
         points, colors, normal = _voxel_average(points, colors, normal, size)
         sampling += f"; averaged in voxels of {size:.3g}"
     if frame == "opengl":
-        _flip_to_opengl(points, normal)
+        flip_to_opengl(points, normal)
     dropped = f" ({', '.join(note for note in notes if note)} dropped)" if any(notes) else ""
     description = (
         f"{len(points):,} points from {pixels:,} pixels{dropped}{sampling}; {rule.description}; "
         f"fx {intrinsics.fx:.1f} px from {intrinsics.source}"
     )
     return PointCloud(points=points, colors=colors, normals=normal, description=description)
+
+
+def scene_depth(values: np.ndarray, kind: str, near: float | None, far: float | None,
+                depth_at: tuple[int, int, float] | None, sky_fraction: float | None
+                ) -> tuple[np.ndarray, DepthRule, list[str | None]]:
+    """Steps 1 and 2 of `build_point_cloud`: the float32 depth of a map of `kind` (NaN for sky and invalid
+    pixels), the rule that made it and the note on the sky. `values` is blanked where the sky is."""
+    notes = [_drop_sky(values, kind, sky_fraction)] if sky_fraction is not None else []
+    rule = DepthRule.fit(values, kind=kind, near=near, far=far, depth_at=depth_at)
+    return rule.apply(values), rule, notes
 
 
 def _check_settings(kind: str, max_points: int | None, downsample: str, edge_threshold: float | None,
@@ -296,7 +309,7 @@ def _drop_sky(v: np.ndarray, kind: str, sky_fraction: float) -> str | None:
     valid = v[_valid(v)]
     if not valid.size:
         return None
-    if kind == "depth":
+    if space_of(kind) == "depth":
         sky = v * np.float32(sky_fraction) > float(np.percentile(valid, DEPTH_PERCENTILES[0]))
     else:
         sky = v < sky_fraction * float(np.percentile(valid, DEPTH_PERCENTILES[1]))
@@ -326,7 +339,7 @@ def _sample(index: np.ndarray, max_points: int | None, downsample: str, seed: in
     return np.sort(rng.choice(index, size=budget, replace=False)), f"; {budget:,} sampled at random"
 
 
-def _flip_to_opengl(points: np.ndarray, normal: np.ndarray | None) -> None:
+def flip_to_opengl(points: np.ndarray, normal: np.ndarray | None) -> None:
     """OpenCV's camera frame (y down, z forward) to OpenGL's (y up, z toward the viewer), in place."""
     points[:, 1:] *= -1
     if normal is not None:

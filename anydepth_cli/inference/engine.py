@@ -138,8 +138,8 @@ class Engine:
         self.pixel_budget = pixel_budget
         self.batch_pixels = batch_pixels
         self.max_wait = max_wait
-        self.on_device = on_device if getattr(predictor, "device", None) is not None and \
-            predictor.device.type == "cuda" else None
+        on_gpu = getattr(predictor, "device_hooks", False) and predictor.device.type == "cuda"
+        self.on_device = on_device if on_gpu else None
         self._lock = threading.Condition()
         self._in_flight = 0
         self._limit = min(self.capacity, max(2, readers))  # until the first image says how large they are

@@ -121,6 +121,7 @@ class OnnxPredictor(BatchedPredictor):
         self.patch_size = self.card.patch_size
         self.output_kind = self.card.output
         config = NetworkConfig.from_dict(self.card.architecture)
+        self.max_depth = config.max_depth
         self.resizing = resizing_of(config, self.input_size)
         self.bytes_per_token = activation_bytes_per_token(config)
         self.batch_size = batch_size

@@ -78,10 +78,15 @@ class BatchedPredictor:
 
     input_size: int
     output_kind: str
+    max_depth: float | None = None
+    """Metric models: the range's end in metres."""
     patch_size: int
     resizing: Resizing
     batch_size: int
     device: torch.device
+    device_hooks = True
+    """`predict_batch` takes `on_device` (predictors that remake the maps on the CPU, such as an anchored one, do
+    not)."""
     bytes_per_token: int
     """Estimated peak activation bytes per patch token (`memory.activation_bytes_per_token`)."""
     _batch_limit: int | None = None
@@ -194,7 +199,7 @@ class DepthPredictor(BatchedPredictor):
         self.patch_size = network.config.patch_size
         self.dtype = dtype
         self.batch_size = batch_size
-        self.output_kind = network.config.output
+        self.output_kind, self.max_depth = network.config.output, network.config.max_depth
         self.resizing = resizing_of(network.config, input_size)
         self.bytes_per_token = activation_bytes_per_token(network.config)
         self.graphed: GraphedForward | None = None

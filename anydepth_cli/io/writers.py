@@ -176,7 +176,9 @@ def _lut(cmap: str) -> np.ndarray:
 
 
 def describe_kind(kind: str) -> str:
-    """`depth (large = far)` or `disparity (large = near)`."""
+    """`depth (large = far)`, `disparity (large = near)` or `metric depth (metres, large = far)`."""
+    if kind == "metric":
+        return "metric depth (metres, large = far)"
     return f"{kind} (large = {'far' if kind == 'depth' else 'near'})"
 
 
@@ -186,7 +188,7 @@ def near_is_dark(kind: str, invert: bool = False) -> bool:
     `colorize` puts large values at the bright end: right for disparity (large = near), the
     wrong way round for depth (large = far).
     """
-    return (kind == "depth") != invert
+    return (kind != "disparity") != invert  # depth and metric depth: large = far
 
 
 def colorize(
@@ -208,7 +210,7 @@ def colorize(
         raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     all_finite = bool(finite.all())
-    low, high = _normalisation_range(values if all_finite else values[finite], value_range)
+    low, high = normalisation_range(values if all_finite else values[finite], value_range)
     if not all_finite:
         values = np.where(finite, values, np.float32(low))
     scale = 255.0 / (high - low) if high > low else 0.0
@@ -255,9 +257,11 @@ def colorize_tensor(values: torch.Tensor, cmap: str = DEFAULT_CMAP, invert: bool
     return rgb
 
 
-def _normalisation_range(
-    finite_values: np.ndarray, value_range: tuple[float, float] | None
+def normalisation_range(
+    finite_values: np.ndarray, value_range: tuple[float, float] | None = None
 ) -> tuple[float, float]:
+    """The (low, high) `colorize` maps to the ends of the colour map: `value_range`, else the 1st and 99th
+    percentiles of `finite_values` (min and max where those coincide); (0, 0) when there are none."""
     if value_range is not None:
         low, high = (float(v) for v in value_range)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
@@ -304,19 +308,32 @@ def write_npy(path: Path, values: np.ndarray) -> None:
     atomic_write(path, save)
 
 
-def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
-    """Write a `kind` (depth or disparity) map as a 16-bit grey PNG scaled to its own finite min..max.
+def png16_step(kind: str, values: np.ndarray) -> float | None:
+    """The fixed depth in metres of one 16-bit level for a map of `kind`: a millimetre for metric maps that fit
+    (up to 65.535 m), else KITTI's 1/256 m (up to 256 m); None for affine-invariant maps (scaled per image)."""
+    if kind != "metric":
+        return None
+    finite = np.asarray(values)[np.isfinite(values)]
+    return 0.001 if not finite.size or float(finite.max()) <= 65535 * 0.001 else 1.0 / 256.0
 
-    Min maps to 0 and max to 65535; both are stored as PNG text chunks (`anydepth_min`,
-    `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see `read_png16`), and the
-    kind as `anydepth_kind`. Non-finite values are stored as 0; a constant map is all 0.
+
+def write_png16(path: Path, values: np.ndarray, kind: str) -> None:
+    """Write a `kind` map as a 16-bit grey PNG.
+
+    Depth and disparity are scaled to their own finite min..max: min maps to 0 and max to 65535. Metric depth is
+    written in fixed steps (`png16_step`: millimetres, or 1/256 m beyond 65.535 m), 0 meaning no depth. Both ends
+    are stored as PNG text chunks (`anydepth_min`, `anydepth_max`) so that `d = min + v / 65535 * (max - min)` (see
+    `read_png16`), and the kind as `anydepth_kind`. Non-finite values are stored as 0; a constant map is all 0.
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"the map must be H×W, got shape {values.shape}")
     finite = np.isfinite(values)
     low, high = 0.0, 0.0
-    if finite.any():
+    step = png16_step(kind, values)
+    if step is not None:
+        low, high = 0.0, 65535 * step
+    elif finite.any():
         low, high = float(values[finite].min()), float(values[finite].max())
     if high > low:
         scaled = (np.where(finite, values, low) - low) * (65535.0 / (high - low))

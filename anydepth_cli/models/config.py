@@ -12,13 +12,25 @@ from anydepth_cli.errors import UsageError
 ENCODERS = ("dinov2", "dinov3", "vggt")
 HEADS = ("sdt", "dpt", "dpt-dinov3", "dpt-vggt")
 LAYOUTS = ("dav2", "da3", "anydepth-train", "vggt")
-OUTPUT_KINDS = ("depth", "disparity")
+OUTPUT_KINDS = ("depth", "disparity", "metric")
+"""`depth` (large = far) and `disparity` (large = near) are affine-invariant; `metric` is depth in metres."""
+SPACES = ("depth", "disparity")
+"""What a map grows with (`space_of`): the spaces where scale and shift are fitted."""
 PATCH_ENCODERS = {
     "dinov2-vits14-reg": (384, 12, 6), "dinov2-vitb14-reg": (768, 12, 12), "dinov2-vitl14-reg": (1024, 24, 16),
 }
 """The DINOv2 ViTs with 4 registers a VGGT aggregator may embed its patches with: (width, depth, heads)."""
-ACTIVATIONS = {"relu": 0.0, "relu+0.001": 0.001}
-"""Final activations: ReLU, then the floor added after it."""
+ACTIVATIONS = {"relu": 0.0, "relu+0.001": 0.001, "sigmoid": 0.0}
+"""Final activations and the smallest value each gives: ReLU with a floor added after it, or a sigmoid times the
+network's `max_depth` (metric models)."""
+
+
+def space_of(kind: str) -> str:
+    """The quantity a map of `kind` grows with: `disparity` for disparity, `depth` for depth and metric depth (where a
+    scale and shift are fitted, picture colours run, and near and far are told apart)."""
+    return "disparity" if kind == "disparity" else "depth"
+
+
 RESIZES = {
     "dav2": "Depth Anything V2's infer_image: the shorter side to the input size, each side rounded to a multiple of "
             "the patch (up where that falls below the input size), bicubic on floats (images longer than 4:1 scaled "
@@ -36,6 +48,10 @@ RESIZES = {
 and the network's map back to the photo (carried out by `inference.preprocess.RESIZINGS`)."""
 
 
+DECLARATIONS = ("output", "activation", "max_depth", "resize")
+"""Keys that say what a network's numbers mean and how it is run, which may stand beside a fixture's `config`."""
+
+
 def default_output(head: str) -> tuple[str, str]:
     """(output kind, final activation) of a head as its published weights were trained.
 
@@ -50,6 +66,18 @@ def default_resize(layout: str) -> str:
     VGGT layout, Depth Anything V2's for the others (the Depth Anything V2 encoders, and networks trained here, which
     see its preprocessing)."""
     return {"da3": "da3", "vggt": "vggt"}.get(layout, "dav2")
+
+
+def _metric_problems(output: str, activation: str, max_depth: float | None) -> list[str]:
+    """What is wrong in a metric declaration: metric output, the sigmoid and a positive `max_depth` go together."""
+    metric = output == "metric"
+    if not metric:
+        return ([] if activation != "sigmoid" else ["activation sigmoid is for output metric"]) + (
+            [] if max_depth is None else ["max_depth is for output metric"])
+    problems = [] if activation == "sigmoid" else [f"output metric needs activation sigmoid, not {activation!r}"]
+    if not (isinstance(max_depth, (int, float)) and not isinstance(max_depth, bool) and 0 < max_depth < float("inf")):
+        problems.append(f"output metric needs max_depth, a positive number of metres, not {max_depth!r}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -83,6 +111,8 @@ class NetworkConfig:
     """VGGT: blocks of a scaled-down patch encoder (small test networks); None: `patch_encoder`'s."""
     patch_heads: int | None = None
     """VGGT: attention heads of a scaled-down patch encoder; None: `patch_encoder`'s."""
+    max_depth: float | None = None
+    """Metric models: the depth in metres the final sigmoid's 1 stands for (the map lies in (0, max_depth))."""
 
     @property
     def patch_size(self) -> int:
@@ -105,6 +135,16 @@ class NetworkConfig:
         return ACTIVATIONS[self.activation]
 
     @property
+    def metric(self) -> bool:
+        """Whether the network answers in metres."""
+        return self.output == "metric"
+
+    @property
+    def space(self) -> str:
+        """`space_of` the network's output kind."""
+        return space_of(self.output)
+
+    @property
     def input_side(self) -> str:
         """Which side of a photo the input size sets: `shorter` (Depth Anything V2's pipeline), `longer` (3's) or
         `width` (VGGT's)."""
@@ -123,14 +163,15 @@ class NetworkConfig:
         if self.output is None:
             object.__setattr__(self, "output", kind)
         if self.activation is None:
-            object.__setattr__(self, "activation", activation)
+            object.__setattr__(self, "activation", "sigmoid" if self.output == "metric" else activation)
         if self.resize is None:
             object.__setattr__(self, "resize", default_resize(self.layout))
         problems = []
         if self.output not in OUTPUT_KINDS:
-            problems.append(f"output must be depth or disparity, not {self.output!r}")
+            problems.append(f"output must be one of {', '.join(OUTPUT_KINDS)}, not {self.output!r}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
+        problems += _metric_problems(self.output, self.activation, self.max_depth)
         if self.resize not in RESIZES:
             problems.append(f"resize must be one of {', '.join(RESIZES)}, not {self.resize!r}")
         if self.encoder not in ENCODERS:
@@ -188,7 +229,7 @@ class NetworkConfig:
     @classmethod
     def from_file(cls, path: Path) -> "NetworkConfig":
         """Read a JSON architecture file: either the config itself or a fixture file with a `config` object, whose
-        `output`/`activation`/`resize` a top-level `output`/`activation`/`resize` overrides."""
+        declarations (DECLARATIONS) the same keys at the top level override."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -201,7 +242,7 @@ class NetworkConfig:
         if not isinstance(config, dict):
             raise UsageError(f"architecture file {path}: `config` must be a JSON object")
         # beside a fixture-style `config`, a top-level declaration of what the output means wins
-        overrides = {k: data[k] for k in ("output", "activation", "resize") if k in data and config is not data}
+        overrides = {k: data[k] for k in DECLARATIONS if k in data and config is not data}
         return cls.from_dict({**config, **overrides})
 
     def to_dict(self) -> dict[str, Any]:

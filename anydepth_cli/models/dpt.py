@@ -48,14 +48,16 @@ class Scratch(nn.Module):
     (Depth Anything V2), or to `outputs` channels with no activation, no skip unit in the coarsest fusion block and
     residual units adding their activated input (VGGT, `vggt=True`)."""
 
-    def __init__(self, out_channels: tuple[int, ...], features: int, outputs: int = 1, vggt: bool = False) -> None:
+    def __init__(self, out_channels: tuple[int, ...], features: int, final_relu: bool = True, outputs: int = 1,
+                 vggt: bool = False) -> None:
         super().__init__()
         for i, channels in enumerate(out_channels, start=1):
             setattr(self, f"layer{i}_rn", nn.Conv2d(channels, features, 3, padding=1, bias=False))
         for i in range(1, 5):
             setattr(self, f"refinenet{i}", FusionBlock(features, skip_unit=not (vggt and i == 4), relu_skip=vggt))
         self.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
-        last = [nn.Conv2d(32, outputs, 1)] if vggt else [nn.Conv2d(32, 1, 1), nn.ReLU()]
+        # Metric models end in the network's sigmoid instead of the ReLU.
+        last = [nn.Conv2d(32, outputs, 1)] if vggt else [nn.Conv2d(32, 1, 1), nn.ReLU() if final_relu else nn.Identity()]
         self.output_conv2 = nn.Sequential(nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(), *last)
 
 
@@ -64,7 +66,8 @@ class DPTHead(nn.Module):
 
     memory_format = torch.contiguous_format
 
-    def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], cls: bool, patch: int = 14) -> None:
+    def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], cls: bool, patch: int = 14,
+                 final_relu: bool = True) -> None:
         super().__init__()
         self.patch = patch
         self.projects = nn.ModuleList(nn.Conv2d(dim, c, 1) for c in out_channels)
@@ -76,7 +79,7 @@ class DPTHead(nn.Module):
         ])
         if cls:
             self.readout_projects = readout_projects(dim)
-        self.scratch = Scratch(out_channels, features)
+        self.scratch = Scratch(out_channels, features, final_relu)
 
     def forward(self, features: list[tuple[torch.Tensor, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
         levels = []

@@ -46,7 +46,7 @@ class DPTVGGTHead(DPTHead):
     def __init__(self, dim: int, features: int, out_channels: tuple[int, ...], outputs: int) -> None:
         super().__init__(dim, features, out_channels, cls=False)
         self.norm = nn.LayerNorm(dim)
-        self.scratch = Scratch(out_channels, features, outputs, vggt=True)
+        self.scratch = Scratch(out_channels, features, outputs=outputs, vggt=True)
 
     def forward(self, features: list[tuple[torch.Tensor, torch.Tensor]], grid: tuple[int, int]) -> torch.Tensor:
         return super().forward([(self.norm(tokens), cls) for tokens, cls in features], grid)

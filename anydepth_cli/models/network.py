@@ -18,7 +18,7 @@ from anydepth_cli.models.vggt import VGGTEncoder
 
 class DepthNetwork(nn.Module):
     """Image batch (B, 3, H, W), normalised → the model's quantity (B, 1, H', W') after its final activation:
-    affine-invariant depth or disparity, as `config.output` declares."""
+    affine-invariant depth or disparity, or depth in metres, as `config.output` declares."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -28,7 +28,8 @@ class DepthNetwork(nn.Module):
         if config.head == "sdt":
             self.head = SDTHead(width, config.fusion, config.cls, config.detail_enhancer)
         elif config.head == "dpt":
-            self.head = DPTHead(width, config.features, config.out_channels, config.cls, config.patch_size)
+            self.head = DPTHead(width, config.features, config.out_channels, config.cls, config.patch_size,
+                                final_relu=not config.metric)
         elif config.head == "dpt-vggt":
             self.head = DPTVGGTHead(width, config.features, config.out_channels, config.outputs)
         else:
@@ -45,6 +46,8 @@ class DepthNetwork(nn.Module):
 
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         """The final activation the config declares, applied to a head output."""
+        if self.config.activation == "sigmoid":
+            return torch.sigmoid(raw) * self.config.max_depth
         out = F.relu(raw)
         floor = self.config.output_floor
         return out + floor if floor else out

@@ -37,7 +37,7 @@ class ModelSpec:
 
     @property
     def output(self) -> str:
-        """`depth` or `disparity` (the config's declaration)."""
+        """`depth`, `disparity` or `metric` (the config's declaration)."""
         return self.config.output
 
     @property
@@ -61,8 +61,45 @@ DA3_ORIGIN = (ANYDEPTH_NONE + "Depth Anything 3's input processor (src/depth_any
               "bilinear interpolation on pixel centres, the geometry of the input resize")
 
 
-def _dpt(size: dict, features: int, out_channels: tuple[int, ...]) -> NetworkConfig:
-    return NetworkConfig(**size, head="dpt", encoder_norm=True, features=features, out_channels=out_channels)
+DAV2_METRIC_EVIDENCE = ("certain: Depth Anything V2's metric_depth code ends the DPT head in a sigmoid and multiplies "
+                        "it by max_depth (20 m for the Hypersim models, 80 m for the Virtual KITTI 2 ones), and trains "
+                        "it on depth in metres; see https://github.com/DepthAnything/Depth-Anything-V2/tree/main/"
+                        "metric_depth")
+DAV2_METRIC_OWN = "Depth Anything V2's own metric infer_image (metric_depth/depth_anything_v2/dpt.py)"
+DAV2_SIZES = {"vits": (VIT_S, 64, (48, 96, 192, 384), "Small", APACHE),
+              "vitb": (VIT_B, 128, (96, 192, 384, 768), "Base", CC_BY_NC),
+              "vitl": (VIT_L, 256, (256, 512, 1024, 1024), "Large", CC_BY_NC)}
+"""Depth Anything V2's encoder sizes: ViT size, DPT features and projections, Hub name and licence of the weights."""
+METRIC_SETS = {"hypersim": ("Hypersim", 20.0, "indoor"), "vkitti": ("VKITTI", 80.0, "outdoor")}
+"""Depth Anything V2's metric training sets: Hub name, max_depth in metres and the scenes they suit."""
+
+
+def _dpt(size: dict, features: int, out_channels: tuple[int, ...], **metric: object) -> NetworkConfig:
+    return NetworkConfig(**size, head="dpt", encoder_norm=True, features=features, out_channels=out_channels,
+                         **metric)
+
+
+def _dav2_relative(encoder: str) -> ModelSpec:
+    """Depth Anything V2's relative (disparity) model with the `encoder` ViT."""
+    size, features, out_channels, hub_size, licence = DAV2_SIZES[encoder]
+    return ModelSpec(
+        f"dav2-dpt-{encoder}", f"depth-anything/Depth-Anything-V2-{hub_size}", f"depth_anything_v2_{encoder}.pth",
+        _dpt(size, features, out_channels), licence, f"Depth Anything V2 {hub_size} (DPT baseline)", DAV2_EVIDENCE,
+        DAV2_OWN,
+    )
+
+
+def _dav2_metric(dataset: str, encoder: str) -> ModelSpec:
+    """Depth Anything V2's metric model trained on `dataset` with the `encoder` ViT."""
+    size, features, out_channels, hub_size, licence = DAV2_SIZES[encoder]
+    hub_set, max_depth, scenes = METRIC_SETS[dataset]
+    return ModelSpec(
+        f"dav2-metric-{dataset}-{encoder}", f"depth-anything/Depth-Anything-V2-Metric-{hub_set}-{hub_size}",
+        f"depth_anything_v2_metric_{dataset}_{encoder}.pth",
+        _dpt(size, features, out_channels, output="metric", max_depth=max_depth), licence,
+        f"Depth Anything V2 {hub_size} metric, {scenes} ({hub_set}, up to {max_depth:g} m)", DAV2_METRIC_EVIDENCE,
+        DAV2_METRIC_OWN,
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -79,21 +116,8 @@ MODELS: dict[str, ModelSpec] = {
             NetworkConfig(**VIT_L, head="sdt", fusion=256, cls=False, detail_enhancer=False, layout="da3"),
             CC_BY_NC_SA, "AnyDepth SDT on the Depth Anything 3 mono ViT-L encoder", SDT_EVIDENCE, DA3_ORIGIN,
         ),
-        ModelSpec(
-            "dav2-dpt-vits", "depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth",
-            _dpt(VIT_S, 64, (48, 96, 192, 384)), APACHE, "Depth Anything V2 Small (DPT baseline)", DAV2_EVIDENCE,
-            DAV2_OWN,
-        ),
-        ModelSpec(
-            "dav2-dpt-vitb", "depth-anything/Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth",
-            _dpt(VIT_B, 128, (96, 192, 384, 768)), CC_BY_NC, "Depth Anything V2 Base (DPT baseline)", DAV2_EVIDENCE,
-            DAV2_OWN,
-        ),
-        ModelSpec(
-            "dav2-dpt-vitl", "depth-anything/Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth",
-            _dpt(VIT_L, 256, (256, 512, 1024, 1024)), CC_BY_NC, "Depth Anything V2 Large (DPT baseline)", DAV2_EVIDENCE,
-            DAV2_OWN,
-        ),
+        *(_dav2_relative(encoder) for encoder in DAV2_SIZES),
+        *(_dav2_metric(dataset, encoder) for dataset in METRIC_SETS for encoder in DAV2_SIZES),
     )
 }
 DEFAULT_MODEL = "anydepth-dav2-vitb"

@@ -34,8 +34,9 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 @dataclass(frozen=True)
 class DepthResult:
-    """One photo's map: the model's own quantity (`kind`: depth, large = far, or disparity, large = near),
-    float32 H×W at the photo's size, up to an unknown scale and shift; `confidence` from tiled runs."""
+    """One photo's map: the model's own quantity (`kind`: depth, large = far, or disparity, large = near, up to an
+    unknown scale and shift; or metric, depth in metres), float32 H×W at the photo's size; `confidence` from tiled
+    runs."""
 
     map: np.ndarray
     kind: str
@@ -64,7 +65,7 @@ class DepthModel:
 
     @property
     def kind(self) -> str:
-        """What the model outputs: `depth` or `disparity`."""
+        """What the model outputs: `depth`, `disparity` or `metric`."""
         return self.predictor.output_kind
 
     def predict(self, image: ImageLike) -> DepthResult:

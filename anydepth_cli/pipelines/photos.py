@@ -12,6 +12,7 @@ import numpy as np
 from anydepth_cli.inference.engine import Engine, Loaded, Outcome, Prediction, TilePolicy
 from anydepth_cli.inference.predictor import MapPredictor
 from anydepth_cli.inference.tiling import TileConfig, should_tile
+from anydepth_cli.io.colorbar import picture_with_colorbar
 from anydepth_cli.io.images import InputItem, read_image
 from anydepth_cli.io.writers import (
     DEFAULT_CMAP,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from anydepth_cli.geometry.camera import Intrinsics
+    from anydepth_cli.pipelines.geometry import CameraOptions
     from anydepth_cli.geometry.pointcloud import PointCloud
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class OutputOptions:
     side_by_side: bool = False
     confidence: bool = False
     pointcloud: PointCloudOptions | None = None
+    colorbar: bool = False
+    camera: CameraOptions | None = None
+    """Where the camera comes from and which geometry to write: given, each photo gets a camera sidecar and the
+    cloud and mesh it asks for, made with the `pointcloud` settings."""
 
     def paths(self, item: InputItem, kind: str) -> dict[str, Path]:
         """Every output file of `item`, mirroring its relative path under `out_dir`; raw files are named for
@@ -72,8 +78,8 @@ class OutputOptions:
             paths["side"] = base.with_name(base.name + "_side.png")
         if self.confidence:
             paths["confidence"] = base.with_name(base.name + "_confidence.png")
-        if self.pointcloud is not None:
-            paths["ply"] = base.with_name(base.name + ".ply")
+        if self.camera is not None:
+            paths.update(self.camera.paths(base))
         return paths
 
 
@@ -143,7 +149,7 @@ def run_images(
         return {"picture": colorize_tensor(values, outputs.cmap, near_is_dark(kind, outputs.invert)).cpu().numpy()}
 
     engine = Engine(predictor, batch_size, tiling=tiling.policy(predictor.input_size), confidence=outputs.confidence,
-                    tile_progress=reporter.tiles, on_device=picture)
+                    tile_progress=reporter.tiles, on_device=None if outputs.colorbar else picture)
     try:
         for outcome in engine.stream(todo, load, finish):
             _record(outcome, summary, reporter)
@@ -181,7 +187,10 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     """Write every requested file for one image's map of `kind` (depth or disparity), with its colour `picture` when
     it was made already (on the GPU); returns a note to show the user (point-cloud settings)."""
     paths = outputs.paths(item, kind)
-    color = picture if picture is not None else depth_picture(values, kind, outputs.cmap, outputs.invert)
+    if outputs.colorbar:
+        color = picture_with_colorbar(values, kind, outputs.cmap, outputs.invert)
+    else:
+        color = picture if picture is not None else depth_picture(values, kind, outputs.cmap, outputs.invert)
     write_color_png(paths["color"], color)
     if outputs.raw == "npy":
         write_npy(paths["raw"], values)
@@ -194,12 +203,10 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     if "confidence" in paths:
         level = confidence if confidence is not None else np.ones_like(values)
         write_color_png(paths["confidence"], colorize(level, "gray", value_range=(0.0, 1.0)))
-    if outputs.pointcloud is not None:
-        from anydepth_cli.geometry.camera import exif_focal_35mm
+    if outputs.camera is not None:
+        from anydepth_cli.pipelines.geometry import write_geometry
 
-        options = outputs.pointcloud
-        exif = None if (options.fov or options.focal) else exif_focal_35mm(item.path)
-        return write_point_cloud(paths["ply"], image, values, kind, options, exif)
+        return write_geometry(paths, item.path, image, values, kind, outputs.camera, outputs.pointcloud)
     return None
 
 
@@ -217,15 +224,11 @@ def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: 
                      exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
     """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
     from anydepth_cli.geometry.camera import intrinsics_for
-    from anydepth_cli.geometry.pointcloud import build_point_cloud
+    from anydepth_cli.pipelines.geometry import make_cloud
 
     height, width = values.shape
     camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
-    cloud = build_point_cloud(
-        image, values, camera, kind=kind, near=options.near, far=options.far, depth_at=options.depth_at,
-        edge_threshold=options.edge_threshold, max_points=options.max_points, normals=options.normals,
-    )
-    return cloud, camera
+    return make_cloud(image, values, kind, options, camera), camera
 
 
 def depth_picture(values: np.ndarray, kind: str, cmap: str = DEFAULT_CMAP, invert: bool = False,

@@ -65,8 +65,8 @@ class TrainSet(Dataset):
     """Augmented training crops; item `(epoch, position, index)` is sample `index` as augmented at that position
     of that epoch.
 
-    An item is a dict of `image` (3, S, S) normalised, `target` (S, S) in the target space (depth, or
-    disparity = 1/depth), `valid` (S, S) and `error` (empty, or why the sample could not be read, in which
+    An item is a dict of `image` (3, S, S) normalised, `target` (S, S) in the target space (depth, metric
+    depth in metres, or disparity = 1/depth), `valid` (S, S) and `error` (empty, or why the sample could not be read, in which
     case it is all invalid and adds nothing to the loss).
     """
 
@@ -94,7 +94,7 @@ class TrainSet(Dataset):
             return {"image": torch.zeros(3, *size), "target": torch.zeros(size), "valid": torch.zeros(size, dtype=torch.bool),
                     "error": str(exc)}
         image, depth, valid = augment(rgb, depth, valid, self.crop, rng)
-        target = np.where(valid, depth if self.target == "depth" else 1.0 / np.where(valid, depth, 1.0), 0.0)
+        target = np.where(valid, depth if self.target != "disparity" else 1.0 / np.where(valid, depth, 1.0), 0.0)
         image = ((image - MEAN) / STD).transpose(2, 0, 1)
         return {"image": torch.from_numpy(np.ascontiguousarray(image)), "target": torch.from_numpy(target.astype(np.float32)),
                 "valid": torch.from_numpy(valid), "error": ""}

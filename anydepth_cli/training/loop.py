@@ -38,16 +38,17 @@ from anydepth_cli.training.batchnorm import MODES as BATCHNORM_MODES
 from anydepth_cli.training.batchnorm import prepare_head, set_training_mode
 from anydepth_cli.training.data import batches_per_epoch, make_loader
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loss import TARGET_MIDDLE, depth_loss, relu_raising_below
+from anydepth_cli.training.loss import TARGET_MIDDLE, activate_for_training, at_floor, depth_loss, silog_loss
 from anydepth_cli.training.report import Reporter, TrainSummary
-from anydepth_cli.training.sources import (DataReport, Source, parse_values, training_data, validation_sources,
-                                          write_data_lists)
+from anydepth_cli.training.sources import (DataReport, Source, metric_range, parse_values, training_data,
+                                          validation_sources, write_data_lists)
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from anydepth_cli.weights.choice import choose_weights, encoder_weights_path, weights_path
 
-TARGETS = ("depth", "disparity")
-TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu"}
-"""The final activation trained for each target: AnyDepth's ReLU + 0.001 for depth, Depth Anything's ReLU for disparity."""
+TARGETS = ("depth", "disparity", "metric")
+TARGET_ACTIVATIONS = {"depth": "relu+0.001", "disparity": "relu", "metric": "sigmoid"}
+"""The final activation trained for each target: AnyDepth's ReLU + 0.001 for depth, Depth Anything's ReLU for disparity,
+Depth Anything V2's metric sigmoid × max_depth for metric depth."""
 PRECISIONS = (*INFERENCE_PRECISIONS, "fp64")
 """fp64 is a reference mode: it shows that runs which differ only in float rounding agree."""
 RESUMED = ("data", "target", "val", "val_every", "steps", "epochs", "batch_size", "grad_accum", "lr", "weight_decay",
@@ -108,7 +109,10 @@ class TrainOptions:
         """UsageError for any option out of range or in conflict with another."""
         problems = []
         if self.target is not None and self.target not in TARGETS:
-            problems.append(f"--target must be depth or disparity, not {self.target!r}")
+            problems.append(f"--target must be depth, disparity or metric, not {self.target!r}")
+        if self.target == "metric" and metric_range(self.max_depth) is None:
+            problems.append("--target metric needs --max-depth M, the head's range in metres (e.g. 20 indoors, "
+                            "80 outdoors)")
         if self.batchnorm is not None and self.batchnorm not in BATCHNORM_MODES:
             problems.append(f"--batchnorm must be train or frozen, not {self.batchnorm!r}")
         if self.steps is None and self.epochs is None and not self.resume:
@@ -131,7 +135,7 @@ class TrainOptions:
             problems.append("--depth-scale must be positive")
         for option, text, finite in (("--mix", self.mix, True), ("--max-depth", self.max_depth, False)):
             try:
-                parse_values(text, option, finite)
+                parse_values(text, option, finite, bare=option == "--max-depth")
             except UsageError as exc:
                 problems.append(str(exc))
         if sum(x is not None for x in (self.model, self.arch, self.encoder)) > 1:
@@ -146,9 +150,11 @@ class TrainOptions:
             raise UsageError("; ".join(problems))
 
 
-def training_config(config: NetworkConfig, target: str) -> NetworkConfig:
-    """`config` as trained for `target`: its output kind and final activation, in the training layout."""
-    return replace(config, output=target, activation=TARGET_ACTIVATIONS[target], layout=run.TRAIN_LAYOUT)
+def training_config(config: NetworkConfig, target: str, max_depth: float | None = None) -> NetworkConfig:
+    """`config` as trained for `target`: its output kind and final activation (with `max_depth`, the range of a
+    metric head), in the training layout."""
+    return replace(config, output=target, activation=TARGET_ACTIVATIONS[target], layout=run.TRAIN_LAYOUT,
+                   max_depth=max_depth if target == "metric" else None)
 
 
 def _source_config(options: TrainOptions) -> NetworkConfig:
@@ -211,7 +217,7 @@ def _resumed_config(state: dict[str, Any], options: TrainOptions) -> NetworkConf
     stored = NetworkConfig.from_dict(state["arch"])
     target = options.target or stored.output
     named = training_config(_source_config(options) if options.model or options.arch or options.encoder else stored,
-                            target)
+                            target, metric_range(options.max_depth))
     if named != stored:
         ours, theirs = named.to_dict(), stored.to_dict()
         differences = [f"{k} {theirs[k]}→{ours[k]}" for k in ours if ours[k] != theirs[k]]
@@ -331,7 +337,7 @@ def _begin(options: TrainOptions, world: World) -> _Start:
     source = _source_config(options)
     options = replace(options, target=options.target or "depth",
                       batchnorm=options.batchnorm or ("train" if fresh else "frozen"))
-    config = training_config(source, options.target)
+    config = training_config(source, options.target, metric_range(options.max_depth))
     require_weights_memory(config)
     network = _start_network(options, config, world)
     return _Start(options, config, network, declared=None if fresh else source.output)
@@ -463,12 +469,14 @@ class _Run:
                 with torch.no_grad():
                     features, grid = self.network.encoder(image)
                 raw = self.head(features, grid)
-            pred = relu_raising_below(raw.to(self.exact), self.config.output_floor)
+            pred = activate_for_training(raw.to(self.exact), self.config.activation, self.config.output_floor,
+                                         self.config.max_depth)
             pred = resize_map(pred, tuple(target.shape[-2:]), self.config)
-            terms = depth_loss(pred, target, valid)
+            terms = (silog_loss(pred, target, valid, self.config.max_depth) if self.config.metric
+                     else depth_loss(pred, target, valid))
             self.scaler.scale(terms.total / self.options.grad_accum).backward()
         losses = torch.stack([terms.total, terms.regression, terms.gradient]).detach() / self.options.grad_accum
-        floor = torch.stack([(raw <= 0).sum(), torch.tensor(raw.numel(), device=raw.device)]).to(self.exact)
+        floor = torch.stack([at_floor(raw, self.config.activation), torch.tensor(raw.numel(), device=raw.device)]).to(self.exact)
         return torch.cat([losses, floor])
 
     def _check(self, sums: torch.Tensor) -> None:

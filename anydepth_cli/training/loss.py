@@ -24,6 +24,12 @@ The gradient of the final ReLU is that of `relu_raising_below`: where the ReLU c
 when it would raise the output, so a pixel pushed below the floor is pulled back toward a target above it and a
 head cannot die during training (as one re-anchoring a checkpoint's output range at a high learning rate would).
 The loss's value is unchanged.
+
+A metric head (`--target metric`, sigmoid × max_depth) is trained as Depth Anything V2's metric code trains it,
+with the scale-invariant log loss instead (`silog_loss`): on its prediction p and the ground truth t, both in
+metres, over the valid pixels with 0.001 ≤ t ≤ max_depth, with d = log t − log p,
+L = sqrt(mean(d²) − SILOG_LAMBDA · mean(d)²), SILOG_LAMBDA = 0.5. It is taken per image and averaged over the
+batch (as the loss above; their code pools the batch's pixels), so it does not depend on how a batch is split.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ GRADIENT_WEIGHT = 0.5
 GRADIENT_SCALES = 4
 TARGET_QUANTILES = (0.02, 0.98)
 """The target percentiles mapped to 0 and 1."""
+SILOG_LAMBDA = 0.5
+"""The weight of the squared mean log error that SiLog subtracts (Depth Anything V2's metric training)."""
+METRIC_MIN_DEPTH = 0.001
+"""Ground truth below this (metres) is not scored by `silog_loss`, as in Depth Anything V2's metric training."""
 TARGET_MIDDLE = 0.5
 """The middle of the normalised target's range (where a fresh head's output starts)."""
 
@@ -117,3 +127,31 @@ def depth_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
     gradient = gradient_matching(residual, valid)
     per_image = regression + GRADIENT_WEIGHT * gradient
     return LossTerms(per_image.mean(), regression.mean(), gradient.mean())
+
+
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, max_depth: float) -> LossTerms:
+    """The scale-invariant log loss of (B, H, W) metric predictions against metric targets (see the module
+    docstring); its `gradient` term is 0."""
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    pred, target = pred.to(dtype), target.to(dtype)
+    valid = valid & (target >= METRIC_MIN_DEPTH) & (target <= max_depth) & (pred > 0)
+    count = valid.flatten(1).sum(1)
+    d = torch.where(valid, torch.log(torch.where(valid, target, 1.0)) - torch.log(torch.where(valid, pred, 1.0)), 0.0)
+    mean = d.sum((1, 2)) / count.clamp_min(1)
+    square = (d * d).sum((1, 2)) / count.clamp_min(1)
+    per_image = torch.where(count >= 2, (square - SILOG_LAMBDA * mean * mean).clamp_min(1e-12).sqrt(), 0.0)
+    return LossTerms(per_image.mean(), per_image.mean(), per_image.new_zeros(()))
+
+
+def activate_for_training(raw: torch.Tensor, activation: str, floor: float, max_depth: float | None) -> torch.Tensor:
+    """The head's final activation as training differentiates it: sigmoid × max_depth for metric heads, else
+    `relu_raising_below`."""
+    if activation == "sigmoid":
+        return torch.sigmoid(raw) * max_depth
+    return relu_raising_below(raw, floor)
+
+
+def at_floor(raw: torch.Tensor, activation: str) -> torch.Tensor:
+    """How many outputs sit where the final activation passes no gradient (a ReLU's clipped side; a sigmoid has
+    none)."""
+    return raw.new_zeros((), dtype=torch.long) if activation == "sigmoid" else (raw <= 0).sum()

@@ -103,23 +103,38 @@ class DataReport:
         return dict(self.weights) if self.weights is not None else {name: size / total for name, size in sizes.items()}
 
 
-def parse_values(text: str | None, option: str, finite: bool = True) -> dict[str, float]:
-    """`NAME=NUMBER,...` as {dataset: number}; UsageError unless every NAME is a dataset named once and every
-    NUMBER is positive (and finite, with `finite`)."""
+EVERY = "*"
+"""The key of a bare NUMBER in `parse_values(..., bare=True)`: the value for every dataset not named."""
+
+
+def parse_values(text: str | None, option: str, finite: bool = True, bare: bool = False) -> dict[str, float]:
+    """`NAME=NUMBER,...` as {dataset: number} (with `bare`, a NUMBER alone is the value for every other dataset,
+    under EVERY); UsageError unless every NAME is a dataset named once and every NUMBER is positive (and finite,
+    with `finite`)."""
     values: dict[str, float] = {}
     for item in text.split(",") if text else []:
         name, equals, number = (part.strip() for part in item.partition("="))
+        if bare and not equals:
+            name, equals, number = EVERY, "=", name
         try:
             value = float(number)
         except ValueError:
             value = math.nan
-        if not equals or name.lower() not in DATASETS or not value > 0 or (finite and math.isinf(value)):
+        if not equals or name.lower() not in (*DATASETS, *((EVERY,) if bare else ())) or not value > 0 or (finite and math.isinf(value)):
             raise UsageError(f"{option} takes NAME=NUMBER,... with NAME one of {', '.join(DATASETS)} and a positive "
-                             f"{'number' if finite else 'number or inf'}, got {item.strip()!r}")
+                             f"{'number' if finite else 'number or inf'}{' (a bare NUMBER: every other dataset)' if bare else ''}"
+                             f", got {item.strip()!r}")
         if name.lower() in values:
             raise UsageError(f"{option} names {name} twice")
         values[name.lower()] = value
     return values
+
+
+def metric_range(max_depth: str | None) -> float | None:
+    """The bare METRES of `--max-depth` (the range of a metric head, and the cap of every dataset not named);
+    None when there is none or it is infinite."""
+    value = parse_values(max_depth, "--max-depth", finite=False, bare=True).get(EVERY)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_roots(values: Sequence[Path | str]) -> dict[str | None, Path]:
@@ -139,7 +154,7 @@ def parse_roots(values: Sequence[Path | str]) -> dict[str | None, Path]:
 
 def _check_names(names: set[str], given: dict[str, float], option: str, every: bool) -> None:
     """UsageError when `option` names a dataset no source is (or, with `every`, leaves one out)."""
-    unknown, missing = sorted(set(given) - names), sorted(names - set(given))
+    unknown, missing = sorted(set(given) - names - {EVERY}), sorted(names - set(given))
     if unknown:
         raise UsageError(f"{option} names {', '.join(unknown)}, which no data argument is")
     if every and missing:
@@ -167,15 +182,16 @@ def _open_all(specs: list[SourceSpec], roots: Sequence[Path | str], caps: dict[s
               note: Callable[[str], None]) -> list[Source]:
     """The sources of `specs`, each list under its dataset's data root and depth capped by its dataset's cap."""
     folders = parse_roots(roots)
-    return [_open(spec, folders.get(spec.dataset, folders.get(None)), caps.get(spec.dataset, default_max_depth(spec.dataset)),
-                  depth_scale, note) for spec in specs]
+    return [_open(spec, folders.get(spec.dataset, folders.get(None)),
+                  caps.get(spec.dataset, caps.get(EVERY, default_max_depth(spec.dataset))), depth_scale, note)
+            for spec in specs]
 
 
 def open_sources(data: Sequence[Path | str], note: Callable[[str], None], roots: Sequence[Path | str] = (),
                  depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
     """The sources of the data arguments, grouped by dataset; `note` is told which prefixes of list files were
     replaced (or should be)."""
-    caps = parse_values(max_depth, "--max-depth", finite=False)
+    caps = parse_values(max_depth, "--max-depth", finite=False, bare=True)
     specs = [parse_source(str(item)) for item in data]
     _check_names({spec.dataset for spec in specs}, caps, "--max-depth", every=False)
     return _grouped(_open_all(specs, roots, caps, depth_scale, note))
@@ -185,7 +201,7 @@ def validation_sources(val: Sequence[Path | str], note: Callable[[str], None], r
                        depth_scale: float = 1000.0, max_depth: str | None = None) -> list[Source]:
     """The --val arguments, read as the training data is (named datasets, lists, data roots, depth caps), in the
     order given and unchecked: the evaluation skips and reports what it cannot read."""
-    caps = parse_values(max_depth, "--max-depth", finite=False)
+    caps = parse_values(max_depth, "--max-depth", finite=False, bare=True)
     return _open_all([parse_source(str(item)) for item in val], roots, caps, depth_scale, note)
 
 
