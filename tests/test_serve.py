@@ -247,3 +247,22 @@ def test_page_and_its_assets_come_from_the_server(server: Server) -> None:
     assert server.client.get("/openapi.json").json()["paths"].keys() >= {"/v1/depth", "/v1/pointcloud"}
     assert "access-control-allow-origin" not in server.client.get("/healthz",
                                                                   headers={"Origin": "http://elsewhere"}).headers
+
+
+def test_predict_with_server_writes_the_files_of_a_local_run(server: Server, photos: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    folder = photos["grace"].parent
+    options = ["--raw", "npy", "--pointcloud", "--side-by-side"]
+    local = predict_files(folder, tmp_path / "local", *options)
+    remote = tmp_path / "remote"
+    run = subprocess.run(cli("predict", str(folder), "-o", str(remote), "--server", server.url, *options),
+                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    written = sorted(path.relative_to(local) for path in local.rglob("*") if path.is_file())
+    assert written == sorted(path.relative_to(remote) for path in remote.rglob("*") if path.is_file())
+    assert len(written) == 4 * len(photos)
+    for relative in written:
+        assert (local / relative).read_bytes() == (remote / relative).read_bytes(), relative
+    mixed = subprocess.run(cli("predict", str(folder), "-o", str(remote), "--server", server.url, *MODEL_ARGS),
+                           cwd=REPO, capture_output=True, text=True)
+    assert mixed.returncode == 2 and "drop --checkpoint, --arch, --input-size" in mixed.stderr

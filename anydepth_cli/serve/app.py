@@ -155,11 +155,12 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, g
               openapi_extra=_IMAGE_BODY)
     async def depth(request: Request, format: Literal[MAP_FORMATS] = Query("npy", description="npy (float32), png16, exr, color (the coloured PNG) or json (kind, min, max, size)"),  # noqa: A002
                     cmap: str = Query("inferno", description="Colour map of `color`"),
-                    invert: bool = Query(False, description="`color`: far bright")) -> Response:
+                    invert: bool = Query(False, description="`color`: far bright"),
+                    tile: Literal["auto", "off"] = Query("auto", description="auto: large photos run by tiles, as `predict --tile auto`; off: one whole pass")) -> Response:
         _check_cmap(cmap)
         encode = lambda image, values: encode_map(values, model.predictor.output_kind, format, model.label,  # noqa: E731
                                                   scratch, cmap, invert)
-        return await _answer(request, model, encode, limits)
+        return await _answer(request, model, encode, limits, tile=tile == "auto")
 
     @app.post("/v1/pointcloud", summary="The coloured point cloud of one photo (binary PLY)",
               dependencies=[authorized], openapi_extra=_IMAGE_BODY)
@@ -228,12 +229,12 @@ async def _image_bytes(request: Request) -> bytes:
 
 
 async def _answer(request: Request, model: ServedModel, encode: Callable, limits: Limits,
-                  data: bytes | None = None) -> Response:
+                  data: bytes | None = None, tile: bool = True) -> Response:
     """Run one uploaded image through the model and answer with its encoded body."""
     _check_ready(model)
     if data is None:
         data = await _image_bytes(request)
-    job = Job(data, encode)
+    job = Job(data, encode, tile)
     try:
         future = model.submit(job)
     except Full:

@@ -4,6 +4,7 @@ with dynamic batching."""
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -38,6 +39,7 @@ class Job:
 
     data: bytes
     encode: Encoder
+    tile: bool = True
     abandoned: threading.Event = field(default_factory=threading.Event)
 
 
@@ -72,6 +74,8 @@ class ServedModel:
         self.label = ""
         self.predictor: BatchedPredictor | None = None
         self.engine: Engine | None = None
+        self._whole: dict[int, weakref.ref] = {}
+        """The images of `tile=off` requests (by id), which run in one pass whatever their size."""
 
     def start(self, on_failure: Callable[[], None]) -> None:
         """Open and warm the model in a background thread; `on_failure` is called if that fails."""
@@ -83,9 +87,9 @@ class ServedModel:
 
         try:
             predictor, self.label = self.opener()
-            tiling = TilingOptions("auto", tile_config(predictor)).policy(predictor.input_size)
+            auto = TilingOptions("auto", tile_config(predictor)).policy(predictor.input_size)
             engine = Engine(CountingPredictor(predictor, self.observe_batch), self.batching.max_batch,
-                            tiling=tiling, capacity=self.batching.queue, max_wait=self.batching.max_wait)
+                            tiling=lambda image: None if self._untiled(image) else auto(image), capacity=self.batching.queue, max_wait=self.batching.max_wait)
             engine.start()
             size = predictor.input_size
             engine.submit(None, lambda _: Loaded(np.full((size, size, 3), 128, np.uint8)),
@@ -106,7 +110,16 @@ class ServedModel:
         if job.abandoned.is_set():
             raise InputError("the client left")
         data, job.data = job.data, b""
-        return Loaded(decode_image(data, self.max_pixels))
+        image = decode_image(data, self.max_pixels)
+        if not job.tile:
+            key = id(image)
+            self._whole[key] = weakref.ref(image, lambda _: self._whole.pop(key, None))
+        return Loaded(image)
+
+    def _untiled(self, image: np.ndarray) -> bool:
+        """Whether `image` came from a `tile=off` request."""
+        ref = self._whole.get(id(image))
+        return ref is not None and ref() is image
 
     @property
     def in_flight(self) -> int:
