@@ -27,6 +27,7 @@ from anydepth_cli.errors import AnyDepthError, InputError
 from anydepth_cli.inference.engine import Full
 from anydepth_cli.io.images import ImageTooLarge
 from anydepth_cli.serve.encode import MAP_FORMATS, Body, Scratch, encode_map, encode_point_cloud
+from anydepth_cli.serve.errors import ApiError, error_response
 from anydepth_cli.serve.gallery import Gallery
 from anydepth_cli.serve.metrics import Metrics
 from anydepth_cli.serve.model import Job, ServedModel
@@ -45,25 +46,12 @@ class Limits:
     timeout: float = 60.0
 
 
-class ApiError(Exception):
-    """An answer other than 200: its status, a one-line message and extra headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
 class BodyTooLarge(Exception):
     """The request body went past the cap while it was being received."""
 
 
 class _ClientLeft(Exception):
     """The client hung up before its answer was ready."""
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """One line of JSON: {"error": message}."""
-    return JSONResponse({"error": " ".join(message.split())}, status, headers=headers)
 
 
 class BodyLimit:

@@ -14,6 +14,7 @@ from anydepth_cli.errors import UsageError
 from anydepth_cli.io.images import InputItem
 from anydepth_cli.io.writers import is_temp_name
 from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions
+from anydepth_cli.serve.errors import ApiError
 
 COLOR_SUFFIX = "_depth.png"
 """Every photo of a predict run has its colour depth picture, `photo_depth.png`: the gallery's entries."""
@@ -74,8 +75,6 @@ class Gallery:
 
     def mount(self, app: FastAPI, authorized: Depends) -> None:
         """`GET /v1/gallery` (the entries) and `GET /gallery/{path}` (one file) on `app`."""
-        from anydepth_cli.serve.app import ApiError
-
         @app.get("/v1/gallery", summary="The results of the predict run the server was started with",
                  dependencies=[authorized])
         def listing() -> dict:
