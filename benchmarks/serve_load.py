@@ -1,9 +1,9 @@
 """`anydepth serve` under load and faults (issue 34's goals), against a real server on 127.0.0.1.
 
     python benchmarks/serve_load.py --checkpoint NET.pth --arch NET.json [--input-size 28] [--photos 64]
-        [--clients 8] [--seconds 20] [--load-clients 32] [--load-seconds 60]
+        [--photo-size 640x480] [--clients 8] [--seconds 20] [--load-clients 32] [--load-seconds 60]
 
-1. Throughput: the same JPEG photos (640×480) through `anydepth predict` (its own photo time, without the model
+1. Throughput: the same JPEG photos (`--photo-size`, 640×480) through `anydepth predict` (its own photo time, without the model
    load) and through the server with `--clients` concurrent clients; served photos/s as a share of predict's.
 2. Latency: `--clients` clients sending small photos for `--seconds`: requests/s and p50/p99.
 3. Load: `--load-clients` clients for `--load-seconds`: only 200 and 503 may come back, every 200 must equal a local
@@ -183,6 +183,7 @@ def main() -> int:
     parser.add_argument("--arch", required=True)
     parser.add_argument("--input-size", default="28")
     parser.add_argument("--photos", type=int, default=64)
+    parser.add_argument("--photo-size", default="640x480", help="WIDTHxHEIGHT of the photos of 1. and 3.")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--load-clients", type=int, default=32)
@@ -191,7 +192,8 @@ def main() -> int:
     args = parser.parse_args()
     model = ["--checkpoint", args.checkpoint, "--arch", args.arch, "--input-size", args.input_size]
     work = Path(tempfile.mkdtemp(prefix="serve-load-"))
-    photos = make_photos(work / "photos", args.photos, (640, 480))
+    size = tuple(int(side) for side in args.photo_size.split("x"))
+    photos = make_photos(work / "photos", args.photos, size)
     bodies = [path.read_bytes() for path in photos]
     local_seconds = predict_seconds(model, work / "photos", work / "local", int(args.max_batch))
     reference = [(work / "local" / f"{path.stem}_depth.npy").read_bytes() for path in photos]
@@ -202,7 +204,7 @@ def main() -> int:
     served = clients(server.port, bodies, args.clients, total=len(bodies))
     served_seconds = time.perf_counter() - start
     assert all(status == 200 for _, status, _, _ in served)
-    print(f"1. throughput, {len(bodies)} photos 640x480: predict {len(bodies) / local_seconds:.1f} photos/s, served "
+    print(f"1. throughput, {len(bodies)} photos {args.photo_size}: predict {len(bodies) / local_seconds:.1f} photos/s, served "
           f"({args.clients} clients) {len(bodies) / served_seconds:.1f} photos/s = "
           f"{local_seconds / served_seconds * 100:.0f} % of predict")
 

@@ -27,6 +27,7 @@ httpx = pytest.importorskip("httpx", reason="httpx (the test extra) is not insta
 from fixtures_dir import REPO  # noqa: E402
 from serving import MODEL_ARGS, Server, cli, metric  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test runs a server subprocess
 PHOTO = REPO / "assets" / "grace_hopper.jpg"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ if CHROMIUM is None:
                 allow_module_level=True)
 
 from fixtures_dir import REPO  # noqa: E402
-from serving import Server  # noqa: E402
+from serving import MODEL_ARGS, Server, cli  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test runs a server subprocess
 
 # WebGL without a GPU: SwiftShader, Chromium's software renderer.
 CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-sandbox"]
@@ -36,7 +39,10 @@ def test_the_page_shows_depth_and_the_point_cloud_of_a_chosen_photo(tmp_path: Pa
     photo = tmp_path / "photo.png"
     with Image.open(REPO / "assets" / "grace_hopper.jpg") as image:
         image.resize((60, 70)).save(photo)
-    with Server() as server, sync_api.sync_playwright() as playwright:
+    run = tmp_path / "run"
+    subprocess.run(cli("predict", str(photo), "-o", str(run), "--raw", "npy", "--pointcloud", *MODEL_ARGS), check=True,
+                   capture_output=True, cwd=REPO)
+    with Server("--gallery", str(run)) as server, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
@@ -55,6 +61,10 @@ def test_the_page_shows_depth_and_the_point_cloud_of_a_chosen_photo(tmp_path: Pa
             page.locator("#slider").fill("0")  # the depth over the whole panel
             depth_shot = page.locator("#depth").screenshot()
             view_shot = page.locator("#view").screenshot()
+            page.get_by_role("button", name="photo", exact=True).click()  # the gallery's entry of the same photo
+            page.wait_for_function("document.getElementById('status').textContent === 'photo'")
+            page.mouse.move(*center_of(page.locator("#compare").bounding_box()))
+            gallery_readout = page.locator("#readout").text_content()
             (tmp_path / "depth.png").write_bytes(depth_shot)
             (tmp_path / "view.png").write_bytes(view_shot)
         finally:
@@ -62,6 +72,7 @@ def test_the_page_shows_depth_and_the_point_cloud_of_a_chosen_photo(tmp_path: Pa
     assert not problems, problems
     assert requested and all(url.startswith(server.url) or url.startswith("blob:") for url in requested), requested
     assert readout.startswith("depth ") and " at (" in readout, readout
+    assert gallery_readout == readout  # the gallery's npy holds the map the page was served
     assert not_blank(depth_shot), "the depth panel is blank"
     assert not_blank(view_shot), "the 3D view is blank"
 
