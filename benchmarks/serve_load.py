@@ -115,12 +115,10 @@ def clients(port: int, bodies: list[bytes], count: int, seconds: float | None = 
             try:
                 status, content = request(port, "POST", "/v1/depth?format=npy", bodies[index % len(bodies)],
                                           connection=connection)
-            except (OSError, http.client.HTTPException):
-                status, content = -1, b""
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                if stop is not None and stop.is_set():
-                    break
+            except (OSError, http.client.HTTPException):  # the server is gone (or going): this client stops
+                with lock:
+                    results.append((index % len(bodies), -1, time.perf_counter() - start, b""))
+                break
             with lock:
                 results.append((index % len(bodies), status, time.perf_counter() - start, content))
         connection.close()
@@ -131,6 +129,16 @@ def clients(port: int, bodies: list[bytes], count: int, seconds: float | None = 
     for thread in threads:
         thread.join()
     return results
+
+
+def compare(content: bytes, reference: list[bytes], index: int) -> str:
+    """How a served npy compares with the local predict of its photo: `equal` (byte for byte), `rounding` (within
+    1e-5 of the map's range: batches of other sizes sum in another order) or `WRONG`."""
+    if content == reference[index]:
+        return "equal"
+    served, local = (np.load(io.BytesIO(data)) for data in (content, reference[index]))
+    close = served.shape == local.shape and np.abs(served - local).max() <= 1e-5 * np.ptp(local)
+    return "rounding" if close else "WRONG"
 
 
 def predict_seconds(model: list[str], folder: Path, out: Path, batch: int) -> float:
@@ -223,10 +231,10 @@ def main() -> int:
     results = clients(server.port, bodies, args.load_clients, seconds=args.load_seconds)
     rss.append(server.rss_mb())
     statuses = Counter(status for _, status, _, _ in results)
-    wrong = sum(1 for index, status, _, content in results if status == 200 and content != reference[index])
+    unequal = Counter(compare(content, reference, index) for index, status, _, content in results if status == 200)
     growth = (rss[-1] / rss[0] - 1) * 100 if len(rss) == 2 else float("nan")
-    print(f"3. {args.load_clients} clients, {args.load_seconds:g} s: statuses {dict(statuses)}, 200s unequal to a "
-          f"local predict: {wrong}, RSS {rss[0]:.0f} MB after 10 s, {rss[-1]:.0f} MB at the end ({growth:+.1f} %)")
+    print(f"3. {args.load_clients} clients, {args.load_seconds:g} s: statuses {dict(statuses)}; 200s against a "
+          f"local predict of their photo: {dict(unequal)}; RSS {rss[0]:.0f} MB after 10 s, {rss[-1]:.0f} MB at the end ({growth:+.1f} %)")
 
     print("4. faults:")
     for line in faults(server, bodies[0], work / "local"):
@@ -234,16 +242,15 @@ def main() -> int:
     stop = threading.Event()
     drained: list[tuple[int, int, float, bytes]] = []
     load = threading.Thread(target=lambda: drained.extend(clients(server.port, bodies, args.load_clients,
-                                                                  seconds=30, stop=stop)))
+                                                                  seconds=60, stop=stop)))
     load.start()
     time.sleep(3)
-    server.process.send_signal(signal.SIGTERM)
-    code = server.process.wait(60)
+    code = server.stop()
     stop.set()
     load.join()
     after = Counter(status for _, status, _, _ in drained)
     print(f"   SIGTERM during a {args.load_clients}-client load: exit status {code}; answers {dict(after)} "
-          f"(-1: connection refused or closed before a request was accepted)")
+          f"(-1: a client's request refused or its connection closed by the stop; that client then stops)")
     return 0
 
 

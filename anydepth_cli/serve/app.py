@@ -145,7 +145,8 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, g
                     cmap: str = Query("inferno", description="Colour map of `color`"),
                     invert: bool = Query(False, description="`color`: far bright"),
                     tile: Literal["auto", "off"] = Query("auto", description="auto: large photos run by tiles, as `predict --tile auto`; off: one whole pass")) -> Response:
-        _check_cmap(cmap)
+        if format == "color":
+            _check_cmap(cmap)
         encode = lambda image, values: encode_map(values, model.predictor.output_kind, format, model.label,  # noqa: E731
                                                   scratch, cmap, invert)
         return await _answer(request, model, encode, limits, tile=tile == "auto")
