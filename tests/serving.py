@@ -60,12 +60,12 @@ class Server:
         raise AssertionError(f"the server was not ready within {READY_WITHIN} s: {self.output}")
 
     def stop(self) -> int:
-        """SIGTERM, and the exit status (killed after 30 s)."""
+        """SIGTERM, and the exit status (killed after 60 s)."""
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(30)
+            self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
