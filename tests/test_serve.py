@@ -24,7 +24,7 @@ pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip ins
 httpx = pytest.importorskip("httpx", reason="httpx (the test extra) is not installed")
 
 from fixtures_dir import REPO  # noqa: E402
-from serving import MODEL_ARGS, Server, cli, metric  # noqa: E402
+from serving import MODEL_ARGS, Server, cli, free_port, metric  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test runs a server subprocess
 PHOTO = REPO / "assets" / "grace_hopper.jpg"
@@ -270,3 +270,13 @@ def test_predict_with_server_writes_the_files_of_a_local_run(server: Server, pho
     mixed = subprocess.run(cli("predict", str(folder), "-o", str(remote), "--server", server.url, *MODEL_ARGS),
                            cwd=REPO, capture_output=True, text=True)
     assert mixed.returncode == 2 and "drop --checkpoint, --arch, --input-size" in mixed.stderr
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    args = ["--checkpoint", str(broken), *MODEL_ARGS[2:]]
+    run = subprocess.run(cli("serve", *args, "--port", str(free_port())), capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error:"), run.stderr

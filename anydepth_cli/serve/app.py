@@ -14,7 +14,7 @@ from typing import AsyncIterator, Callable, Literal, Optional
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -116,7 +116,8 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, g
         vendor = "/static/vendor/swagger-ui"
         return get_swagger_ui_html(openapi_url="/openapi.json", title="anydepth serve",
                                    swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{vendor}/swagger-ui.css", swagger_favicon_url="/static/favicon.svg")
+                                   swagger_css_url=f"{vendor}/swagger-ui.css", swagger_favicon_url="/static/favicon.svg",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no badge from swagger.io
 
     @app.get("/healthz", summary="The server is alive")
     async def healthz() -> dict:

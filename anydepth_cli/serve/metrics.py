@@ -43,7 +43,7 @@ class Metrics:
 
 class _Timing:
     """ASGI middleware: the status and duration of each HTTP request into `Metrics`; a request whose client left
-    before an answer was sent counts as 499."""
+    before an answer was sent counts as 499, one that raised as 500."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -62,5 +62,8 @@ class _Timing:
 
         try:
             await self.app(scope, receive, record)
+        except Exception:  # answered 500 by Starlette's outermost middleware
+            status = 500
+            raise
         finally:
             self.metrics.observe(scope["path"], status, time.perf_counter() - start)
