@@ -65,6 +65,8 @@ def test_the_page_shows_depth_and_the_point_cloud_of_a_chosen_photo(tmp_path: Pa
             page.wait_for_function("document.getElementById('status').textContent === 'photo'")
             page.mouse.move(*center_of(page.locator("#compare").bounding_box()))
             gallery_readout = page.locator("#readout").text_content()
+            page.goto(server.url + "/docs")
+            page.get_by_text("/v1/pointcloud", exact=True).wait_for()  # Swagger UI, from this server too
             (tmp_path / "depth.png").write_bytes(depth_shot)
             (tmp_path / "view.png").write_bytes(view_shot)
         finally:
