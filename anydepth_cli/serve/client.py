@@ -40,7 +40,8 @@ class RemotePredictor:
         self.input_size: int = card["input_size"]
         import torch
 
-        self.device = torch.device(card["device"])
+        self.device = torch.device("cpu")
+        """Where the run's own work happens (tiling, colouring): here, whatever device the server runs on."""
         self._pool = ThreadPoolExecutor(max(1, batch_size), thread_name_prefix="anydepth-remote")
 
     def predict_batch(self, images: Sequence[np.ndarray],

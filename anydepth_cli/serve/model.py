@@ -50,10 +50,10 @@ class CountingPredictor:
         self._predictor = predictor
         self._observe = observe
 
-    def predict_batch(self, images: Sequence[np.ndarray],
-                      sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    def predict_batch(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None,
+                      **options: object) -> list[np.ndarray]:
         self._observe(len(images))
-        return self._predictor.predict_batch(images, sizes)
+        return self._predictor.predict_batch(images, sizes, **options)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._predictor, name)

@@ -149,7 +149,7 @@ async function download(kind) {
     const answer = await call("/v1/depth?format=png16", { method: "POST", body: state.photo });
     blob = state.files.png16 = await answer.blob();
   }
-  if (!blob && name) blob = await (await call(`/gallery/${encodeURI(name)}`)).blob();
+  if (!blob && name) blob = await (await call(`/gallery/${name.split("/").map(encodeURIComponent).join("/")}`)).blob();
   if (!blob) return;
   const suffix = { png16: "_depth16.png", npy: "_depth.npy", ply: ".ply" }[kind];
   const link = document.createElement("a");
@@ -162,7 +162,7 @@ async function download(kind) {
 
 async function showGalleryEntry(entry) {
   const files = entry.files;
-  const url = (path) => `/gallery/${encodeURI(path)}`;
+  const url = (path) => `/gallery/${path.split("/").map(encodeURIComponent).join("/")}`;
   const blobUrl = async (path) => URL.createObjectURL(await (await call(url(path))).blob());
   state.photo = null;
   state.files = {};
