@@ -65,6 +65,7 @@ def test_stages_import_only_earlier_stages():
         "pipelines": {"weights", "models", "inference", "geometry", "io"},
         "training": {"weights", "models", "inference", "evaluation", "io", "pipelines", "datasets"},
         "export": {"weights", "models", "inference", "io"},
+        "serve": {"weights", "models", "inference", "geometry", "io", "pipelines"},
     }
     for module, imports in import_graph().items():
         stage = module.split(".")[1] if "." in module else ""

@@ -16,6 +16,7 @@ from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import export as export_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli import serve as serve_cmd
 from anydepth_cli.cli import train as train_cmd
 from anydepth_cli.cli.commands import Command, Group
 from anydepth_cli.cli.console import fail
@@ -38,6 +39,7 @@ app.command("score", cls=Command)(evaluate_cmd.score)
 app.command("train", cls=Command, no_args_is_help=True)(train_cmd.train)
 app.command("export", cls=Command)(export_cmd.export)
 app.command("doctor", cls=Command)(doctor_cmd.doctor)
+app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 OUT_OF_MEMORY = "out of memory: lower --batch-size or --input-size, or use --tile for large images"

@@ -156,6 +156,8 @@ def predict(
     stride: Annotated[int, typer.Option(help="Read every Nth video frame (the depth video plays at the source frame rate / N).", rich_help_panel=VIDEO)] = 1,
     no_stabilize: Annotated[bool, typer.Option("--no-stabilize", help="Keep each frame's depth as predicted (it flickers) and colour each frame by its own range.", rich_help_panel=VIDEO)] = False,
     codec: Annotated[Optional[Codec], typer.Option(help="Depth video format: h264 (MP4 that browsers, notebooks and chat tools play), mp4v (MPEG-4 Part 2 MP4 for desktop players; fastest), or ffv1 (lossless 8-bit grey in MKV, for further processing). \\[default: h264]", show_default=False, rich_help_panel=VIDEO)] = None,
+    server: Annotated[Optional[str], typer.Option(metavar="URL", help="Run the network in a running `anydepth serve` at URL (its model; the files written are the same as a local run's).", rich_help_panel=MODEL)] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="ANYDEPTH_TOKEN", help="Bearer token for --server.", show_default=False, rich_help_panel=MODEL)] = None,
 ) -> None:
     """Write a depth map for each photo and a depth video for each video (clip.mp4 → clip_depth.mp4).
 
@@ -214,8 +216,18 @@ def predict(
     raw_format = raw.value if raw else None
     with claim_output_dir(output, {output, *(output / item.relative.parent for item in [*photos, *clips])}) as cleaned:
         # Before the heavy imports (torch): weights that cannot be had are reported at once.
-        predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
-                                          share.local_rank if share else None, backend.value, onnx)
+        if server is not None:
+            from anydepth_cli.serve.client import open_remote
+
+            local_only = {"--model": model, "--checkpoint": checkpoint, "--arch": arch, "--onnx": onnx,
+                          "--input-size": input_size, "--backend": backend != Backend.auto,
+                          "--device": device != "auto", "--precision": precision != "auto"}
+            predictor, label = open_remote(server, token, batch_size, [name for name, v in local_only.items() if v])
+            recorded_name = predictor.name  # camera records name the model, wherever it ran
+        else:
+            recorded_name = None
+            predictor, label = open_predictor(model, checkpoint, arch, device, precision, batch_size, input_size,
+                                              share.local_rank if share else None, backend.value, onnx)
         if metric_from is not None:
             predictor, label = anchored_predictor(predictor, label, metric_from, metric_arch, device, precision,
                                                   batch_size, share.local_rank if share else None)
@@ -239,7 +251,7 @@ def predict(
         if photos:
             in_metres = predictor.output_kind == "metric"
             anchor = predictor if metric_from is not None else None
-            camera = (CameraOptions(fov, focal, label, predictor.max_depth, anchor, pointcloud, mesh, glb, axes.value)
+            camera = (CameraOptions(fov, focal, recorded_name or label, predictor.max_depth, anchor, pointcloud, mesh, glb, axes.value)
                       if pointcloud or mesh or in_metres else None)
             outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
                                     camera)

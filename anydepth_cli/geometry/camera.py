@@ -100,8 +100,8 @@ def _focal_from_fov(width: int, fov: float, what: str) -> float:
     return width / 2.0 / math.tan(math.radians(fov) / 2.0)
 
 
-def exif_focal_35mm(path: Path) -> float | None:
-    """The image's EXIF FocalLengthIn35mmFilm in mm as recorded (0 and absurd values too: `intrinsics_for` judges
+def exif_focal_35mm(path: Path | BinaryIO) -> float | None:
+    """The image's (a file's, or its bytes') EXIF FocalLengthIn35mmFilm in mm as recorded (0 and absurd values too: `intrinsics_for` judges
     them), or None if absent or unreadable."""
     tag = ExifTags.Base.FocalLengthIn35mmFilm
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -32,6 +33,10 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # read_image checks the pixel count against its own limit before decoding, so Pillow's
 # warning for large images would only repeat (or pre-empt) that check.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageTooLarge(InputError):
+    """An image over the pixel limit, refused before it is decoded."""
 
 
 @dataclass
@@ -171,18 +176,29 @@ def read_image(path: Path, max_pixels: int | None) -> np.ndarray:
             raise InputError("not a regular file")
         if status.st_size == 0:
             raise InputError("empty file")
-        with _open_checked(handle, max_pixels) as image:
-            try:
-                image.load()
-                ImageOps.exif_transpose(image, in_place=True)
-            except Image.DecompressionBombError as exc:
-                raise InputError(_bomb_message(exc, max_pixels)) from exc
-            except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-                raise InputError(f"corrupt or truncated image data ({_one_line(exc)})") from exc
-            try:
-                return pil_to_rgb(image)
-            except ValueError as exc:
-                raise InputError(f"unsupported colour mode {image.mode}") from exc
+        return _decode(handle, max_pixels)
+
+
+def decode_image(data: bytes, max_pixels: int | None) -> np.ndarray:
+    """`read_image` for an image held in memory (an upload): the same array, checks and errors."""
+    if not data:
+        raise InputError("empty file")
+    return _decode(io.BytesIO(data), max_pixels)
+
+
+def _decode(handle: BinaryIO, max_pixels: int | None) -> np.ndarray:
+    with _open_checked(handle, max_pixels) as image:
+        try:
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(_bomb_message(exc, max_pixels)) from exc
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+            raise InputError(f"corrupt or truncated image data ({_one_line(exc)})") from exc
+        try:
+            return pil_to_rgb(image)
+        except ValueError as exc:
+            raise InputError(f"unsupported colour mode {image.mode}") from exc
 
 
 def _open_checked(handle: BinaryIO, max_pixels: int | None) -> Image.Image:
@@ -194,7 +210,7 @@ def _open_checked(handle: BinaryIO, max_pixels: int | None) -> Image.Image:
     try:
         image = Image.open(handle)
     except Image.DecompressionBombError as exc:
-        raise InputError(_bomb_message(exc, max_pixels)) from exc
+        raise ImageTooLarge(_bomb_message(exc, max_pixels)) from exc
     except UnidentifiedImageError as exc:
         raise InputError("not an image file") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -203,7 +219,7 @@ def _open_checked(handle: BinaryIO, max_pixels: int | None) -> Image.Image:
     if max_pixels is not None and width * height > max_pixels:
         image.close()
         pixels = width * height
-        raise InputError(_too_large_message(f"{width}x{height} = {pixels}", pixels, max_pixels))
+        raise ImageTooLarge(_too_large_message(f"{width}x{height} = {pixels}", pixels, max_pixels))
     return image
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -66,11 +66,23 @@ class CloudSettings(Protocol):
     normals: bool
 
 
-def photo_camera(photo: Path | None, width: int, height: int, options: CameraOptions) -> Intrinsics:
-    """The camera of an upright `width` × `height` photo: `--focal`/`--fov`, else the photo's EXIF, else the default."""
+def photo_camera(photo: Path | BinaryIO | None, width: int, height: int, options: CameraOptions) -> Intrinsics:
+    """The camera of an upright `width` × `height` photo (a file, or its bytes): `--focal`/`--fov`, else the photo's
+    EXIF, else the default."""
     given = options.fov is not None or options.focal is not None
     exif = None if given or photo is None else exif_focal_35mm(photo)
     return intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif)
+
+
+def photo_record(photo: Path | BinaryIO | None, values: np.ndarray, kind: str,
+                 options: CameraOptions) -> tuple[Intrinsics, dict[str, object]]:
+    """The camera of a photo and its map of `kind`, and the record of it that sidecars, clouds and meshes carry."""
+    height, width = values.shape
+    camera = photo_camera(photo, width, height, options)
+    record = camera_record(camera, width, height, options.model, kind)
+    if options.max_depth is not None:
+        record["max_depth"] = options.max_depth
+    return camera, record
 
 
 def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, values: np.ndarray, kind: str,
@@ -81,11 +93,7 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     set aside, a scene beyond the model's range, the anchoring fit)."""
     from anydepth_cli.io.writers import write_text
 
-    height, width = values.shape
-    camera = photo_camera(photo, width, height, camera_options)
-    record = camera_record(camera, width, height, camera_options.model, kind)
-    if camera_options.max_depth is not None:
-        record["max_depth"] = camera_options.max_depth
+    camera, record = photo_record(photo, values, kind, camera_options)
     fit = camera_options.anchor.fit_of(values) if camera_options.anchor is not None else None
     if fit is not None:
         record["anchor"] = fit.record()
