@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -182,27 +182,34 @@ def find(pattern: str, text: str) -> re.Match:
 # ------------------------------------------------------------------------------------------------------------ inputs
 
 
+@contextlib.contextmanager
+def filled_once(folder: Path) -> Iterator[Path]:
+    """An empty `folder.partial` to fill, renamed to `folder` once the block ends without an error."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    yield partial
+    partial.rename(folder)
+
+
 def photos(context: Context) -> Path:
     """The plan's 640×480 JPEG crops of the sample photo, enlarged at random, every other one mirrored (written once)."""
     folder = context.inputs / f"photos_{context.plan.photos}"
     if folder.is_dir():
         return folder
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     photo = Image.open(sample_photo()).convert("RGB")
     rng = np.random.default_rng(0)
     base = max(640 / photo.width, 480 / photo.height)
     scaled = [photo.resize((round(photo.width * s), round(photo.height * s)), Image.Resampling.BICUBIC)
               for s in base * np.linspace(1.0, 1.5, 6)]
-    for index in range(context.plan.photos):
-        big = scaled[index % len(scaled)]
-        left, top = int(rng.integers(0, big.width - 639)), int(rng.integers(0, big.height - 479))
-        crop = big.crop((left, top, left + 640, top + 480))
-        if index % 2:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop.save(partial / f"photo_{index:03d}.jpg", quality=90)
-    partial.rename(folder)
+    with filled_once(folder) as partial:
+        for index in range(context.plan.photos):
+            big = scaled[index % len(scaled)]
+            left, top = int(rng.integers(0, big.width - 639)), int(rng.integers(0, big.height - 479))
+            crop = big.crop((left, top, left + 640, top + 480))
+            if index % 2:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            crop.save(partial / f"photo_{index:03d}.jpg", quality=90)
     return folder
 
 
@@ -268,16 +275,14 @@ def pairs(context: Context) -> Path:
     folder = context.inputs / f"pairs_{context.plan.pairs}"
     if folder.is_dir():
         return folder
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "image").mkdir(parents=True)
-    (partial / "depth").mkdir()
     rows, columns = np.mgrid[0:480, 0:640].astype(np.float32)
-    for index, photo in enumerate(sorted(photos(context).glob("*.jpg"))[: context.plan.pairs]):
-        shutil.copyfile(photo, partial / "image" / f"{index:03d}.jpg")
-        depth = 1 + 4 * (1 - rows / 480) + np.sin(columns / 80 + index)
-        np.save(partial / "depth" / f"{index:03d}.npy", depth.astype(np.float32))
-    partial.rename(folder)
+    with filled_once(folder) as partial:
+        (partial / "image").mkdir()
+        (partial / "depth").mkdir()
+        for index, photo in enumerate(sorted(photos(context).glob("*.jpg"))[: context.plan.pairs]):
+            shutil.copyfile(photo, partial / "image" / f"{index:03d}.jpg")
+            depth = 1 + 4 * (1 - rows / 480) + np.sin(columns / 80 + index)
+            np.save(partial / "depth" / f"{index:03d}.npy", depth.astype(np.float32))
     return folder
 
 

@@ -421,7 +421,7 @@ def test_keep_drops_and_reports_the_worst_ground_truth(data, tmp_path):
     ("empty", "no image/depth pairs"),
     ("no-length", "--steps N and/or --epochs N"),
     ("arch-alone", "--arch needs --checkpoint"),
-    ("bad-target", "--target must be depth or disparity"),
+    ("bad-target", "--target must be depth, disparity or metric"),
 ])
 def test_usage_errors_are_one_line_with_status_2(case, message, data, tmp_path):
     (tmp_path / "nothing").mkdir()
