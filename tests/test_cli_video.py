@@ -50,6 +50,12 @@ def test_raw_npz_frame_selection_and_tiling(tmp_path):
     archive = np.load(out / "clip_depth.npz")
     assert archive["depth"].shape == (5, 64, 96) and archive["depth"].dtype == np.float16
     assert archive["frame_index"].tolist() == [2, 5, 8, 11, 14] and float(archive["fps"]) == 4.0
+    # the camera every frame was unprojected with, as photos record it (default 60° horizontal field of view)
+    camera = json.loads(str(archive["camera"]))
+    assert camera["fx"] == pytest.approx(48 / np.tan(np.radians(30))) and camera["cx"] == 47.5
+    assert camera["units"].startswith("relative") and camera["metric"] is False and camera["width"] == 96
+    assert camera["model"].startswith("tiny_dav2_sdt.pth")
+    assert not (out / "clip_camera.json").exists()  # no clouds, no metres: no sidecar, as for photos
     depth = probe_video(out / "clip_depth.mp4")
     assert (depth.frame_count, depth.fps) == (5, 4.0)
 
@@ -101,6 +107,9 @@ def test_point_clouds_of_every_nth_frame(tmp_path):
     header = (out / "clip_clouds" / "000005.ply").read_bytes().split(b"end_header\n")[0].decode()
     assert "format binary_little_endian 1.0" in header and "property uchar red" in header
     assert int(header.split("element vertex ")[1].split()[0]) > 0
+    record = json.loads((out / "clip_camera.json").read_text())
+    assert record["fx"] == pytest.approx(48 / np.tan(np.radians(35))) and record["focal_source"] == "--fov 70"
+    assert f"comment fx {json.dumps(record['fx'])}\n" in header and 'comment axes "opengl"' in header
 
 
 def _exr(path) -> np.ndarray:

@@ -194,3 +194,19 @@ def test_benchmarks_report_a_metric_model_unaligned_beside_aligned(checkpoint, t
     assert all((float(row["scale"]), float(row["shift"])) == (1.0, 0.0) for row in unaligned)
     assert all(float(row["scale"]) != 1.0 for row in aligned)
     assert "tiny_dav2_metric.pth (metres, unaligned)" in (tmp_path / "report" / "eval_benchmarks.md").read_text()
+
+
+def test_a_clip_from_a_metric_model_records_its_camera_in_metres(checkpoint, tmp_path):
+    from test_video import make_clip
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=4, size=(96, 64), fps=8.0)
+    done = run_cli("predict", clip, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--arch", ARCH,
+                   "--input-size", str(META["input_size"]), "--raw", "npz", "--focal", "80", "--no-stabilize")
+    assert done.returncode == 0, done.stderr
+    archive = np.load(tmp_path / "out" / "clip_metric.npz")
+    assert archive["metric"].shape == (4, 64, 96) and 0 < archive["metric"].max() < MAX_DEPTH
+    record = json.loads((tmp_path / "out" / "clip_camera.json").read_text())
+    assert json.loads(str(archive["camera"])) == record
+    assert record["metric"] is True and record["units"] == "metres" and record["max_depth"] == MAX_DEPTH
+    assert record["fx"] == 80.0 and record["focal_source"] == "--focal 80"

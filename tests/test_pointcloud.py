@@ -12,7 +12,8 @@ from PIL import ExifTags, Image
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, exif_focal_35mm, intrinsics_for, unproject
 from anydepth_cli.geometry.pointcloud import DepthRule, build_point_cloud, edge_mask, to_metric_depth
-from anydepth_cli.pipelines.photos import PointCloudOptions, write_point_cloud
+from anydepth_cli.pipelines.geometry import CameraOptions, photo_record, write_cloud
+from anydepth_cli.pipelines.photos import PointCloudOptions
 
 WIDTH, HEIGHT, FOCAL = 160, 120, 150.0
 KINDS = ("depth", "disparity")
@@ -333,8 +334,10 @@ def test_write_point_cloud_follows_the_declared_kind(tmp_path):
         oracle = OracleNetwork(true, kind)
         near, far = true_near_far(true, kind)
         path = tmp_path / f"{kind}.ply"
-        note = write_point_cloud(path, grey(), oracle.predict_batch([grey()])[0], oracle.output_kind,
-                                 PointCloudOptions(focal=FOCAL, near=near, far=far))
+        values = oracle.predict_batch([grey()])[0]
+        camera, record = photo_record(None, values.shape, oracle.output_kind, CameraOptions(focal=FOCAL))
+        note = write_cloud(path, grey(), values, oracle.output_kind, PointCloudOptions(focal=FOCAL, near=near, far=far),
+                           camera, record, "opengl")
         assert f"from {kind} percentiles" in note and path.stat().st_size > 0
 
 

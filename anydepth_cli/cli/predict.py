@@ -248,20 +248,20 @@ def predict(
         if slow := slow_precision_note(getattr(predictor, "dtype", None), predictor.device):
             err.print(f"[yellow]note:[/] {escape(slow)}", highlight=False)
         photo_summary, clip_summary = Summary(), ClipsSummary()
+        anchor = predictor if metric_from is not None else None
+        camera = CameraOptions(fov, focal, recorded_name or label, predictor.max_depth, anchor, pointcloud, mesh, glb,
+                               axes.value)
         if photos:
-            in_metres = predictor.output_kind == "metric"
-            anchor = predictor if metric_from is not None else None
-            camera = (CameraOptions(fov, focal, recorded_name or label, predictor.max_depth, anchor, pointcloud, mesh, glb, axes.value)
-                      if pointcloud or mesh or in_metres else None)
+            geometry = pointcloud or mesh or predictor.output_kind == "metric"
             outputs = OutputOptions(output, cmap, invert, raw_format, side_by_side, confidence, cloud, colorbar,
-                                    camera)
+                                    camera if geometry else None)
             with ImageProgress(len(photos)) as progress:
                 photo_summary = run_images(photos, predictor, outputs, tiling, progress, max_pixels, skip_existing,
                                            batch_size)
         if clips:
             options = VideoOptions(output, cmap, invert, raw_format, side_by_side, not no_stabilize, start, max_frames,
                                    stride, video_codec, pointcloud=cloud if pointcloud else None,
-                                   pointcloud_stride=pc_stride)
+                                   pointcloud_stride=pc_stride, camera=camera)
             with VideoProgress() as clip_progress:
                 clip_summary = run_videos(clips, predictor, options, tiling, clip_progress, batch_size, max_pixels,
                                           skip_existing)

@@ -364,7 +364,7 @@ class NpzFramesSink(BackgroundSink):
     written atomically when the sink is closed or aborted.
     """
 
-    def __init__(self, final: Path, metadata: dict[str, float] | None = None, arrays_name: str = "disparity",
+    def __init__(self, final: Path, metadata: dict[str, object] | None = None, arrays_name: str = "disparity",
                  dtype: np.dtype | str = np.float16, queue_size: int = 8) -> None:
         final = Path(final)
         self._dtype = np.dtype(dtype).newbyteorder("<")

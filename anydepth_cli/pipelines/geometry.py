@@ -74,10 +74,11 @@ def photo_camera(photo: Path | BinaryIO | None, width: int, height: int, options
     return intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif)
 
 
-def photo_record(photo: Path | BinaryIO | None, values: np.ndarray, kind: str,
+def photo_record(photo: Path | BinaryIO | None, shape: tuple[int, int], kind: str,
                  options: CameraOptions) -> tuple[Intrinsics, dict[str, object]]:
-    """The camera of a photo and its map of `kind`, and the record of it that sidecars, clouds and meshes carry."""
-    height, width = values.shape
+    """The camera of a photo (a file, its bytes, or None: a video frame) with a map of `kind` and `shape` (height,
+    width), and the record of it that sidecars, clouds, meshes and frame archives carry."""
+    height, width = shape
     camera = photo_camera(photo, width, height, options)
     record = camera_record(camera, width, height, options.model, kind)
     if options.max_depth is not None:
@@ -91,13 +92,11 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     (`paths["cloud"]`, `paths["mesh"]`), made
     with `settings`, of one photo and its map of `kind`; returns the note to show (what was made, a focal length
     set aside, a scene beyond the model's range, the anchoring fit)."""
-    from anydepth_cli.io.writers import write_text
-
-    camera, record = photo_record(photo, values, kind, camera_options)
+    camera, record = photo_record(photo, values.shape, kind, camera_options)
     fit = camera_options.anchor.fit_of(values) if camera_options.anchor is not None else None
     if fit is not None:
         record["anchor"] = fit.record()
-    write_text(paths["camera"], json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    write_camera_record(paths["camera"], record)
     anchored = f"anchored: {fit.describe()}" if fit is not None else None
     notes = [note for note in (anchored, camera.note, saturation_note(values, camera_options.max_depth)) if note]
     if "cloud" in paths:
@@ -105,6 +104,13 @@ def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, value
     if "mesh" in paths:
         notes.append(write_mesh(paths["mesh"], image, values, kind, settings, camera, record, camera_options.axes))
     return "; ".join(notes) or None
+
+
+def write_camera_record(path: Path, record: dict[str, object]) -> None:
+    """The camera sidecar: `record` as JSON."""
+    from anydepth_cli.io.writers import write_text
+
+    write_text(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
 def make_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,

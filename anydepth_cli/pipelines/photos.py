@@ -210,16 +210,6 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
     return None
 
 
-def write_point_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
-                      exif_focal_35mm: float | None = None) -> str:
-    """Build the point cloud of one image and its map of `kind` and write it as PLY; returns what was done."""
-    from anydepth_cli.io.ply import write_ply
-
-    cloud, camera = make_point_cloud(image, values, kind, options, exif_focal_35mm)
-    write_ply(path, cloud.points, cloud.colors, cloud.normals)
-    return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
-
-
 def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
                      exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
     """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""

@@ -23,6 +23,7 @@ from 1 as editors and compositors count. Colours show near bright for either kin
 from __future__ import annotations
 
 import functools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError, InputError
+from anydepth_cli.geometry.camera import Intrinsics
 from anydepth_cli.inference.align import Affine
 from anydepth_cli.inference.engine import Engine, Loaded, Outcome, Prediction
 from anydepth_cli.inference.predictor import MapPredictor
@@ -39,7 +41,8 @@ from anydepth_cli.io.encoders import CODECS, OPENCV_CODECS, open_video_writer
 from anydepth_cli.io.images import InputItem
 from anydepth_cli.io.video import BackgroundSink, BackgroundWorker, FrameReader, ImageSequenceSink, NpzFramesSink
 from anydepth_cli.io.writers import DEFAULT_CMAP, side_by_side, write_exr, write_png16
-from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, depth_picture, write_point_cloud
+from anydepth_cli.pipelines.geometry import CameraOptions, photo_record, write_camera_record, write_cloud
+from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, depth_picture
 
 @dataclass(frozen=True)
 class VideoOptions:
@@ -59,6 +62,10 @@ class VideoOptions:
     opencv_codecs: Sequence[tuple[str, str]] = OPENCV_CODECS
     pointcloud: PointCloudOptions | None = None
     pointcloud_stride: int = 10
+    camera: CameraOptions = CameraOptions()
+    """The camera every frame was taken with (`--focal`/`--fov`, else the default) and the model: recorded in the
+    frame archive (its `camera` key, the JSON of `clip_camera.json`), in each frame's cloud, and, with clouds or a
+    metric model, in `clip_camera.json`."""
 
     @property
     def picture_cmap(self) -> str:
@@ -78,6 +85,8 @@ class VideoOptions:
             paths["raw"] = base.with_name(raw_name[self.raw])
         if self.pointcloud is not None:
             paths["clouds"] = base.with_name(base.name + "_clouds")
+        if self.pointcloud is not None or kind == "metric":
+            paths["camera"] = base.with_name(base.name + "_camera.json")
         return paths
 
 
@@ -159,6 +168,8 @@ class _Outputs:
         self.queue_size, self.warn = queue_size, warn
         self.sinks: dict[str, BackgroundSink] = {}
         self.colourer: _Colourer | None = None
+        self.record: dict[str, object] | None = None
+        """The camera record of the clip, once its frame size is known."""
 
     def put(self, job: _FrameJob) -> None:
         """Queue one frame for every output."""
@@ -169,7 +180,11 @@ class _Outputs:
         """Write everything queued and publish each output under its final name, by kind."""
         if self.colourer is not None:
             self.colourer.join()
-        return {kind: sink.close() for kind, sink in self.sinks.items()}
+        written = {kind: sink.close() for kind, sink in self.sinks.items()}
+        if "camera" in self.paths and self.record is not None:
+            write_camera_record(self.paths["camera"], self.record)
+            written["camera"] = self.paths["camera"]
+        return written
 
     def abort(self) -> tuple[int, list[Path]]:
         """Write everything queued and keep it as partial outputs: (frames written, paths kept)."""
@@ -181,20 +196,21 @@ class _Outputs:
 
     def _open(self, width: int, height: int) -> _Colourer:
         self.summary.size = (width, height)
+        camera, self.record = photo_record(None, (height, width), self.kind, self.options.camera)
         self._open_video("depth", (width, height), grey=self.options.codec == "ffv1")
         if "side" in self.paths:
             self._open_video("side", (2 * width, height))
         raw = self.paths.get("raw")
         if self.options.raw == "npz":
-            self.sinks["raw"] = NpzFramesSink(raw, {"fps": self.summary.fps}, arrays_name=self.kind,
-                                              queue_size=self.queue_size)
+            self.sinks["raw"] = NpzFramesSink(raw, {"fps": self.summary.fps, "camera": json.dumps(self.record)},
+                                              arrays_name=self.kind, queue_size=self.queue_size)
         elif raw is not None:
             write = write_exr if self.options.raw == "exr" else write_png16
             suffix = ".exr" if self.options.raw == "exr" else ".png"
             self.sinks["raw"] = ImageSequenceSink(raw, functools.partial(write, kind=self.kind), self.queue_size,
                                                   indexed=True, name=_sequence_names(raw, suffix))
         if "clouds" in self.paths:
-            self._open_clouds()
+            self._open_clouds(camera)
         self.colourer = _Colourer(self.options, self.kind, self.sinks, self.queue_size)
         return self.colourer
 
@@ -206,11 +222,11 @@ class _Outputs:
         if note:
             self.warn(note)
 
-    def _open_clouds(self) -> None:
-        kind, cloud_options = self.kind, self.options.pointcloud
+    def _open_clouds(self, camera: Intrinsics) -> None:
+        kind, settings, record, axes = self.kind, self.options.pointcloud, self.record, self.options.camera.axes
 
         def save_cloud(path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
-            write_point_cloud(path, *frame, kind, cloud_options)
+            write_cloud(path, *frame, kind, settings, camera, record, axes)
 
         self.sinks["clouds"] = ImageSequenceSink(self.paths["clouds"], save_cloud, self.queue_size, indexed=True,
                                                  name="{:06d}.ply".format)

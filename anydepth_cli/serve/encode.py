@@ -84,7 +84,7 @@ def encode_map(values: np.ndarray, kind: str, fmt: str, model: str, scratch: Scr
 def encode_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: PointCloudOptions,
                        camera_options: CameraOptions, photo: bytes, scratch: Scratch) -> Body:
     """The binary PLY point cloud `predict --pointcloud` writes for this image (its file's bytes `photo`) and map."""
-    camera, record = photo_record(io.BytesIO(photo), values, kind, camera_options)
+    camera, record = photo_record(io.BytesIO(photo), values.shape, kind, camera_options)
     content = scratch.bytes_of(".ply", lambda path: write_cloud(path, image, values, kind, settings, camera, record,
                                                                 camera_options.axes))
     return Body(content, MEDIA_TYPES["ply"], map_headers(values, kind, camera_options.model))
