@@ -210,3 +210,20 @@ def test_a_clip_from_a_metric_model_records_its_camera_in_metres(checkpoint, tmp
     assert json.loads(str(archive["camera"])) == record
     assert record["metric"] is True and record["units"] == "metres" and record["max_depth"] == MAX_DEPTH
     assert record["fx"] == 80.0 and record["focal_source"] == "--focal 80"
+
+
+@pytest.mark.slow
+def test_an_onnx_export_of_a_metric_model_answers_in_metres(checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    photo, reference = cases()[0]
+    Image.fromarray(photo).save(tmp_path / "crop.png")
+    model = ["--checkpoint", checkpoint, "--arch", ARCH, "--input-size", str(META["input_size"])]
+    exported = run_cli("export", *model, "-o", tmp_path / "metric.onnx")
+    assert exported.returncode == 0, exported.stderr
+    done = run_cli("predict", tmp_path / "crop.png", "-o", tmp_path / "out", "--onnx", tmp_path / "metric.onnx",
+                   "--raw", "npy")
+    assert done.returncode == 0, done.stderr
+    assert "via ONNX Runtime" in done.stderr and "metric depth (metres" in done.stderr
+    assert np.abs(np.load(tmp_path / "out" / "crop_metric.npy") - reference).max() <= 1e-4 * MAX_DEPTH
+    record = json.loads((tmp_path / "out" / "crop_camera.json").read_text())
+    assert record["units"] == "metres" and record["max_depth"] == MAX_DEPTH
