@@ -186,13 +186,15 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(photos: dict[str, P
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 10
-    while metric(httpx.get(f"{server.url}/metrics").text, "anydepth_queue_depth") < 3:
+    while (queued := metric(httpx.get(f"{server.url}/metrics").text, "anydepth_queue_depth")) < 3:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert server.stop() == 0, server.output
     for thread in threads:
         thread.join()
-    assert results.count(200) >= 3 and set(results) <= {200, "ConnectError"}, results
+    # Every request in the queue is answered; a connection whose request the server had not read yet when it stopped
+    # may be closed unanswered (ReadError), as HTTP allows for a request not begun.
+    assert results.count(200) >= queued and set(results) <= {200, "ConnectError", "ReadError"}, results
     assert "Traceback" not in server.output
 
 
