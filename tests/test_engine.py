@@ -221,6 +221,24 @@ def _photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def test_a_cpu_batch_holds_no_more_patch_tokens_than_the_cap(tiny_sdt_predictor, monkeypatch):
+    """Large images run one at a time on the CPU (batching them only falls out of cache); small ones share batches."""
+    from anydepth_cli.inference import predictor as module
+
+    predictor = tiny_sdt_predictor
+    calls: list[int] = []
+    run = predictor.run
+    monkeypatch.setattr(predictor, "run", lambda batch: calls.append(len(batch)) or run(batch))
+    image = np.zeros((48, 64, 3), np.uint8)
+    height, width = predictor.network_input(48, 64)
+    tokens = (height // predictor.patch_size) * (width // predictor.patch_size)
+    for cap, expected in ((tokens - 1, [1] * 4), (2 * tokens, [2, 2]), (100 * tokens, [4])):
+        monkeypatch.setattr(module, "CPU_BATCH_TOKENS", cap)
+        calls.clear()
+        maps = predictor.predict_batch([image] * 4)
+        assert calls == expected and len(maps) == 4 and all(m.shape == (48, 64) for m in maps)
+
+
 def test_photo_outputs_are_byte_identical_to_predicting_and_writing_each_batch_in_turn(tmp_path, tiny_sdt_predictor):
     from anydepth_cli.inference.tiling import default_tile_config
     from anydepth_cli.io.images import InputItem, read_image

@@ -35,6 +35,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 MEMORY_SHARE = 0.8
 """The share of the free memory one batch may plan to use (the rest: decoding threads, writers)."""
+CPU_BATCH_TOKENS = 2048
+"""The most patch tokens one CPU batch holds: one image that large keeps the cores busy, and more only falls out of
+cache (ViT-B + SDT at 518², 1,369 tokens: 4 images a call took 46 % longer in fp32 and 10 % in bf16 than one at a
+time on a 2-core Xeon; at 676 tokens and below batching neither gained nor lost)."""
 
 
 OnDevice = Callable[[int, torch.Tensor], None]
@@ -132,6 +136,9 @@ class BatchedPredictor:
         need = self.memory_needed(size, pixels)
         free = available_memory(self.device)
         step = self.batch_size if self._batch_limit is None else min(self.batch_size, self._batch_limit)
+        if self.device.type == "cpu":
+            tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
+            step = min(step, max(1, CPU_BATCH_TOKENS // tokens))
         if free is not None:
             fit = int(free * MEMORY_SHARE // need)
             if fit < 1:
