@@ -21,7 +21,7 @@ def serve(
     arch: Annotated[Optional[Path], typer.Option(help="JSON architecture of --checkpoint.", rich_help_panel=MODEL)] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Size the network sees, in pixels (as for predict). \\[default: the model's]", show_default=False, rich_help_panel=MODEL)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel=MODEL)] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs, fp32 on the CPU).", rich_help_panel=MODEL)] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16/fp16 on GPUs; on the CPU bf16 with AMX-BF16 or AVX512-BF16, else fp32).", rich_help_panel=MODEL)] = "auto",
     host: Annotated[str, typer.Option(help="Address to listen on; any other than loopback needs --token.", rich_help_panel=SERVER)] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=SERVER)] = 8000,
     token: Annotated[Optional[str], typer.Option(envvar="ANYDEPTH_TOKEN", show_envvar=True, help="Clients must send `Authorization: Bearer TOKEN` (/healthz and /readyz excepted).", show_default=False, rich_help_panel=SERVER)] = None,
