@@ -130,7 +130,7 @@ def _predict(predictor, images: list[np.ndarray], tile: str, tiles: dict) -> lis
 
 
 def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
-    from anydepth_cli.bench.runner import peak_rss_bytes
+    from anydepth_cli.bench.measure import peak_rss_bytes
     from anydepth_cli.datasets.archive import locate
     from anydepth_cli.datasets.benchmarks import BENCHMARKS, find_samples
     from anydepth_cli.evaluation.benchmark_run import RunOptions, SetRun, load_sample

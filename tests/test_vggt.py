@@ -189,7 +189,8 @@ VGGT_DEPTH_HEAD_PARAMETERS = 32_654_562
 
 
 def test_bench_puts_sdt_and_vggts_own_depth_head_on_vggt_1b():
-    from anydepth_cli.bench.runner import count_flops, default_resolutions, head_parameters, resolve_models
+    from anydepth_cli.bench.catalogue import default_resolutions, head_parameters, resolve_models
+    from anydepth_cli.bench.flops import count_flops
 
     sdt, dpt = resolve_models("vggt-1b", ["sdt", "vggt-dpt"])
     assert sdt.config == get_encoder("vggt-1b").config and sdt.label == "vggt-1b"
@@ -207,7 +208,7 @@ def test_bench_command_on_a_small_vggt(files, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from anydepth_cli.bench.runner import head_parameters, resolve_models
+    from anydepth_cli.bench.catalogue import head_parameters, resolve_models
     from anydepth_cli.cli.bench import bench
 
     app = typer.Typer()
