@@ -31,9 +31,11 @@ from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.training.batchnorm import GlobalBatchNorm2d, global_batchnorm
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
+from anydepth_cli.training.loop import train
 from anydepth_cli.training.loss import depth_loss, masked_quantiles, relu_raising_below
+from anydepth_cli.training.options import TrainOptions, training_config
 from anydepth_cli.training.report import Reporter
+from anydepth_cli.training.start import fresh_network
 from anydepth_cli.weights.checkpoint import load_network
 from conftest import TINY, cli_env, run_cli, tiny_model_args
 from fixtures_dir import REPO, fixtures_dir

@@ -18,9 +18,11 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import ENCODER_MODELS, get_encoder
 from anydepth_cli.models.vggt import VGGTEncoder
-from anydepth_cli.training.loop import TrainOptions, _begin, _source_config, train
 from anydepth_cli.training.distributed import World
+from anydepth_cli.training.loop import train
+from anydepth_cli.training.options import TrainOptions, source_config as _source_config
 from anydepth_cli.training.report import Reporter
+from anydepth_cli.training.start import begin_run as _begin
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from conftest import cli_env, run_cli, save_photo
 from fixtures_dir import REPO
