@@ -167,7 +167,7 @@ def predict(
     """
     from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
     from anydepth_cli.geometry.camera import check_camera_options
-    from anydepth_cli.pipelines.geometry import CameraOptions
+    from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions
     from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video
@@ -233,7 +233,7 @@ def predict(
                                                   batch_size, share.local_rank if share else None)
         check_metric_options(predictor.output_kind, label, metric, (pointcloud or mesh) and (near, far, known_depth))
         from anydepth_cli.inference.precision import slow_precision_note
-        from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
+        from anydepth_cli.pipelines.photos import OutputOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
         cloud = None
