@@ -189,3 +189,15 @@ def _drop_sky(v: np.ndarray, kind: str, sky_fraction: float) -> str | None:
 
 def percent(count: int, total: int) -> str:
     return f"{100.0 * count / total:.1f}%"
+
+
+def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
+    """`X,Y=D` → (x, y, depth)."""
+    if text is None:
+        return None
+    try:
+        where, depth = text.split("=")
+        x, y = where.split(",")
+        return int(x), int(y), float(depth)
+    except ValueError:
+        raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
