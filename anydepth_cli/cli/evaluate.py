@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from anydepth_cli.evaluation.benchmark_run import SetResult
     from anydepth_cli.inference.predictor import BatchedPredictor
 
-    from anydepth_cli.evaluation.runner import EvalResult
+    from anydepth_cli.evaluation.folder_run import EvalResult
     from anydepth_cli.evaluation.quality import ScoreRow
 
 DEFAULT_EVAL_OUTPUT = Path("anydepth-eval")
@@ -173,7 +173,7 @@ def evaluate(
 
     Exit status: 0 all scored, 1 some samples could not be scored (each named), 2 usage error.
     """
-    from anydepth_cli.evaluation.runner import check_alignment_mode
+    from anydepth_cli.evaluation.folder_run import check_alignment_mode
 
     check_alignment_mode(output_kind)
     if align not in ("scale-shift", "none"):
@@ -226,7 +226,7 @@ def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: fl
     """`anydepth eval DATA`: the user's own pairs, or a named dataset's, under a preset."""
     from anydepth_cli.evaluation.presets import get_preset
     from anydepth_cli.evaluation.report import write_eval_report
-    from anydepth_cli.evaluation.runner import run_eval
+    from anydepth_cli.evaluation.folder_run import run_eval
 
     chosen = get_preset(preset)
     _check_depth_scale(depth_scale)

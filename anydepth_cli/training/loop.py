@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from anydepth_cli.errors import TrainingError, UsageError
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.inference.memory import (LARGE_WEIGHTS, amount, hold_large_encoder_in, require_weights_memory,
                                            weights_memory)
