@@ -30,7 +30,7 @@ import torch
 from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.unaligned import unaligned_label
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.config import NetworkConfig

@@ -17,7 +17,7 @@ from anydepth_cli.evaluation.presets import DEFAULT, NYU
 from anydepth_cli.datasets.files import read_mask, read_rgb
 from anydepth_cli.datasets.generic import Pair, discover_pairs, read_depth
 from anydepth_cli.datasets.lists import read_list
-from anydepth_cli.evaluation.runner import Alignment, run_eval
+from anydepth_cli.evaluation.folder_run import Alignment, run_eval
 from anydepth_cli.evaluation.report import write_eval_report
 
 SIZES = [(48, 64), (48, 64), (40, 56), (48, 64), (36, 60)]

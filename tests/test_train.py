@@ -23,7 +23,7 @@ from torch import nn
 from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.inference.precision import select_dtype
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.config import NetworkConfig

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.training.options import TrainOptions
