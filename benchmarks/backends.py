@@ -2,23 +2,27 @@
 
     python benchmarks/backends.py                              # anydepth-dav2-vitb, 518x518, CPU, 5 repeats
     python benchmarks/backends.py --model dav2-dpt-vits --repeats 10
+    python benchmarks/backends.py --onnx-precision int8        # int8 ONNX against PyTorch fp32 and bf16 (issue 35)
     python benchmarks/backends.py --device cuda                # PyTorch bf16 autocast against ONNX Runtime's CUDA provider
 
 Builds the registry model's architecture with random weights whose outputs vary (no download;
 `anydepth_cli.bench.weights`: BatchNorms, LayerScales, position table and DySample offsets varied, and the head's
 last bias lifted so that most of the output sits above the final ReLU), applies the inference fast path
 (`prepare_for_inference`) and the CPU memory policy (`keep_freed_memory`), as `anydepth predict` does, exports it
-with `anydepth_cli.export.onnx` into a temporary folder, and times one network call on the normalised Grace Hopper
-photo with each backend's `run`, the only code in which the two predictors differ. Calls alternate between the
+with `anydepth_cli.export.onnx` into a temporary folder (in `--onnx-precision`; int8 calibrated on the photo and
+its mirror image), and times one network call on the normalised Grace Hopper photo with each backend's `run`, the
+only code in which the predictors differ. PyTorch runs in `auto` precision and, where that is not fp32, in fp32 as
+well (its network prepared for each dtype, as `predict` prepares it). Calls alternate between the
 backends (after one untimed warm-up each), so other load on a shared machine affects both alike; the median and
-the fastest of each are kept. Both use as many threads as PyTorch does. Prints JSON: the timings, their ratio
-(ONNX Runtime / PyTorch), the largest difference between the outputs relative to the output's range (with the
+the fastest of each are kept. All use as many threads as PyTorch does. Prints JSON: the timings, each backend's
+speed-up over PyTorch fp32, the largest difference between the outputs relative to the output's range (with the
 range, so that a constant map cannot pass for parity), and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -61,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per backend")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--onnx-precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                        help="the precision the ONNX model is exported in")
     args = parser.parse_args(argv)
 
     spec = get_model(args.model)
@@ -72,18 +78,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         keep_freed_memory()
     torch.manual_seed(0)
     batch = photo_batch(sample_photo(), args.size).expand(args.batch_size, -1, -1, -1).contiguous()
-    network = prepare_for_inference(lift_outputs(vary_weights(build_network(spec.config)), batch))
+    varied = lift_outputs(vary_weights(build_network(spec.config)), batch)
+    network = prepare_for_inference(copy.deepcopy(varied))
+    auto = select_dtype("auto", device)
+    calibration = [batch[:1].numpy(), batch[:1].flip(-1).numpy()] if args.onnx_precision == "int8" else None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{spec.name}.onnx"
         started = time.perf_counter()
-        export_network(network, path, ModelCard.of(spec.name, spec.config, args.size))
+        export_network(network, path, ModelCard.of(spec.name, spec.config, args.size, args.onnx_precision,
+                                                    len(calibration or ())), calibration)
         export_seconds = time.perf_counter() - started
         onnx_bytes = path.stat().st_size
-        backends = {
-            "torch": DepthPredictor(network, args.size, device, select_dtype("auto", device), args.batch_size),
-            "onnxruntime": OnnxPredictor(path, args.size, device.type, args.batch_size),
-        }
-        inputs = {"torch": batch.to(device), "onnxruntime": batch}
+        backends = {"torch": DepthPredictor(network, args.size, device, torch.float32, args.batch_size)}
+        if auto != torch.float32:
+            backends[f"torch_{str(auto).removeprefix('torch.')}"] = DepthPredictor(
+                prepare_for_inference(varied, auto), args.size, device, auto, args.batch_size)
+        onnx = f"onnxruntime_{args.onnx_precision}"
+        backends[onnx] = OnnxPredictor(path, args.size, device.type, args.batch_size)
+        inputs = {name: batch if name == onnx else batch.to(device) for name in backends}
         outputs = {name: predictor.run(inputs[name]).float().cpu() for name, predictor in backends.items()}
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {name: [] for name in backends}
@@ -93,15 +105,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     median = {name: statistics.median(values) for name, values in times.items()}
     report = {
         "model": spec.name, "input": [args.batch_size, 3, args.size, args.size], "device": device.type,
-        "torch_dtype": str(backends["torch"].dtype).removeprefix("torch."),
-        "onnxruntime_provider": backends["onnxruntime"].provider, "threads": torch.get_num_threads(),
+        "onnxruntime_provider": backends[onnx].provider, "threads": torch.get_num_threads(),
         "repeats": args.repeats, "export_seconds": round(export_seconds, 1), "onnx_megabytes": round(onnx_bytes / 2**20, 1),
         "median_seconds": {name: round(value, 4) for name, value in median.items()},
         "fastest_seconds": {name: round(min(values), 4) for name, values in times.items()},
         "all_seconds": {name: [round(v, 4) for v in values] for name, values in times.items()},
-        "ratio_onnxruntime_over_torch": round(median["onnxruntime"] / median["torch"], 3),
-        "faster": min(median, key=median.get),
-        "output": output_difference(outputs["onnxruntime"], outputs["torch"]),
+        "speedup_over_torch_fp32": {name: round(median["torch"] / value, 2) for name, value in median.items()},
+        "fastest": min(median, key=median.get),
+        "output_vs_torch_fp32": {name: output_difference(outputs[name], outputs["torch"])
+                                 for name in backends if name != "torch"},
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
