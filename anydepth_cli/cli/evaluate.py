@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from anydepth_cli.datasets.archive import Sample, SetFiles
-    from anydepth_cli.datasets.generic import Pair
-    from anydepth_cli.datasets.sources import GroundTruth
+    from anydepth_cli.datasets.family import SampleSet
+    from anydepth_cli.evaluation.presets import Preset
     from anydepth_cli.evaluation.benchmark_run import SetResult
     from anydepth_cli.inference.predictor import BatchedPredictor
 
@@ -204,21 +204,22 @@ def evaluate(
                      running, output, output_kind, unaligned)
 
 
-def _samples(data: Path, root: Path | None, depth_scale: float | None) -> tuple[list[Pair], list[GroundTruth] | None]:
-    """The pairs DATA names and, for a named dataset, how each one's ground truth reads."""
+def _samples(data: Path, root: Path | None, depth_scale: float | None, preset: Preset) -> SampleSet:
+    """The samples DATA names and their reader (generic PNG depth divided by --depth-scale, else the preset's)."""
     from rich.markup import escape
 
-    from anydepth_cli.datasets.sources import GENERIC, default_max_depth, open_source, parse_source
+    from anydepth_cli.datasets.registry import GENERIC, default_max_depth, open_source, parse_source
 
     spec = parse_source(str(data))
     if root is not None and not spec.path.is_file():
         raise UsageError("--data-root: only with --benchmark or a list file as DATA")
     if spec.dataset != GENERIC and depth_scale is not None:
         raise UsageError(f"{spec.dataset} ground truth has its own units: drop --depth-scale")
-    listed, truth = open_source(spec, root, cap=default_max_depth(spec.dataset))
-    if listed.note:
-        err.print(f"[dim]{escape(listed.note)}[/]", highlight=False)
-    return listed.pairs, None if spec.dataset == GENERIC else [truth] * len(listed.pairs)
+    opened = open_source(spec, root, preset.depth_scale if depth_scale is None else depth_scale,
+                         cap=default_max_depth(spec.dataset))
+    if opened.note:
+        err.print(f"[dim]{escape(opened.note)}[/]", highlight=False)
+    return opened.data
 
 
 def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: float | None, choices: list[Choice],
@@ -230,7 +231,7 @@ def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: fl
 
     chosen = get_preset(preset)
     _check_depth_scale(depth_scale)
-    pairs, truths = _samples(data, root, depth_scale)
+    listed = _samples(data, root, depth_scale, chosen)
     # torch comes in only here, so mistakes in the options and the data are reported at once
     from anydepth_cli.cli.progress import counting_progress
     from anydepth_cli.io.writers import prepare_output_dir
@@ -241,11 +242,10 @@ def _evaluate_folder(data: Path, root: Path | None, preset: str, depth_scale: fl
         from anydepth_cli.evaluation.unaligned import check_some_metric
 
         check_some_metric(predictors)
-    err.print(f"[dim]{len(pairs)} sample(s), preset {chosen.name}[/]")
+    err.print(f"[dim]{len(listed.samples)} sample(s), preset {chosen.name}[/]")
     with counting_progress("img") as bar:
-        result = run_eval(pairs, predictors, chosen, _counter(bar, "images", len(pairs)),
-                          depth_scale=depth_scale, batch_size=running[2], output_kind=output_kind, truths=truths,
-                          unaligned=unaligned)
+        result = run_eval(listed, predictors, chosen, _counter(bar, "images", len(listed.samples)),
+                          batch_size=running[2], output_kind=output_kind, unaligned=unaligned)
     written = write_eval_report(result, output)
     _aggregate_table(result)
     _kind_check_table(result)
@@ -268,7 +268,8 @@ def _benchmark_plan(names: str, data_root: Path | None, list_file: Path | None, 
     """Each named set, its files and the samples to score; every mistake in the options or the data root is
     reported here, before any network is loaded."""
     from anydepth_cli.datasets.archive import locate
-    from anydepth_cli.datasets.benchmarks import choose_benchmarks, find_samples, listed_samples
+    from anydepth_cli.datasets.lists import read_list
+    from anydepth_cli.datasets.registry import choose_benchmarks
     from anydepth_cli.evaluation.benchmark_run import TILE_MODES
 
     sets = choose_benchmarks(names)
@@ -285,8 +286,8 @@ def _benchmark_plan(names: str, data_root: Path | None, list_file: Path | None, 
         raise UsageError(f"--data-root {data_root} is not a folder")
     plan = []
     for module in sets:
-        files = locate(data_root, module.LOCATION)
-        samples = listed_samples(module, list_file) if list_file is not None else find_samples(module, files)
+        files = locate(data_root, module.location)
+        samples = read_list(list_file, module).samples if list_file is not None else module.find(files)
         plan.append((module, files, samples))
     return plan
 
@@ -317,7 +318,7 @@ def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], 
     options = RunOptions(kinds, running[2], tile, tiles, save_predictions)
     results = []
     for module, files, samples in plan:
-        err.print(f"[dim]{module.TITLE}: {len(samples)} sample(s) in {escape(str(files.root))}[/]", highlight=False)
+        err.print(f"[dim]{module.title}: {len(samples)} sample(s) in {escape(str(files.root))}[/]", highlight=False)
         with counting_progress("img") as bar:
             tiles_task = bar.add_task("tiles", total=None, visible=False)
 
@@ -325,11 +326,11 @@ def _evaluate_benchmarks(plan: list[tuple[ModuleType, SetFiles, list[Sample]]], 
                 bar.update(tiles_task, completed=done, total=total, visible=done < total,
                            description=f"tiles ({escape(model)})")
 
-            run = SetRun(module, predictors, options, _counter(bar, module.TITLE, len(samples)), tiles_done)
+            run = SetRun(module, predictors, options, _counter(bar, module.title, len(samples)), tiles_done)
             results.append(run.run(files, samples))
     written = write_benchmark_report(results, list(predictors), kinds, output)
     _benchmark_table(results, list(predictors))
-    _report_end(written, [(f"{r.benchmark.NAME} {image}", reason) for r in results for image, reason in r.failures])
+    _report_end(written, [(f"{r.benchmark.name} {image}", reason) for r in results for image, reason in r.failures])
 
 
 def _benchmark_table(results: list[SetResult], models: list[str]) -> None:
@@ -350,11 +351,11 @@ def _benchmark_table(results: list[SetResult], models: list[str]) -> None:
         table.add_column(f"{escape(model)}\nδ1 ↑", justify="right")
     for index, result in enumerate(results):
         cells = [row[1 + 2 * index + k] for row in rows for k in (0, 1)]
-        standard = result.benchmark.STANDARD_COUNT
+        standard = result.benchmark.standard_count
         images = str(result.scored) if result.scored == standard else f"[yellow]{result.scored} of {standard}[/]"
         images += f" ({result.tiled} tiled)" if result.tiled else ""
         speed = (result.scored + len(result.failures)) / result.seconds if result.seconds > 0 else 0.0
-        table.add_row(result.benchmark.TITLE, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
+        table.add_row(result.benchmark.title, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
                       *(cell.replace("**", "[bold]", 1).replace("**", "[/]", 1) for cell in cells))
     out.print(table)
 
