@@ -130,7 +130,7 @@ def _predict(predictor, images: list[np.ndarray], tile: str, tiles: dict) -> lis
 
 
 def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
-    from anydepth_cli.bench.runner import peak_rss_bytes
+    from anydepth_cli.bench.measure import peak_rss_bytes
     from anydepth_cli.datasets.archive import locate
     from anydepth_cli.datasets.family import Reader
     from anydepth_cli.datasets.registry import BENCHMARKS
@@ -162,7 +162,7 @@ def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
             stages[stage] += after - before
     conn.send({"set": name, "images": result.scored, "failed": len(result.failures), "seconds": result.seconds,
                "images_per_s": result.scored / result.seconds, "tiled": result.tiled,
-               "standard_set_minutes": module.STANDARD_COUNT * result.seconds / result.scored / 60,
+               "standard_set_minutes": module.standard_count * result.seconds / result.scored / 60,
                "stages_seconds": stages, "stages_sum_seconds": sum(stages.values()), "peak_rss_mb": peak / 2**20})
     conn.close()
 

@@ -37,7 +37,7 @@ from anydepth_cli.bench.weights import output_difference
 from anydepth_cli.datasets import generic
 from anydepth_cli.datasets.family import open_set
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.export.onnx import export_network
 from anydepth_cli.inference.model_card import ModelCard
 from anydepth_cli.inference.onnx_backend import OnnxPredictor

@@ -64,7 +64,7 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
 
 
 def _measure(build_predictor: Callable[[], MapPredictor], megapixels: float, conn) -> None:
-    from anydepth_cli.bench.runner import peak_rss_bytes
+    from anydepth_cli.bench.measure import peak_rss_bytes
     from anydepth_cli.inference.tiling import default_tile_config, predict_tiled
 
     predictor = build_predictor()

@@ -30,13 +30,15 @@ import torch
 from anydepth_cli.datasets import generic
 from anydepth_cli.datasets.family import open_set
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.unaligned import unaligned_label
 from anydepth_cli.inference.predictor import DepthPredictor, select_device
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork
-from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
+from anydepth_cli.training.loop import train
+from anydepth_cli.training.options import TrainOptions, training_config
 from anydepth_cli.training.report import Reporter
+from anydepth_cli.training.start import fresh_network
 from anydepth_cli.weights.checkpoint import load_network
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ from PIL import Image
 
 from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.models.registry import DEFAULT_MODEL, get_model
-from anydepth_cli.training.loop import TrainOptions, train
+from anydepth_cli.training.loop import train
+from anydepth_cli.training.options import TrainOptions
 from anydepth_cli.training.report import Reporter
 
 

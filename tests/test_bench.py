@@ -11,13 +11,16 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from anydepth_cli.bench import report, runner
-from anydepth_cli.bench.runner import (BENCH_HEADS, BenchResult, BenchSettings, FlopCount, Latency, MatmulPeak,
-                                       Measurement, ThopCounter, count_flops, decoder_parameter_table, dinov3_config,
-                                       head_parameters, module_flops, percentile, resolve_models, run_bench)
+from anydepth_cli.bench import measure, report
+from anydepth_cli.bench.catalogue import (BENCH_HEADS, decoder_parameter_table, dinov3_config, head_parameters,
+                                          resolve_models)
+from anydepth_cli.bench.flops import FlopCount, ThopCounter, count_flops, module_flops
+from anydepth_cli.bench.measure import Latency, MatmulPeak, percentile
+from anydepth_cli.bench.suite import BenchResult, BenchSettings, Measurement, run_bench
 from anydepth_cli.cli.bench import bench
 from anydepth_cli.errors import UsageError
 from anydepth_cli.models.config import NetworkConfig
+from anydepth_cli.models.network import build_network
 from anydepth_cli.models.registry import DEFAULT_MODEL, MODELS, VIT_B, VIT_L, VIT_S
 
 TINY = NetworkConfig(embed=32, depth=4, heads=2, layers=(0, 1, 2, 3), head="sdt", fusion=16, cls=True,
@@ -44,7 +47,7 @@ def one_thread(monkeypatch):
     """Tiny networks on a busy shared CPU: one thread avoids OpenMP stalls; small matmul peak."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    monkeypatch.setitem(runner.MATMUL_SIZE, "cpu", 128)
+    monkeypatch.setitem(measure.MATMUL_SIZE, "cpu", 128)
     yield
     torch.set_num_threads(threads)
 
@@ -79,7 +82,7 @@ def test_bench_heads_map_to_architecture_heads():
 
 
 def test_total_parameters_count_encoder_and_head():
-    network = runner.build_network(TINY, "meta")
+    network = build_network(TINY, "meta")
     encoder = sum(p.numel() for p in network.encoder.parameters())
     decoder, total = head_parameters(TINY)
     assert total == encoder + decoder and decoder == sum(p.numel() for p in network.head.parameters())
@@ -104,7 +107,7 @@ def test_meta_flop_count_equals_a_real_forward():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     counted = count_flops(TINY, 28)
-    network = runner.build_network(TINY, "cpu")
+    network = build_network(TINY, "cpu")
     with sdpa_kernel(SDPBackend.MATH):
         real, _ = module_flops(network, torch.zeros(1, 3, 28, 28))
     assert counted.total == real and counted.decoder > 0
@@ -176,7 +179,7 @@ def tiny_result() -> BenchResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(runner.MATMUL_SIZE, "cpu", 128)
+        patch.setitem(measure.MATMUL_SIZE, "cpu", 128)
         steps: list[tuple[str, int, int]] = []
         result = run_bench(BenchSettings(encoder="tiny", arch=TINY, heads=("sdt", "dpt", "dav2-dpt"),
                                          resolutions=(28, 56), device="cpu", precision="fp32", runs=2, warmup=1),

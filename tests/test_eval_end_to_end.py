@@ -20,7 +20,7 @@ from anydepth_cli.datasets.family import SampleSet, open_set
 from anydepth_cli.datasets.files import read_mask
 from anydepth_cli.datasets.generic import read_depth
 from anydepth_cli.datasets.lists import read_list
-from anydepth_cli.evaluation.runner import Alignment, run_eval
+from anydepth_cli.evaluation.folder_run import Alignment, run_eval
 from anydepth_cli.evaluation.report import write_eval_report
 
 SIZES = [(48, 64), (48, 64), (40, 56), (48, 64), (36, 60)]

@@ -22,7 +22,7 @@ import torch
 
 import anydepth_cli
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.datasets.generic import Pair
 from anydepth_cli.inference.preprocess import RESIZINGS, prepare_batch, resize_map, resizing_of
 from anydepth_cli.inference.tiling import default_tile_config

@@ -11,9 +11,9 @@ from PIL import ExifTags, Image
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.geometry.camera import Intrinsics, exif_focal_35mm, intrinsics_for, unproject
-from anydepth_cli.geometry.pointcloud import DepthRule, build_point_cloud, edge_mask, to_metric_depth
-from anydepth_cli.pipelines.geometry import CameraOptions, photo_record, write_cloud
-from anydepth_cli.pipelines.photos import PointCloudOptions
+from anydepth_cli.geometry.depth_rule import DepthRule, to_metric_depth
+from anydepth_cli.geometry.pointcloud import build_point_cloud, edge_mask
+from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions, photo_record, write_cloud
 
 WIDTH, HEIGHT, FOCAL = 160, 120, 150.0
 KINDS = ("depth", "disparity")

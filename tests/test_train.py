@@ -23,7 +23,7 @@ from torch import nn
 from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.inference.precision import select_dtype
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.config import NetworkConfig
@@ -31,9 +31,11 @@ from anydepth_cli.models.network import DepthNetwork
 from anydepth_cli.training.batchnorm import GlobalBatchNorm2d, global_batchnorm
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
-from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
+from anydepth_cli.training.loop import train
 from anydepth_cli.training.loss import depth_loss, masked_quantiles, relu_raising_below
+from anydepth_cli.training.options import TrainOptions, training_config
 from anydepth_cli.training.report import Reporter
+from anydepth_cli.training.start import fresh_network
 from anydepth_cli.weights.checkpoint import load_network
 from conftest import TINY, cli_env, run_cli, tiny_model_args
 from fixtures_dir import REPO, fixtures_dir

@@ -21,7 +21,7 @@ from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
 from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.training.sources import open_sources, scan, validation_sources, weigh, write_data_lists
 from fixtures_dir import fixtures_dir
 from test_train import ARCH, run_train

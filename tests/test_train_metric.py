@@ -14,15 +14,17 @@ import torch
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.evaluation.presets import get_preset
-from anydepth_cli.evaluation.runner import run_eval
+from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.unaligned import unaligned_label
 from anydepth_cli.datasets.generic import discover_pairs
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.config import NetworkConfig
-from anydepth_cli.training.loop import TrainOptions, fresh_network, train, training_config
+from anydepth_cli.training.loop import train
 from anydepth_cli.training.loss import silog_loss
+from anydepth_cli.training.options import TrainOptions, training_config
 from anydepth_cli.training.report import Reporter
 from anydepth_cli.training.sources import metric_range, parse_values
+from anydepth_cli.training.start import fresh_network
 from anydepth_cli.weights.checkpoint import load_network
 from fixtures_dir import fixtures_dir
 

@@ -18,9 +18,11 @@ from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.models.network import DepthNetwork, build_network
 from anydepth_cli.models.registry import ENCODER_MODELS, get_encoder
 from anydepth_cli.models.vggt import VGGTEncoder
-from anydepth_cli.training.loop import TrainOptions, _begin, _source_config, train
 from anydepth_cli.training.distributed import World
+from anydepth_cli.training.loop import train
+from anydepth_cli.training.options import TrainOptions, source_config as _source_config
 from anydepth_cli.training.report import Reporter
+from anydepth_cli.training.start import begin_run as _begin
 from anydepth_cli.weights.checkpoint import load_encoder_weights, load_network
 from conftest import cli_env, run_cli, save_photo
 from fixtures_dir import REPO
@@ -189,7 +191,8 @@ VGGT_DEPTH_HEAD_PARAMETERS = 32_654_562
 
 
 def test_bench_puts_sdt_and_vggts_own_depth_head_on_vggt_1b():
-    from anydepth_cli.bench.runner import count_flops, default_resolutions, head_parameters, resolve_models
+    from anydepth_cli.bench.catalogue import default_resolutions, head_parameters, resolve_models
+    from anydepth_cli.bench.flops import count_flops
 
     sdt, dpt = resolve_models("vggt-1b", ["sdt", "vggt-dpt"])
     assert sdt.config == get_encoder("vggt-1b").config and sdt.label == "vggt-1b"
@@ -207,7 +210,7 @@ def test_bench_command_on_a_small_vggt(files, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from anydepth_cli.bench.runner import head_parameters, resolve_models
+    from anydepth_cli.bench.catalogue import head_parameters, resolve_models
     from anydepth_cli.cli.bench import bench
 
     app = typer.Typer()

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from anydepth_cli.bench.runner import BENCH_HEADS, BenchResult, DecoderParameters, Measurement
+from anydepth_cli.bench.catalogue import BENCH_HEADS, DecoderParameters
+from anydepth_cli.bench.suite import BenchResult, Measurement
 from anydepth_cli.io.writers import atomic_write
 from anydepth_cli.models.registry import DEFAULT_MODEL
 

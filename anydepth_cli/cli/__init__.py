@@ -16,6 +16,7 @@ from anydepth_cli.cli import evaluate as evaluate_cmd
 from anydepth_cli.cli import export as export_cmd
 from anydepth_cli.cli import models as models_cmd
 from anydepth_cli.cli import predict as predict_cmd
+from anydepth_cli.cli import score as score_cmd
 from anydepth_cli.cli import serve as serve_cmd
 from anydepth_cli.cli import train as train_cmd
 from anydepth_cli.cli.commands import Command, Group
@@ -35,7 +36,7 @@ app.command("predict", cls=Command, no_args_is_help=True)(predict_cmd.predict)
 app.add_typer(models_cmd.app, name="models")
 app.command("bench", cls=Command)(bench_cmd.bench)
 app.command("eval", cls=Command)(evaluate_cmd.evaluate)
-app.command("score", cls=Command)(evaluate_cmd.score)
+app.command("score", cls=Command)(score_cmd.score)
 app.command("train", cls=Command, no_args_is_help=True)(train_cmd.train)
 app.command("export", cls=Command)(export_cmd.export)
 app.command("doctor", cls=Command)(doctor_cmd.doctor)

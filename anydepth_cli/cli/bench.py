@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from anydepth_cli.bench.runner import BenchResult
+    from anydepth_cli.bench.suite import BenchResult
 
 DEFAULT_OUTPUT = Path("anydepth-bench")
 MODEL = "Model"
@@ -44,8 +44,9 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from anydepth_cli.bench.catalogue import default_resolutions
     from anydepth_cli.bench.report import to_json, write_report
-    from anydepth_cli.bench.runner import BenchSettings, default_resolutions, run_bench
+    from anydepth_cli.bench.suite import BenchSettings, run_bench
     from anydepth_cli.models.config import NetworkConfig
 
     architecture = NetworkConfig.from_file(arch) if arch else None

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from anydepth_cli.cli.console import err
+from anydepth_cli.cli.predict_options import Axes, Backend, Codec, Raw, Tile, check_input_kind_options, picture_cmap
 from anydepth_cli.errors import UsageError
-
-if TYPE_CHECKING:
-    from anydepth_cli.inference.predictor import BatchedPredictor
-    from anydepth_cli.io.images import InputItem
-    from anydepth_cli.pipelines.anchored import AnchoredPredictor
-    from anydepth_cli.pipelines.shards import Shard
 
 TILE_MODES = ("auto", "on", "off")
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -28,86 +22,6 @@ RUN = "Running"
 TILES = "Tiling"
 CLOUD = "Point cloud"
 VIDEO = "Video"
-
-
-class Raw(str, Enum):
-    npy = "npy"
-    npz = "npz"
-    png16 = "png16"
-    exr = "exr"
-
-
-class Codec(str, Enum):
-    h264 = "h264"
-    mp4v = "mp4v"
-    ffv1 = "ffv1"
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-
-
-class Axes(str, Enum):
-    opengl = "opengl"
-    opencv = "opencv"
-
-
-class Tile(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-def parse_depth_at(text: str | None) -> tuple[int, int, float] | None:
-    """`X,Y=D` → (x, y, depth)."""
-    if text is None:
-        return None
-    try:
-        where, depth = text.split("=")
-        x, y = where.split(",")
-        return int(x), int(y), float(depth)
-    except ValueError:
-        raise UsageError(f"--depth-at expects X,Y=DEPTH (e.g. 320,240=2.5), not {text!r}") from None
-
-
-PHOTO_ONLY = ("--confidence", "--raw npy", "--colorbar", "--mesh", "--glb", "--axes")
-VIDEO_ONLY = ("--start", "--max-frames", "--stride", "--no-stabilize", "--raw npz", "--pc-stride", "--codec")
-
-
-def check_input_kind_options(photos: bool, videos: bool, used: dict[str, bool]) -> None:
-    """Refuse options for an input kind the run has none of (`used`: option name → given), and a --raw that
-    only one kind takes in a run of both."""
-    if photos and videos:
-        one_kind = [name for name in ("--raw npy", "--raw npz") if used.get(name)]
-        if one_kind:
-            kind = "photos" if one_kind[0] == "--raw npy" else "videos"
-            raise UsageError(f"{one_kind[0]} only applies to {kind}; for photos and videos together use "
-                             "--raw png16 or --raw exr")
-        return
-    missing, options = ("videos", VIDEO_ONLY) if photos else ("photos", PHOTO_ONLY)
-    wrong = [name for name in options if used.get(name)]
-    hints = {"--raw npy": " (a video takes --raw npz, png16 or exr)",
-             "--raw npz": " (a photo takes --raw npy, png16 or exr)"}
-    if wrong:
-        raise UsageError(f"{', '.join(wrong)} only apply to {missing}" + "".join(hints.get(name, "") for name in wrong))
-
-
-def picture_cmap(cmap: str | None, grayscale: bool, codec: Codec | None, photos: bool) -> str:
-    """The colour map of the depth pictures: checked, and grey for --grayscale."""
-    from anydepth_cli.io.writers import DEFAULT_CMAP, available_cmaps
-
-    if grayscale:
-        return "gray"
-    if cmap is None:
-        return DEFAULT_CMAP
-    if cmap not in available_cmaps():
-        raise UsageError(f"unknown --cmap {cmap!r}; try {DEFAULT_CMAP}, viridis, magma, turbo or gray")
-    if codec == Codec.ffv1 and not photos and cmap != "gray":
-        raise UsageError("--codec ffv1 writes grey depth videos, so --cmap does not apply; "
-                         "--codec h264 writes colour ones")
-    return cmap
 
 
 def predict(
@@ -165,15 +79,16 @@ def predict(
 
     Exit status: 0 all written, 1 some inputs failed (each named), 2 usage error, 130 interrupted (Ctrl+C).
     """
-    from anydepth_cli.cli.progress import ImageProgress, VideoProgress, print_summary
+    from anydepth_cli.cli.progress import ImageProgress, VideoProgress, describe_inputs, print_summary
     from anydepth_cli.geometry.camera import check_camera_options
-    from anydepth_cli.pipelines.geometry import CameraOptions
+    from anydepth_cli.geometry.depth_rule import parse_depth_at
+    from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions
     from anydepth_cli.io.encoders import resolve_codec
     from anydepth_cli.io.images import discover_inputs
     from anydepth_cli.io.video import VIDEO_EXTENSIONS, check_selection, is_video, probe_video
     from anydepth_cli.io.writers import claim_output_dir, describe_kind, prepare_output_dir
-    from anydepth_cli.pipelines.runtime import open_predictor, tile_config
-    from anydepth_cli.pipelines.shards import resolve_shard, write_shard_summary
+    from anydepth_cli.pipelines.runtime import anchored_predictor, check_metric_options, open_predictor, tile_config
+    from anydepth_cli.pipelines.shards import relative_key, resolve_shard, write_shard_summary
 
     if max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
@@ -204,7 +119,7 @@ def predict(
         video_codec, codec_note = resolve_codec((codec or Codec.h264).value)
     share = resolve_shard(shard)
     if share is not None:  # photos and clips are dealt separately: a clip weighs as much as many photos
-        photos, clips = share.select(photos, _relative_key), share.select(clips, _relative_key)
+        photos, clips = share.select(photos, relative_key), share.select(clips, relative_key)
     if len(discovery.items) == 1 and clips:
         probe_video(clips[0].path, start)  # a lone clip that cannot be read fails before the model loads
     prepare_output_dir(output)
@@ -233,7 +148,7 @@ def predict(
                                                   batch_size, share.local_rank if share else None)
         check_metric_options(predictor.output_kind, label, metric, (pointcloud or mesh) and (near, far, known_depth))
         from anydepth_cli.inference.precision import slow_precision_note
-        from anydepth_cli.pipelines.photos import OutputOptions, PointCloudOptions, Summary, TilingOptions, run_images
+        from anydepth_cli.pipelines.photos import OutputOptions, Summary, TilingOptions, run_images
         from anydepth_cli.pipelines.video import ClipsSummary, VideoOptions, run_videos
 
         cloud = None
@@ -278,41 +193,3 @@ def predict(
         err.print(f"[dim]shard summary: {record}[/]")
     if failed:
         raise typer.Exit(1)
-
-
-def anchored_predictor(relative: BatchedPredictor, label: str, metric_from: str, metric_arch: Path | None,
-                       device: str, precision: str, batch_size: int,
-                       local_rank: int | None) -> tuple[AnchoredPredictor, str]:
-    """`--metric-from MODEL` (a registry name, or a checkpoint with `--metric-arch`): the relative predictor anchored
-    to that metric model, and its label."""
-    from anydepth_cli.pipelines.anchored import AnchoredPredictor
-    from anydepth_cli.pipelines.runtime import open_predictor
-
-    model, checkpoint = (None, metric_from) if metric_arch is not None else (metric_from, None)
-    metric, metric_label = open_predictor(model, checkpoint, metric_arch, device, precision, batch_size, None,
-                                          local_rank)
-    return AnchoredPredictor(relative, metric), f"{label} anchored to {metric_label}"
-
-
-METRIC_MODELS_HINT = "dav2-metric-hypersim-vitl (indoor) or dav2-metric-vkitti-vitl (outdoor)"
-
-
-def check_metric_options(kind: str, label: str, insist: bool, cloud_scale: tuple | bool) -> None:
-    """Refuse a claim of metres from a relative model (`--metric`), and scene-scale options for metric clouds."""
-    if insist and kind != "metric":
-        raise UsageError(f"{label} gives relative depth, not metres: add --metric-from {METRIC_MODELS_HINT}, "
-                         "or run a dav2-metric-* model")
-    if kind == "metric" and cloud_scale and any(value is not None for value in cloud_scale):
-        raise UsageError("the maps are in metres: the cloud needs no --near, --far or --depth-at")
-
-
-def _relative_key(item: InputItem) -> str:
-    return item.relative.as_posix()
-
-
-def describe_inputs(photos: int, clips: int, found: int, other_files: int, share: Shard | None) -> str:
-    """`3 image(s) and 2 video(s) (shard 0-of-2 of 9, from --shard), 1 other file(s) skipped`."""
-    text = " and ".join(([f"{photos} image(s)"] if photos else []) + ([f"{clips} video(s)"] if clips else []))
-    if share is not None:
-        text += f" (shard {share.name} of {found}, from {share.source})"
-    return text + (f", {other_files} other file(s) skipped" if other_files else "")

@@ -1,4 +1,4 @@
-"""Rich progress for image and video runs and the summaries printed after them."""
+"""Rich progress for image and video runs, the line naming their inputs and the summaries printed after them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from anydepth_cli.training.report import Reporter
 if TYPE_CHECKING:
     from anydepth_cli.io.images import InputItem
     from anydepth_cli.pipelines.photos import Summary
+    from anydepth_cli.pipelines.shards import Shard
     from anydepth_cli.pipelines.video import ClipsSummary, VideoSummary
     from anydepth_cli.training.sources import DataReport, Source
     from anydepth_cli.training.report import TrainSummary
@@ -234,3 +235,11 @@ def print_train_summary(summary: TrainSummary) -> None:
         err.print(escape(f"… and {len(unreadable) - SHOWN_SKIPPED} more, all listed in {folder / run.SKIPPED}"))
     for reason in summary.read_failures:
         err.print(f"[red]skipped[/] {escape(reason)}", highlight=False)
+
+
+def describe_inputs(photos: int, clips: int, found: int, other_files: int, share: Shard | None) -> str:
+    """`3 image(s) and 2 video(s) (shard 0-of-2 of 9, from --shard), 1 other file(s) skipped`."""
+    text = " and ".join(([f"{photos} image(s)"] if photos else []) + ([f"{clips} video(s)"] if clips else []))
+    if share is not None:
+        text += f" (shard {share.name} of {found}, from {share.source})"
+    return text + (f", {other_files} other file(s) skipped" if other_files else "")

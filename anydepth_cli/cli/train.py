@@ -65,7 +65,7 @@ def train(
 
     Exit status: 0 trained, 1 stopped (a dead start, with nothing written; a non-finite loss or out of memory, with the last good checkpoint kept), 2 usage error.
     """
-    from anydepth_cli.training.loop import RESUMED, TrainOptions
+    from anydepth_cli.training.options import RESUMED, TrainOptions
 
     if resume is not None and output is not None and output.resolve() != resume.resolve():
         raise UsageError("--resume continues a run in its own folder: drop -o or give the same folder")

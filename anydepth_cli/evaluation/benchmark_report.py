@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from anydepth_cli.evaluation.benchmark_run import SetResult
+from anydepth_cli.evaluation.failures import skipped_section
 from anydepth_cli.evaluation.metrics import METRICS, aggregate
 from anydepth_cli.io.writers import atomic_write, write_text
 
@@ -16,7 +17,6 @@ TABLE_MARKDOWN = "eval_benchmarks.md"
 TABLE_CSV = "eval_benchmarks.csv"
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("benchmark", "image", "depth", "model", *METRICS, "n_valid", "scale", "shift",
                                       "aligned_as")
-MAX_LISTED_FAILURES = 20
 
 
 def percentages(result: SetResult, model: str) -> tuple[float, float]:
@@ -66,12 +66,8 @@ def _markdown(results: Sequence[SetResult], models: Sequence[str], kinds: dict[s
         speed = f"{r.seconds:.1f} s ({(r.scored + len(r.failures)) / r.seconds:.2f} img/s)" if r.seconds > 0 else "–"
         lines.append(f"| {r.benchmark.title} | {count_note(r)} | {len(r.failures)} | {r.tiled} | {speed} |")
     lines += ["", "Aligned as: " + ", ".join(f"{model} → {kinds[model]}" for model in models) + "."]
-    failures = [(r.benchmark.name, image, reason) for r in results for image, reason in r.failures]
-    if failures:
-        lines += ["", "## Skipped", ""]
-        lines += [f"- {name} `{image}`: {reason}" for name, image, reason in failures[:MAX_LISTED_FAILURES]]
-        if len(failures) > MAX_LISTED_FAILURES:
-            lines.append(f"- … and {len(failures) - MAX_LISTED_FAILURES} more")
+    lines += skipped_section([f"{r.benchmark.name} `{failure.input}`: {failure.reason}"
+                              for r in results for failure in r.failures])
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from anydepth_cli.datasets.archive import Sample, SetFiles
 from anydepth_cli.datasets.family import Family, Reader
+from anydepth_cli.evaluation.failures import Failure
 from anydepth_cli.evaluation.protocols import PROTOCOLS, Protocol
 from anydepth_cli.evaluation.scoring import score_models
 from anydepth_cli.inference.engine import Engine, Prediction
@@ -68,7 +69,7 @@ class SetResult:
 
     benchmark: Family
     rows: list[dict[str, object]] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
     tiled: int = 0
     seconds: float = 0.0
 
@@ -114,8 +115,8 @@ class SetRun:
         start = time.perf_counter()
         reader = Reader(self.benchmark, files)
         scores = score_models(samples, self.predictors, self._engine, lambda s: self._load(reader, s), self._score,
-                              self.progress)
-        self.result.failures = [(sample.rgb, reason) for sample, reason in scores.failures]
+                              lambda sample: sample.rgb, self.progress)
+        self.result.failures = scores.failures
         self.result.rows = [row for _, by_model in scores.scored for row in by_model.values()]
         self.result.seconds = time.perf_counter() - start
         return self.result

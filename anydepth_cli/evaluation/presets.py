@@ -81,6 +81,12 @@ DEFAULT = Preset("default", None, None, None, depth_scale=1000.0)
 PRESETS: dict[str, Preset] = {p.name: p for p in (NYU, KITTI, DEFAULT)}
 
 
+def check_depth_scale(depth_scale: float | None) -> None:
+    """UsageError for a --depth-scale that is given and not positive."""
+    if depth_scale is not None and not depth_scale > 0:
+        raise UsageError(f"--depth-scale must be positive, got {depth_scale}")
+
+
 def get_preset(name: str) -> Preset:
     """The preset called `name` (case-insensitive); UsageError listing the choices otherwise."""
     try:

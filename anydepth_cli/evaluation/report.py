@@ -6,7 +6,8 @@ import csv
 import math
 from pathlib import Path
 
-from anydepth_cli.evaluation.runner import EvalResult
+from anydepth_cli.evaluation.failures import skipped_section
+from anydepth_cli.evaluation.folder_run import EvalResult
 from anydepth_cli.evaluation.metrics import HIGHER_IS_BETTER, METRICS
 from anydepth_cli.io.writers import atomic_write
 
@@ -15,7 +16,6 @@ MARKDOWN_NAME = "eval_summary.md"
 PLOT_NAME = "eval_abs_rel.png"
 CSV_COLUMNS: tuple[str, ...] = ("image", "depth", "model", *METRICS, "n_valid", "scale", "shift", "aligned_as", "kind_source")
 LABELS: dict[str, str] = {"abs_rel": "AbsRel", "delta1": "δ1", "delta2": "δ2", "delta3": "δ3", "rmse": "RMSE"}
-MAX_LISTED_FAILURES = 20
 KIND_CHECK_COLUMNS: tuple[str, ...] = (
     "Model", "Declared", "AbsRel as depth", "AbsRel as disparity", "Ratio", "Supported", "Agrees",
 )
@@ -98,11 +98,7 @@ def _markdown(result: EvalResult) -> str:
             cells.append(f"**{text}**" if best.get(metric) == agg[metric] else text)
         lines.append(f"| {model} | {int(agg['n_images'])} | {result.alignments[model].label} | " + " | ".join(cells) + " |")
     lines += _kind_check_lines(result)
-    if result.failures:
-        lines += ["", "## Skipped", ""]
-        lines += [f"- `{image}`: {reason}" for image, reason in result.failures[:MAX_LISTED_FAILURES]]
-        if len(result.failures) > MAX_LISTED_FAILURES:
-            lines.append(f"- … and {len(result.failures) - MAX_LISTED_FAILURES} more")
+    lines += skipped_section([f"`{failure.input}`: {failure.reason}" for failure in result.failures])
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,7 @@
 """A coloured triangle mesh of a depth map: pixels (every `stride`-th) as vertices, two triangles per square of
 four neighbours, none across a depth discontinuity.
 
-Depth comes from the map as for point clouds (`pointcloud.scene_depth`: metres for metric maps, else `near`/`far`
+Depth comes from the map as for point clouds (`depth_rule.scene_depth`: metres for metric maps, else `near`/`far`
 or `depth_at`); the frame is "opengl" (x right, y up, z toward the viewer) or "opencv" (x right, y down, z
 forward), the camera at the origin.
 """
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from anydepth_cli.geometry.camera import Intrinsics, unproject_pixels
-from anydepth_cli.geometry.pointcloud import flip_to_opengl, scene_depth
+from anydepth_cli.geometry.depth_rule import scene_depth
+from anydepth_cli.geometry.pointcloud import flip_to_opengl
 
 DEFAULT_EDGE_THRESHOLD = 0.05
 

@@ -29,7 +29,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Se
 import numpy as np
 
 from anydepth_cli.errors import AnyDepthError, InputError
+from anydepth_cli.inference.engine_jobs import Entry, Feeder, fail, read_job, settle
 
 if TYPE_CHECKING:
     from anydepth_cli.inference.predictor import MapPredictor
@@ -98,16 +98,6 @@ TilePolicy = Callable[[np.ndarray], "TileConfig | None"]
 """For an image, the tile geometry to run it by tiles with, or None for one whole pass."""
 TileProgress = Callable[[object, int, int], None]
 """Called with (job, tiles done, tiles in all) while a job runs by tiles."""
-
-
-@dataclass
-class _Entry:
-    """A submitted job on its way through the stages."""
-
-    job: object
-    read: Future
-    finish: Callable[[Loaded, Prediction], object]
-    result: Future
 
 
 _END, _FLUSH, _WAITED = object(), object(), object()
@@ -210,8 +200,8 @@ class Engine:
         assert self._read_pool is not None
         result: Future = Future()
         result.add_done_callback(self._release)
-        entry = _Entry(job, self._read_pool.submit(_read, load, job),
-                       lambda loaded, prediction: finish(job, loaded, prediction), result)
+        entry = Entry(job, self._read_pool.submit(read_job, load, job),
+                      lambda loaded, prediction: finish(job, loaded, prediction), result)
         entry.read.add_done_callback(self._note_pixels)
         self._entries.put(entry)
         return result
@@ -226,7 +216,7 @@ class Engine:
         pending work cancelled when the caller stops early (an exception, Ctrl+C, `close()` of the generator).
         An exception raised by `jobs` itself is raised after the outcomes of the jobs it gave."""
         self.start()
-        feeder = _Feeder(self, jobs, load, finish)
+        feeder = Feeder(self, jobs, load, finish)
         completed = False
         try:
             while (head := feeder.next_submitted()) is not None:
@@ -263,11 +253,11 @@ class Engine:
             self._lock.notify_all()
 
     def _device_loop(self) -> None:
-        window: list[tuple[_Entry, Loaded]] = []
+        window: list[tuple[Entry, Loaded]] = []
         deadline: float | None = None
         try:
             while (entry := self._next_entry(len(window), deadline)) is not _END:
-                if not isinstance(entry, _Entry):  # a flush, or the wait for more ran out
+                if not isinstance(entry, Entry):  # a flush, or the wait for more ran out
                     self._run_window(window)
                     window = []
                     continue
@@ -288,13 +278,13 @@ class Engine:
         except BaseException as exc:  # a bug: fail every job, pending or still to come, so the caller sees it
             self._failure = exc
             for entry, _ in window:
-                _fail(entry.result, exc)
+                fail(entry.result, exc)
             while (entry := self._entries.get()) is not _END:
-                if isinstance(entry, _Entry):
+                if isinstance(entry, Entry):
                     entry.read.cancel()
-                    _fail(entry.result, exc)
+                    fail(entry.result, exc)
 
-    def _full(self, window: Sequence[tuple[_Entry, Loaded]]) -> bool:
+    def _full(self, window: Sequence[tuple[Entry, Loaded]]) -> bool:
         """Whether a gathered batch is to run: `batch_size` images, or `batch_pixels` of them."""
         if len(window) >= self.batch_size:
             return True
@@ -327,26 +317,26 @@ class Engine:
                 entry = self._entries.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(entry, _Entry):
+            if isinstance(entry, Entry):
                 entry.read.cancel()
-                _fail(entry.result, error)
+                fail(entry.result, error)
 
-    def _loaded(self, entry: _Entry) -> Loaded | None:
+    def _loaded(self, entry: Entry) -> Loaded | None:
         """The entry's read input; None (and the entry failed) when reading failed or was cancelled."""
         try:
             loaded = entry.read.result()
         except CancelledError as exc:
-            _fail(entry.result, exc)
+            fail(entry.result, exc)
             return None
         except BaseException as exc:  # a bug in `load`: fail this job with it, then the rest (`_device_loop`)
-            _fail(entry.result, exc)
+            fail(entry.result, exc)
             raise
         if isinstance(loaded, AnyDepthError):
-            _fail(entry.result, loaded)
+            fail(entry.result, loaded)
             return None
         return loaded
 
-    def _run_window(self, window: Sequence[tuple[_Entry, Loaded]]) -> None:
+    def _run_window(self, window: Sequence[tuple[Entry, Loaded]]) -> None:
         """Predict a gathered batch and hand each map to the writers; an image that does not fit in memory even
         alone fails alone."""
         if not window:
@@ -366,7 +356,7 @@ class Engine:
                 maps = self.predictor.predict_batch(images)
         except InputError as exc:
             if len(window) == 1:
-                _fail(window[0][0].result, exc)
+                fail(window[0][0].result, exc)
                 return
             for single in window:
                 self._run_window([single])
@@ -374,7 +364,7 @@ class Engine:
         for (entry, loaded), values, made in zip(window, maps, extras):
             self._write(entry, loaded, Prediction(values, extras=made))
 
-    def _run_tiled(self, entry: _Entry, loaded: Loaded, config: TileConfig) -> None:
+    def _run_tiled(self, entry: Entry, loaded: Loaded, config: TileConfig) -> None:
         from anydepth_cli.inference.tiling import predict_tiled
 
         progress = None
@@ -384,75 +374,18 @@ class Engine:
         try:
             result = predict_tiled(loaded.image, self.predictor, config, progress, confidence=self.confidence)
         except InputError as exc:
-            _fail(entry.result, exc)
+            fail(entry.result, exc)
             return
         self._write(entry, loaded, Prediction(result.values, result.confidence, result.tiles))
 
-    def _write(self, entry: _Entry, loaded: Loaded, prediction: Prediction) -> None:
+    def _write(self, entry: Entry, loaded: Loaded, prediction: Prediction) -> None:
         assert self._write_pool is not None
         try:
             done = self._write_pool.submit(entry.finish, loaded, prediction)
         except RuntimeError as exc:  # the pool is shut down: the run is being cancelled
-            _fail(entry.result, CancelledError(str(exc)))
+            fail(entry.result, CancelledError(str(exc)))
             return
-        done.add_done_callback(lambda finished: _settle(entry.result, finished))
-
-
-class _Feeder:
-    """`stream`'s thread: submits the jobs of an iterable in order, at most the engine's capacity ahead of the
-    caller, and flushes the last batch when the iterable ends."""
-
-    def __init__(self, engine: Engine, jobs: Iterable, load: Callable, finish: Callable) -> None:
-        self.engine, self.jobs, self.load, self.finish = engine, jobs, load, finish
-        self.pending: deque[tuple[object, Future]] = deque()
-        self.ready = threading.Condition()
-        self.done = False
-        self.stopped = threading.Event()
-        self.error: BaseException | None = None
-        self.slots = threading.Semaphore(engine.capacity)
-        self.thread = threading.Thread(target=self._feed, name="anydepth-feed", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.slots.release()
-        self.thread.join()
-
-    def next_submitted(self) -> tuple[object, Future] | None:
-        """The oldest submitted job and its future, waiting for one; None when every job has been taken."""
-        with self.ready:
-            self.ready.wait_for(lambda: self.pending or self.done)
-            if not self.pending:
-                return None
-            head = self.pending.popleft()
-        self.slots.release()
-        return head
-
-    def _feed(self) -> None:
-        try:
-            for job in self.jobs:
-                self.slots.acquire()
-                if self.stopped.is_set():
-                    return
-                future = self.engine.submit(job, self.load, self.finish)
-                with self.ready:
-                    self.pending.append((job, future))
-                    self.ready.notify_all()
-        except BaseException as exc:  # the iterable failed (e.g. a video decoder): the caller re-raises it
-            if not self.stopped.is_set():
-                self.error = exc
-        finally:
-            self.engine.flush()
-            with self.ready:
-                self.done = True
-                self.ready.notify_all()
-
-
-def _read(load: Callable, job: object) -> Loaded | AnyDepthError:
-    try:
-        return load(job)
-    except AnyDepthError as exc:
-        return exc
+        done.add_done_callback(lambda finished: settle(entry.result, finished))
 
 
 def _outcome(job: J, future: Future) -> Outcome:
@@ -461,17 +394,3 @@ def _outcome(job: J, future: Future) -> Outcome:
         return Outcome(job, future.result())
     except AnyDepthError as exc:
         return Outcome(job, error=exc)
-
-
-def _settle(result: Future, finished: Future) -> None:
-    if finished.cancelled():
-        _fail(result, CancelledError())
-    elif finished.exception() is not None:
-        _fail(result, finished.exception())
-    elif not result.done():
-        result.set_result(finished.result())
-
-
-def _fail(result: Future, error: BaseException) -> None:
-    if not result.done():
-        result.set_exception(error)

@@ -23,7 +23,8 @@ from anydepth_cli.inference.engine import Engine, Loaded, Prediction
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.io.images import pil_to_rgb, read_image
 from anydepth_cli.io.writers import DEFAULT_CMAP
-from anydepth_cli.pipelines.photos import PointCloudOptions, depth_picture, make_point_cloud
+from anydepth_cli.pipelines.geometry import PointCloudOptions, make_point_cloud
+from anydepth_cli.pipelines.photos import depth_picture
 from anydepth_cli.pipelines.runtime import open_predictor, tile_config
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]

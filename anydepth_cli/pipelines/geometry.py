@@ -55,15 +55,18 @@ class AnchorSource(Protocol):
     def fit_of(self, values: np.ndarray) -> AnchorFit | None: ...
 
 
-class CloudSettings(Protocol):
-    """The cleaning and scaling settings of `--pointcloud` (`pipelines.photos.PointCloudOptions`)."""
+@dataclass(frozen=True)
+class PointCloudOptions:
+    """Camera and cleaning settings for `--pointcloud`."""
 
-    near: float | None
-    far: float | None
-    depth_at: tuple[int, int, float] | None
-    edge_threshold: float | None
-    max_points: int | None
-    normals: bool
+    fov: float | None = None
+    focal: float | None = None
+    near: float | None = None
+    far: float | None = None
+    depth_at: tuple[int, int, float] | None = None
+    edge_threshold: float | None = 0.05
+    max_points: int | None = 2_000_000
+    normals: bool = False
 
 
 def photo_camera(photo: Path | BinaryIO | None, width: int, height: int, options: CameraOptions) -> Intrinsics:
@@ -87,7 +90,7 @@ def photo_record(photo: Path | BinaryIO | None, shape: tuple[int, int], kind: st
 
 
 def write_geometry(paths: dict[str, Path], photo: Path, image: np.ndarray, values: np.ndarray, kind: str,
-                   camera_options: CameraOptions, settings: CloudSettings | None) -> str | None:
+                   camera_options: CameraOptions, settings: PointCloudOptions | None) -> str | None:
     """Write the camera sidecar (`paths["camera"]`) and the point cloud and mesh `camera_options` asks for
     (`paths["cloud"]`, `paths["mesh"]`), made
     with `settings`, of one photo and its map of `kind`; returns the note to show (what was made, a focal length
@@ -113,7 +116,7 @@ def write_camera_record(path: Path, record: dict[str, object]) -> None:
     write_text(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
-def make_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
+def make_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: PointCloudOptions,
                camera: Intrinsics, axes: str = "opengl") -> PointCloud:
     """The point cloud of one RGB image and its map of `kind`, unprojected with `camera`, in the `axes` frame."""
     return build_point_cloud(
@@ -123,7 +126,15 @@ def make_cloud(image: np.ndarray, values: np.ndarray, kind: str, settings: Cloud
     )
 
 
-def write_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
+def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
+                     exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
+    """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
+    height, width = values.shape
+    camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
+    return make_cloud(image, values, kind, options, camera), camera
+
+
+def write_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: PointCloudOptions,
                 camera: Intrinsics, record: dict[str, object], axes: str) -> str:
     """Build and write one point cloud (PLY with `record` in its comments, or GLB with it in the scene's extras);
     what was done."""
@@ -132,7 +143,7 @@ def write_cloud(path: Path, image: np.ndarray, values: np.ndarray, kind: str, se
     return f"{len(cloud.points):,} points, camera {camera.source}; {cloud.description}"
 
 
-def write_mesh(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: CloudSettings,
+def write_mesh(path: Path, image: np.ndarray, values: np.ndarray, kind: str, settings: PointCloudOptions,
                camera: Intrinsics, record: dict[str, object], axes: str) -> str:
     """Build and write one triangle mesh (PLY or GLB, recording the camera as clouds do); what was done."""
     from anydepth_cli.geometry.mesh import build_mesh

@@ -29,22 +29,7 @@ from anydepth_cli.io.writers import (
 if TYPE_CHECKING:
     import torch
 
-    from anydepth_cli.geometry.camera import Intrinsics
-    from anydepth_cli.pipelines.geometry import CameraOptions
-    from anydepth_cli.geometry.pointcloud import PointCloud
-
-@dataclass(frozen=True)
-class PointCloudOptions:
-    """Camera and cleaning settings for `--pointcloud`."""
-
-    fov: float | None = None
-    focal: float | None = None
-    near: float | None = None
-    far: float | None = None
-    depth_at: tuple[int, int, float] | None = None
-    edge_threshold: float | None = 0.05
-    max_points: int | None = 2_000_000
-    normals: bool = False
+    from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions
 
 
 @dataclass(frozen=True)
@@ -208,17 +193,6 @@ def write_outputs(item: InputItem, image: np.ndarray, values: np.ndarray, kind: 
 
         return write_geometry(paths, item.path, image, values, kind, outputs.camera, outputs.pointcloud)
     return None
-
-
-def make_point_cloud(image: np.ndarray, values: np.ndarray, kind: str, options: PointCloudOptions,
-                     exif_focal_35mm: float | None = None) -> tuple[PointCloud, Intrinsics]:
-    """The point cloud of one RGB image and its map of `kind`, and the camera it was unprojected with."""
-    from anydepth_cli.geometry.camera import intrinsics_for
-    from anydepth_cli.pipelines.geometry import make_cloud
-
-    height, width = values.shape
-    camera = intrinsics_for(width, height, fov=options.fov, focal=options.focal, exif_focal_35mm=exif_focal_35mm)
-    return make_cloud(image, values, kind, options, camera), camera
 
 
 def depth_picture(values: np.ndarray, kind: str, cmap: str = DEFAULT_CMAP, invert: bool = False,

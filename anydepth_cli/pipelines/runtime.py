@@ -1,5 +1,5 @@
-"""From command-line choices to a ready predictor (weights or an exported model, backend, device, precision)
-and its tile geometry."""
+"""From command-line choices to a ready predictor (weights or an exported model, backend, device, precision; or a
+relative model anchored to a metric one) and its tile geometry, and the checks of the metric options against it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from anydepth_cli.inference.onnx_backend import OnnxPredictor
     from anydepth_cli.inference.predictor import BatchedPredictor
     from anydepth_cli.inference.tiling import TileConfig
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -114,3 +115,28 @@ def tile_config(predictor: BatchedPredictor, tile_size: int | None = None, overl
 
     batch = predictor.batch_size if predictor.device.type != "cpu" else min(predictor.batch_size, CPU_TILE_BATCH)
     return default_tile_config(predictor.input_size, batch, tile_size, overlap)
+
+
+def anchored_predictor(relative: BatchedPredictor, label: str, metric_from: str, metric_arch: Path | None,
+                       device: str, precision: str, batch_size: int,
+                       local_rank: int | None) -> tuple[AnchoredPredictor, str]:
+    """`--metric-from MODEL` (a registry name, or a checkpoint with `--metric-arch`): the relative predictor anchored
+    to that metric model, and its label."""
+    from anydepth_cli.pipelines.anchored import AnchoredPredictor
+
+    model, checkpoint = (None, metric_from) if metric_arch is not None else (metric_from, None)
+    metric, metric_label = open_predictor(model, checkpoint, metric_arch, device, precision, batch_size, None,
+                                          local_rank)
+    return AnchoredPredictor(relative, metric), f"{label} anchored to {metric_label}"
+
+
+METRIC_MODELS_HINT = "dav2-metric-hypersim-vitl (indoor) or dav2-metric-vkitti-vitl (outdoor)"
+
+
+def check_metric_options(kind: str, label: str, insist: bool, cloud_scale: tuple | bool) -> None:
+    """Refuse a claim of metres from a relative model (`--metric`), and scene-scale options for metric clouds."""
+    if insist and kind != "metric":
+        raise UsageError(f"{label} gives relative depth, not metres: add --metric-from {METRIC_MODELS_HINT}, "
+                         "or run a dav2-metric-* model")
+    if kind == "metric" and cloud_scale and any(value is not None for value in cloud_scale):
+        raise UsageError("the maps are in metres: the cloud needs no --near, --far or --depth-at")

@@ -13,10 +13,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, TypeVar
 
 from anydepth_cli.errors import UsageError
 from anydepth_cli.io.writers import atomic_write
+
+if TYPE_CHECKING:
+    from anydepth_cli.io.images import InputItem
 
 T = TypeVar("T")
 
@@ -98,3 +101,8 @@ def write_shard_summary(shard: Shard, out_dir: Path, inputs: Sequence[Path], wri
     path = shard.summary_path(out_dir)
     atomic_write(path, lambda temp: temp.write_text(json.dumps(record, indent=1) + "\n"))
     return path
+
+
+def relative_key(item: InputItem) -> str:
+    """The key inputs are sorted by before they are dealt: the relative path."""
+    return item.relative.as_posix()

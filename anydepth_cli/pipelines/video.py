@@ -41,8 +41,14 @@ from anydepth_cli.io.encoders import CODECS, OPENCV_CODECS, open_video_writer
 from anydepth_cli.io.images import InputItem
 from anydepth_cli.io.video import BackgroundSink, BackgroundWorker, FrameReader, ImageSequenceSink, NpzFramesSink
 from anydepth_cli.io.writers import DEFAULT_CMAP, side_by_side, write_exr, write_png16
-from anydepth_cli.pipelines.geometry import CameraOptions, photo_record, write_camera_record, write_cloud
-from anydepth_cli.pipelines.photos import PointCloudOptions, TilingOptions, depth_picture
+from anydepth_cli.pipelines.geometry import (
+    CameraOptions,
+    PointCloudOptions,
+    photo_record,
+    write_camera_record,
+    write_cloud,
+)
+from anydepth_cli.pipelines.photos import TilingOptions, depth_picture
 
 @dataclass(frozen=True)
 class VideoOptions:

@@ -157,8 +157,7 @@ def create_app(model: ServedModel, metrics: Metrics, token: str | None = None, g
     async def pointcloud(request: Request,
                          focal: Optional[float] = Query(None, gt=0, description="Focal length in pixels"),
                          fov: Optional[float] = Query(None, gt=0, lt=180, description="Horizontal field of view, degrees \\[default: EXIF, else 60]")) -> Response:
-        from anydepth_cli.pipelines.geometry import CameraOptions
-        from anydepth_cli.pipelines.photos import PointCloudOptions
+        from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions
 
         settings = PointCloudOptions(fov=fov, focal=focal)
         camera = CameraOptions(fov, focal, model.label, getattr(model.predictor, "max_depth", None), cloud=True)

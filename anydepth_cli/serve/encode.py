@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 
 from anydepth_cli.io.writers import write_color_png, write_exr, write_npy, write_png16
-from anydepth_cli.pipelines.geometry import CameraOptions, photo_record, write_cloud
-from anydepth_cli.pipelines.photos import PointCloudOptions, depth_picture
+from anydepth_cli.pipelines.geometry import CameraOptions, PointCloudOptions, photo_record, write_cloud
+from anydepth_cli.pipelines.photos import depth_picture
 
 MAP_FORMATS = ("npy", "png16", "exr", "color", "json")
 MEDIA_TYPES = {"npy": "application/octet-stream", "png16": "image/png", "exr": "image/x-exr",

@@ -10,6 +10,7 @@ import numpy as np
 from anydepth_cli.datasets.archive import Sample
 from anydepth_cli.datasets.family import Reader, SampleSet
 from anydepth_cli.errors import InputError, UsageError
+from anydepth_cli.evaluation.failures import Failure
 from anydepth_cli.evaluation.metrics import KINDS, UNALIGNED, KindCheck, aggregate, evaluate_sample
 from anydepth_cli.evaluation.presets import Preset
 from anydepth_cli.evaluation.scoring import score_models
@@ -63,8 +64,7 @@ class EvalResult:
     Each row holds `image`, `depth`, `model`, the metrics, `scale`, `shift`, `n_valid`,
     `aligned_as` (depth or disparity) and `kind_source` (as `Alignment.source`);
     `aggregates[model]` is `metrics.aggregate` over that model's rows; `alignments[model]` says
-    which space it was aligned in; `failures` holds `(image path, reason)` for samples skipped
-    for every model.
+    which space it was aligned in; `failures` names the samples skipped for every model (by image path).
     """
 
     preset: str
@@ -72,7 +72,7 @@ class EvalResult:
     rows: list[dict[str, object]] = field(default_factory=list)
     aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
     alignments: dict[str, Alignment] = field(default_factory=dict)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def _load(reader: Reader, sample: Sample, preset: Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,9 +140,9 @@ def run_eval(
                        **evaluate_sample(prediction.values, gt, valid, preset, kind)} for kind in spaces[name]}
 
     scores = score_models(range(len(items)), predictors, lambda _, predictor: Engine(predictor, batch_size), load,
-                          score, progress)
+                          score, lambda index: items[index][0].where(items[index][1].rgb), progress)
     result = EvalResult(preset=preset.name, models=list(predictors))
-    result.failures = [(items[index][0].where(items[index][1].rgb), reason) for index, reason in scores.failures]
+    result.failures = scores.failures
     for name in predictors:
         rows = {kind: [by_model[name][kind] for _, by_model in scores.scored] for kind in spaces[name]}
         _settle(result, name, _choose(declared[name], mode, rows), rows)
