@@ -18,7 +18,7 @@ from anydepth_cli.datasets.files import decode_npy
 from anydepth_cli.errors import InputError
 
 
-def decode(data: bytes, name: str, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32), every pixel valid: the sample's published mask alone says which pixels count."""
     metres = decode_npy(data, name).astype(np.float32)
     return metres, np.ones(metres.shape, dtype=bool)

@@ -18,8 +18,10 @@ from anydepth_cli.datasets.family import Family, rgb_depth
 from anydepth_cli.errors import InputError
 
 
-def decode(depth: bytes, name: str, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def decode(depth: bytes, name: str, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32) at the photo's `image_size` (rows, columns) and where it is finite and positive."""
+    if image_size is None:
+        raise InputError(f"{name} has no size of its own: it is read with its photo")
     height, width = image_size
     if len(depth) != 4 * height * width:
         raise InputError(f"{name} holds {len(depth)} bytes, not the {height}x{width} float32 depth of its photo")

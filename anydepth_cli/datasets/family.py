@@ -21,8 +21,9 @@ from anydepth_cli.datasets.archive import Naming, Sample, SetFiles, open_files
 from anydepth_cli.datasets.files import decode_mask, decode_rgb
 from anydepth_cli.errors import InputError, UsageError
 
-Decoder = Callable[[bytes, str, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
-"""(depth file's bytes, its name, the photo's (rows, columns)) → depth in metres (float32) and where it is valid."""
+Decoder = Callable[[bytes, str, "tuple[int, int] | None"], tuple[np.ndarray, np.ndarray]]
+"""(depth file's bytes, its name, the photo's (rows, columns) where known) → depth in metres (float32) and where it
+is valid."""
 
 
 def rgb_depth_mask(fields: list[str]) -> Sample | None:
@@ -94,9 +95,10 @@ class Reader:
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputError(f"cannot read image {self.where(sample.rgb)}: {exc}") from None
 
-    def truth(self, sample: Sample, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Depth in metres (float32, 0 where invalid) and validity of a sample whose photo is `image_size`:
-        decoded, inside its mask, not beyond the cap; InputError for unreadable or misfitting files."""
+    def truth(self, sample: Sample, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Depth in metres (float32, 0 where invalid) and validity of a sample whose photo is `image_size` (needed
+        by a format without its own size: ETH3D's): decoded, inside its mask, not beyond the cap; InputError for
+        unreadable or misfitting files."""
         depth, valid = self.family.decode(self.files.read(sample.depth), self.where(sample.depth), image_size)
         if sample.mask is not None:
             mask = decode_mask(self.files.read(sample.mask), self.where(sample.mask))

@@ -18,7 +18,7 @@ from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_png_metres
 
 
-def decode(data: bytes, name: str, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32) and where the projected LiDAR measured it."""
     return decode_png_metres(data, name, 256.0)
 

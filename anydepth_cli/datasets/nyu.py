@@ -17,7 +17,7 @@ from anydepth_cli.datasets.family import Family, rgb_depth
 from anydepth_cli.datasets.files import decode_png_metres
 
 
-def decode(data: bytes, name: str, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The raw depth in metres (float32) and where it was measured."""
     return decode_png_metres(data, name, 1000.0)
 

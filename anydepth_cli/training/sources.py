@@ -211,8 +211,8 @@ def validation_sources(val: Sequence[Path | str], note: Callable[[str], None], r
 def _check(sample: Sample, reader: Reader, score: bool) -> tuple[str, str | ScoreRow | None]:
     """('ok', score row or None), ('empty', None) or ('unreadable', reason) for one sample."""
     try:
+        depth, valid = reader.truth(sample)
         size = reader.image_size(sample)
-        depth, valid = reader.truth(sample, size)
     except InputError as exc:
         return "unreadable", str(exc)
     if size != depth.shape:
