@@ -86,9 +86,9 @@ def sample_files(name: str, index: int, rng: np.random.Generator) -> dict[str, b
 
 def write_set(root: Path, name: str, count: int) -> None:
     """`count` samples of set `name` as its standard tar under `root`, written one sample at a time."""
-    from anydepth_cli.datasets.benchmarks import BENCHMARKS
+    from anydepth_cli.datasets.registry import BENCHMARKS
 
-    path = root / BENCHMARKS[name].LOCATION
+    path = root / BENCHMARKS[name].location
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w") as archive:
@@ -132,15 +132,16 @@ def _predict(predictor, images: list[np.ndarray], tile: str, tiles: dict) -> lis
 def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
     from anydepth_cli.bench.measure import peak_rss_bytes
     from anydepth_cli.datasets.archive import locate
-    from anydepth_cli.datasets.benchmarks import BENCHMARKS, find_samples
+    from anydepth_cli.datasets.family import Reader
+    from anydepth_cli.datasets.registry import BENCHMARKS
     from anydepth_cli.evaluation.benchmark_run import RunOptions, SetRun, load_sample
     from anydepth_cli.evaluation.protocols import PROTOCOLS
     from anydepth_cli.pipelines.runtime import tile_config
 
     module = BENCHMARKS[name]
     predictor = build_predictor(args.model, args.device, args.batch_size, args.input_size)
-    files = locate(root, module.LOCATION)
-    samples = find_samples(module, files)
+    files = locate(root, module.location)
+    samples = module.find(files)
     tiles = {"model": tile_config(predictor)} if args.tile != "off" else {}
     options = RunOptions({"model": predictor.output_kind}, args.batch_size, args.tile, tiles)
     predictor.predict_batch([np.zeros((64, 64, 3), np.uint8)])  # warm-up, outside the timings
@@ -150,7 +151,7 @@ def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
     step = args.batch_size if args.tile == "off" else 1
     for first in range(0, len(samples), step):  # batched as the pipeline batches, one stage after the other
         times = [time.perf_counter()]
-        batch = [load_sample(module, files, sample) for sample in samples[first: first + step]]
+        batch = [load_sample(Reader(module, files), sample) for sample in samples[first: first + step]]
         times.append(time.perf_counter())
         maps = _predict(predictor, [loaded.rgb for loaded in batch], args.tile, tiles)
         times.append(time.perf_counter())
@@ -161,7 +162,7 @@ def _measure(root: Path, name: str, args: argparse.Namespace, conn) -> None:
             stages[stage] += after - before
     conn.send({"set": name, "images": result.scored, "failed": len(result.failures), "seconds": result.seconds,
                "images_per_s": result.scored / result.seconds, "tiled": result.tiled,
-               "standard_set_minutes": module.STANDARD_COUNT * result.seconds / result.scored / 60,
+               "standard_set_minutes": module.standard_count * result.seconds / result.scored / 60,
                "stages_seconds": stages, "stages_sum_seconds": sum(stages.values()), "peak_rss_mb": peak / 2**20})
     conn.close()
 

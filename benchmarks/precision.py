@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from anydepth_cli.bench.weights import output_difference
-from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import discover_pairs
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.family import open_set
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.export.onnx import export_network
@@ -82,10 +82,16 @@ def calibration_of(images: list[np.ndarray], config: NetworkConfig, size: int) -
     return [prepare_batch([image], resizing).numpy() for image in images]
 
 
+def _photos(folder: Path) -> list[np.ndarray]:
+    """The photos of a folder of image/depth pairs."""
+    train = open_set(generic.family(), folder)
+    return [train.reader.rgb(sample) for sample in train.samples]
+
+
 def trained_heads(root: Path, args: argparse.Namespace) -> Iterator[dict]:
     """Train a head per family and seed, and score it in every precision."""
-    val = discover_pairs(root / "val")
-    train_images = [read_rgb(pair.image) for pair in discover_pairs(root / "train")]
+    val = open_set(generic.family(), root / "val")
+    train_images = _photos(root / "train")
     for family in args.families.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             output, _, _ = train_head(root, family, "depth", args.steps, args.lr, seed, args)
@@ -106,7 +112,7 @@ def trained_heads(root: Path, args: argparse.Namespace) -> Iterator[dict]:
 def fixture_differences(root: Path, args: argparse.Namespace) -> Iterator[dict]:
     """Every fixture network on the sample photo in every precision, against its fp32 output."""
     photo = read_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", None)
-    train_images = [read_rgb(pair.image) for pair in discover_pairs(root / "train")]
+    train_images = _photos(root / "train")
     for path in sorted(args.fixtures.glob(f"{args.only_fixtures}.json")):
         config = NetworkConfig.from_file(path)
         network = load_network(config, path.with_suffix(".pth"))

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import discover_pairs
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.family import open_set
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.unaligned import unaligned_label
@@ -62,7 +62,7 @@ class Losses(Reporter):
 
 def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) -> dict[str, float]:
     """AbsRel in fp32 and bf16, the smallest and largest per-image scale (fp32), and the output's relative spread."""
-    pairs = discover_pairs(val)
+    pairs = open_set(generic.family(), val)
     out: dict[str, float] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         predictor = DepthPredictor(network, size, device, dtype, 4)
@@ -74,7 +74,7 @@ def held_out(network: DepthNetwork, val: Path, size: int, device: torch.device) 
         if name == "fp32":
             scales = [float(row["scale"]) for row in result.rows if row["model"] == "model"]
             out.update(min_scale=min(scales), max_scale=max(scales))
-            maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])
+            maps = predictor.predict_batch([pairs.reader.rgb(sample) for sample in pairs.samples])
             out["spread"] = float(np.mean([np.ptp(np.percentile(m, [2, 98])) / m.mean() for m in maps]))
     return out
 

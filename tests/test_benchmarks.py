@@ -19,7 +19,9 @@ from benchmark_sets import ETH3D_SIZE, LOCATIONS, MAKERS, make_root, reference_g
 from conftest import run_cli, tiny_model_args
 
 from anydepth_cli.datasets.archive import Sample, TarFiles, locate
-from anydepth_cli.datasets.benchmarks import BENCHMARKS, choose_benchmarks, find_samples, listed_samples
+from anydepth_cli.datasets.family import Reader
+from anydepth_cli.datasets.lists import read_list
+from anydepth_cli.datasets.registry import BENCHMARKS, choose_benchmarks
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation import benchmark_run
 from anydepth_cli.evaluation.benchmark_run import Loaded, RunOptions, SetRun, load_sample
@@ -41,12 +43,12 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", NAMES)
 def test_a_set_reads_the_same_from_its_tar_and_extracted(roots, name):
     module = BENCHMARKS[name]
-    tar, folder = (locate(roots[kind], module.LOCATION) for kind in ("tar", "folder"))
+    tar, folder = (locate(roots[kind], module.location) for kind in ("tar", "folder"))
     assert isinstance(tar, TarFiles) and not isinstance(folder, TarFiles)
-    samples = find_samples(module, tar)
-    assert samples == find_samples(module, folder) and len(samples) == 2
+    samples = module.find(tar)
+    assert samples == module.find(folder) and len(samples) == 2
     for sample in samples:
-        a, b = load_sample(module, tar, sample), load_sample(module, folder, sample)
+        a, b = load_sample(Reader(module, tar), sample), load_sample(Reader(module, folder), sample)
         assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth) and np.array_equal(a.valid, b.valid)
         gt, valid = reference_ground_truth(name, MAKERS[name](), sample.rgb, sample.depth, sample.mask)
         assert np.array_equal(a.valid, valid), "valid pixels as the reference protocol defines them"
@@ -55,11 +57,11 @@ def test_a_set_reads_the_same_from_its_tar_and_extracted(roots, name):
 
 
 def test_naming_rules_keep_to_the_benchmark_split():
-    nyu = find_samples(BENCHMARKS["nyu"], _Names(MAKERS["nyu"]()))
+    nyu = BENCHMARKS["nyu"].find(_Names(MAKERS["nyu"]()))
     assert all(s.rgb.startswith("test/") for s in nyu), "NYU's train/ split is not scored"
-    kitti = find_samples(BENCHMARKS["kitti"], _Names(MAKERS["kitti"]()))
+    kitti = BENCHMARKS["kitti"].find(_Names(MAKERS["kitti"]()))
     assert [s.rgb.split("/")[-1] for s in kitti] == ["0000000069.png", "0000000448.png"], "no frame without ground truth"
-    diode = find_samples(BENCHMARKS["diode"], _Names(MAKERS["diode"]()))
+    diode = BENCHMARKS["diode"].find(_Names(MAKERS["diode"]()))
     assert all(s.mask == s.depth.replace("_depth.npy", "_depth_mask.npy") for s in diode)
 
 
@@ -77,32 +79,32 @@ def test_filename_lists_as_distributed(tmp_path):
     kitti = tmp_path / "kitti.txt"
     kitti.write_text("2011_09_26/d/image_02/data/1.png d/proj_depth/groundtruth/image_02/1.png 721.5377\n"
                      "2011_09_26/d/image_02/data/2.png None 721.5377\n", encoding="utf-8")
-    assert listed_samples(BENCHMARKS["kitti"], kitti) == [
+    assert read_list(kitti, BENCHMARKS["kitti"]).samples == [
         Sample("2011_09_26/d/image_02/data/1.png", "d/proj_depth/groundtruth/image_02/1.png")]
     nyu = tmp_path / "nyu.txt"
     nyu.write_text("test/a/rgb_0001.png test/a/depth_0001.png test/a/filled_0001.png", encoding="utf-8")
-    assert listed_samples(BENCHMARKS["nyu"], nyu) == [Sample("test/a/rgb_0001.png", "test/a/depth_0001.png")]
+    assert read_list(nyu, BENCHMARKS["nyu"]).samples == [Sample("test/a/rgb_0001.png", "test/a/depth_0001.png")]
     diode = tmp_path / "diode.txt"
     diode.write_text("a.png a_depth.npy a_depth_mask.npy\n", encoding="utf-8")
-    assert listed_samples(BENCHMARKS["diode"], diode) == [Sample("a.png", "a_depth.npy", "a_depth_mask.npy")]
+    assert read_list(diode, BENCHMARKS["diode"]).samples == [Sample("a.png", "a_depth.npy", "a_depth_mask.npy")]
     diode.write_text("a.png a_depth.npy a_depth_mask.npy\nb.png b_depth.npy\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"diode.txt:2: .*RGB DEPTH MASK"):
-        listed_samples(BENCHMARKS["diode"], diode)
+        read_list(diode, BENCHMARKS["diode"]).samples
     nyu.write_text("test/a/rgb_0001.png\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"nyu.txt:1"):
-        listed_samples(BENCHMARKS["nyu"], nyu)
+        read_list(nyu, BENCHMARKS["nyu"]).samples
 
 
 def test_a_listed_file_missing_from_the_set_fails_that_sample_alone(roots):
     module = BENCHMARKS["scannet"]
-    files = locate(roots["tar"], module.LOCATION)
+    files = locate(roots["tar"], module.location)
     with pytest.raises(InputError, match="not in"):
-        load_sample(module, files, Sample("scene0406_02/color/999999.jpg", "scene0406_02/depth/999999.png"))
+        load_sample(Reader(module, files), Sample("scene0406_02/color/999999.jpg", "scene0406_02/depth/999999.png"))
 
 
 def test_choosing_and_locating_sets(tmp_path, roots):
-    assert [m.NAME for m in choose_benchmarks("all")] == ["nyu", "kitti", "eth3d", "scannet", "diode"]
-    assert [m.NAME for m in choose_benchmarks("DIODE, nyu")] == ["diode", "nyu"]
+    assert [m.name for m in choose_benchmarks("all")] == ["nyu", "kitti", "eth3d", "scannet", "diode"]
+    assert [m.name for m in choose_benchmarks("DIODE, nyu")] == ["diode", "nyu"]
     for bad in ("nyu,foo", "nyu,nyu", ","):
         with pytest.raises(UsageError):
             choose_benchmarks(bad)
@@ -120,10 +122,10 @@ def test_choosing_and_locating_sets(tmp_path, roots):
 
 def test_an_eth3d_depth_file_of_the_wrong_size_is_named(roots):
     module = BENCHMARKS["eth3d"]
-    files = locate(roots["tar"], module.LOCATION)
-    depth = files.read(find_samples(module, files)[0].depth)
+    files = locate(roots["tar"], module.location)
+    depth = files.read(module.find(files)[0].depth)
     with pytest.raises(InputError, match="not the 40x1101 float32 depth"):
-        module.ground_truth(depth, "d.JPG", (ETH3D_SIZE[0], ETH3D_SIZE[1] + 1))
+        module.decode(depth, "d.JPG", (ETH3D_SIZE[0], ETH3D_SIZE[1] + 1))
 
 
 # ----------------------------------------------------------------------------------------------- protocols
@@ -149,9 +151,9 @@ def _prediction(loaded: Loaded, kind: str, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("name", NAMES)
 def test_each_protocol_equals_the_reference(roots, name, kind):
     module, protocol = BENCHMARKS[name], PROTOCOLS[name]
-    files = locate(roots["tar"], module.LOCATION)
-    for seed, sample in enumerate(find_samples(module, files)):
-        loaded = load_sample(module, files, sample)
+    files = locate(roots["tar"], module.location)
+    for seed, sample in enumerate(module.find(files)):
+        loaded = load_sample(Reader(module, files), sample)
         pred = _prediction(loaded, kind, seed)
         ours = protocol.score(pred, loaded.depth, loaded.valid, kind)
         gt, valid = reference_ground_truth(name, MAKERS[name](), sample.rgb, sample.depth, sample.mask)
@@ -171,8 +173,8 @@ def test_eth3d_fits_on_the_columns_torch_keeps(roots):
         assert np.array_equal(nearest_columns(height, width, 1024), kept[0, 0].numpy().astype(np.int64))
     assert nearest_columns(480, 640, 1024) is None
     module, protocol = BENCHMARKS["eth3d"], PROTOCOLS["eth3d"]
-    files = locate(roots["tar"], module.LOCATION)
-    loaded = load_sample(module, files, find_samples(module, files)[0])
+    files = locate(roots["tar"], module.location)
+    loaded = load_sample(Reader(module, files), module.find(files)[0])
     pred = _prediction(loaded, "depth", 0)
     thinned = protocol.fit(pred, loaded.depth, loaded.valid, "depth")
     full = PROTOCOLS["scannet"].fit(pred, loaded.depth, loaded.valid, "depth")
@@ -187,7 +189,7 @@ def test_reading_ahead_holds_a_bounded_number_of_large_samples(monkeypatch):
     samples = [Sample(f"{i}.jpg", f"{i}.bin") for i in range(6)]
     big = np.broadcast_to(np.float32(1), (4032, 6048))  # ETH3D's size, without the memory
 
-    def load(benchmark, files, sample: Sample) -> Loaded:
+    def load(reader, sample: Sample) -> Loaded:
         running[0] += 1
         most[0] = max(most[0], running[0])
         return Loaded(sample, np.broadcast_to(np.uint8(1), (*big.shape, 3)), big, big.astype(bool, copy=False))
@@ -225,8 +227,8 @@ class _Recorder:
 
 def test_large_images_go_one_at_a_time_and_tile_when_the_model_asks(roots, monkeypatch, tmp_path):
     module = BENCHMARKS["eth3d"]
-    files = locate(roots["tar"], module.LOCATION)
-    samples = find_samples(module, files)
+    files = locate(roots["tar"], module.location)
+    samples = module.find(files)
     from anydepth_cli.inference.tiling import TileConfig
 
     small, large = _Recorder(input_size=16), _Recorder(input_size=518)
@@ -249,15 +251,15 @@ def test_reading_inference_and_scoring_overlap(roots, monkeypatch):
     """The network call on the first photo waits for the second photo's reading to begin, and the first photo's
     scoring for the second photo's network call: run one stage after the other, either wait would time out."""
     module = BENCHMARKS["scannet"]
-    files = locate(roots["tar"], module.LOCATION)
-    samples = find_samples(module, files)
+    files = locate(roots["tar"], module.location)
+    samples = module.find(files)
     reading, predicting = ([threading.Event() for _ in samples] for _ in range(2))
     overlapped = []
     load = benchmark_run.load_sample
 
-    def watched_load(benchmark, files, sample):
+    def watched_load(reader, sample):
         reading[samples.index(sample)].set()
-        return load(benchmark, files, sample)
+        return load(reader, sample)
 
     class Waiting(_Recorder):
         def predict_batch(self, images, sizes=None):
@@ -329,7 +331,7 @@ def test_cli_scores_the_five_sets_as_the_reference_does(roots, tmp_path):
 @pytest.mark.slow
 def test_cli_list_tiles_and_disparity_on_eth3d(roots, tmp_path):
     listing = tmp_path / "eth3d_list.txt"
-    samples = find_samples(BENCHMARKS["eth3d"], locate(roots["folder"], LOCATIONS["eth3d"]))
+    samples = BENCHMARKS["eth3d"].find(locate(roots["folder"], LOCATIONS["eth3d"]))
     listing.write_text(f"{samples[1].rgb} {samples[1].depth}\n", encoding="utf-8")
     out, saved = tmp_path / "report", tmp_path / "predictions"
     result = run_cli("eval", "--benchmark", "eth3d", "--data-root", roots["folder"], "--list", listing, "--tile", "on",

@@ -138,11 +138,11 @@ def depth_maps(folder: Path) -> None:
 
 
 def test_eval_reads_a_named_training_set_list_re_rooted(tmp_path):
-    from test_train_data import FOREIGN, H, W, make_vkitti, vkitti, write_list
+    from test_train_data import FOREIGN, H, W, depth_of, make_vkitti, vkitti, write_list
 
     data = tmp_path / "data"
     images = make_vkitti(data, 2)
-    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{vkitti._depth_of(image).relative_to(data)}")
+    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{depth_of(vkitti, data, image).relative_to(data)}")
             for image in images]
     write_list(tmp_path / "test.txt", rows)
     out = tmp_path / "report"

@@ -14,8 +14,11 @@ from PIL import Image
 
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.presets import DEFAULT, NYU
-from anydepth_cli.datasets.files import read_mask, read_rgb
-from anydepth_cli.datasets.generic import Pair, discover_pairs, read_depth
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.archive import Sample
+from anydepth_cli.datasets.family import SampleSet, open_set
+from anydepth_cli.datasets.files import read_mask
+from anydepth_cli.datasets.generic import read_depth
 from anydepth_cli.datasets.lists import read_list
 from anydepth_cli.evaluation.folder_run import Alignment, run_eval
 from anydepth_cli.evaluation.report import write_eval_report
@@ -31,13 +34,13 @@ class OraclePredictor:
 
     input_size = 518
 
-    def __init__(self, pairs: Sequence[Pair], seed: int, noise: float = 0.0, returns: str = "disparity",
+    def __init__(self, data: SampleSet, seed: int, noise: float = 0.0, returns: str = "disparity",
                  declares: str | None = None) -> None:
         self.truth = {}
-        for pair in pairs:
-            gt = read_depth(pair.depth, 1000.0).astype(np.float64)
+        for sample in data.samples:
+            gt = read_depth(data.reader.where(sample.depth), 1000.0).astype(np.float64)
             truth = gt if returns == "depth" else np.where(gt > 0, 1.0 / np.maximum(gt, 1e-9), 0.0)
-            self.truth[self._key(read_rgb(pair.image))] = truth
+            self.truth[self._key(data.reader.rgb(sample))] = truth
         self.output_kind = declares or returns
         self.rng = np.random.default_rng(seed)
         self.noise = noise
@@ -59,7 +62,7 @@ class OraclePredictor:
         return out
 
 
-def _write_dataset(root: Path) -> list[Pair]:
+def _write_dataset(root: Path) -> SampleSet:
     rng = np.random.default_rng(11)
     (root / "image").mkdir(parents=True)
     (root / "depth").mkdir()
@@ -69,15 +72,15 @@ def _write_dataset(root: Path) -> list[Pair]:
         depth_mm[rng.random((h, w)) < 0.1] = 0  # invalid pixels
         cv2.imwrite(str(root / "depth" / f"frame{i:02d}.png"), depth_mm)
         Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(root / "image" / f"frame{i:02d}.png")
-    return discover_pairs(root)
+    return open_set(generic.family(), root)
 
 
 @pytest.fixture()
-def dataset(tmp_path: Path) -> list[Pair]:
+def dataset(tmp_path: Path) -> SampleSet:
     return _write_dataset(tmp_path / "data")
 
 
-def test_oracle_eval_is_perfect_and_report_is_written(dataset: list[Pair], tmp_path: Path) -> None:
+def test_oracle_eval_is_perfect_and_report_is_written(dataset: SampleSet, tmp_path: Path) -> None:
     assert len(dataset) == len(SIZES)
     ticks: list[int] = []
     predictors = {"oracle": OraclePredictor(dataset, seed=1), "noisy": OraclePredictor(dataset, seed=2, noise=0.05)}
@@ -97,7 +100,7 @@ def test_oracle_eval_is_perfect_and_report_is_written(dataset: list[Pair], tmp_p
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(SIZES)
     assert {r["model"] for r in rows} == {"oracle", "noisy"}
-    assert sorted(r["image"] for r in rows if r["model"] == "oracle") == sorted(str(p.image) for p in dataset)
+    assert sorted(r["image"] for r in rows if r["model"] == "oracle") == sorted(dataset.reader.where(s.rgb) for s in dataset.samples)
     assert all(float(r["abs_rel"]) < 1e-6 and float(r["delta1"]) == 1.0 for r in rows if r["model"] == "oracle")
     markdown = files[1].read_text(encoding="utf-8")
     assert "| oracle | 5 | disparity (declared) |" in markdown and "| noisy | 5 |" in markdown and "AbsRel" in markdown
@@ -106,22 +109,22 @@ def test_oracle_eval_is_perfect_and_report_is_written(dataset: list[Pair], tmp_p
     assert not list((tmp_path / "report").glob(".*tmp-*"))
 
 
-def test_eval_with_nyu_crop_and_a_broken_sample(dataset: list[Pair], tmp_path: Path) -> None:
+def test_eval_with_nyu_crop_and_a_broken_sample(dataset: SampleSet, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    pairs = [*dataset, Pair(broken, dataset[0].depth)]
+    pairs = SampleSet(dataset.reader, [*dataset.samples, Sample(str(broken), dataset.samples[0].depth)])
     ticks: list[int] = []
     result = run_eval(pairs, {"oracle": OraclePredictor(dataset, seed=3)}, NYU, lambda: ticks.append(1))
     assert len(ticks) == len(pairs)
     assert [image for image, _ in result.failures] == [str(broken)]
     assert result.aggregates["oracle"]["abs_rel"] < 1e-6
     first = result.rows[0]
-    gt = read_depth(dataset[0].depth)
+    gt = read_depth(dataset.reader.where(dataset.samples[0].depth))
     assert first["n_valid"] == int(NYU.valid_mask(gt).sum()) < int((gt > 0).sum())
     assert "broken.png" in (write_eval_report(result, tmp_path / "r")[1]).read_text(encoding="utf-8")
 
 
-def test_run_eval_needs_a_model_a_known_mode_and_a_known_declared_kind(dataset: list[Pair]) -> None:
+def test_run_eval_needs_a_model_a_known_mode_and_a_known_declared_kind(dataset: SampleSet) -> None:
     with pytest.raises(UsageError):
         run_eval(dataset, {}, DEFAULT)
     with pytest.raises(UsageError, match="--output-kind must be one of model, depth, disparity, auto"):
@@ -135,7 +138,7 @@ def _other(kind: str) -> str:
 
 
 @pytest.mark.parametrize("returns", ["depth", "disparity"])
-def test_an_oracle_is_exact_in_its_own_space_only(dataset: list[Pair], returns: str) -> None:
+def test_an_oracle_is_exact_in_its_own_space_only(dataset: SampleSet, returns: str) -> None:
     wrong = _other(returns)
     right = run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=4, returns=returns)}, DEFAULT, batch_size=2)
     misdeclared = run_eval(dataset, {"oracle": OraclePredictor(dataset, seed=4, returns=returns, declares=wrong)}, DEFAULT)
@@ -155,7 +158,7 @@ def test_an_oracle_is_exact_in_its_own_space_only(dataset: list[Pair], returns: 
 
 
 @pytest.mark.parametrize("declared_right", [True, False], ids=["declared-right", "declared-wrong"])
-def test_auto_detects_each_oracle_kind(dataset: list[Pair], tmp_path: Path, declared_right: bool) -> None:
+def test_auto_detects_each_oracle_kind(dataset: SampleSet, tmp_path: Path, declared_right: bool) -> None:
     predictors = {
         f"{kind}-oracle": OraclePredictor(dataset, seed=5, returns=kind, declares=kind if declared_right else _other(kind))
         for kind in ("depth", "disparity")
@@ -195,31 +198,29 @@ def test_side_by_side_layout_with_masks(tmp_path: Path) -> None:
     mask = np.zeros((6, 8), dtype=np.uint8)
     mask[2:] = 255
     cv2.imwrite(str(tmp_path / "b_mask.png"), mask)
-    pairs = discover_pairs(tmp_path)  # c has no depth: skipped
-    assert [(p.image.name, p.depth.name, p.mask.name if p.mask else None) for p in pairs] == [
-        ("a.jpg", "a_depth.npy", None),
-        ("b.jpg", "b_depth.png", "b_mask.png"),
-    ]
-    assert pairs[1].mask is not None and read_mask(pairs[1].mask).sum() == 4 * 8
+    pairs = open_set(generic.family(), tmp_path).samples  # c has no depth: skipped
+    assert pairs == [Sample("a.jpg", "a_depth.npy", None), Sample("b.jpg", "b_depth.png", "b_mask.png")]
+    assert pairs[1].mask is not None and read_mask(tmp_path / pairs[1].mask).sum() == 4 * 8
     (tmp_path / "a_depth.pfm").write_bytes(b"x")  # a second depth file for "a"
     with pytest.raises(UsageError, match="several depth"):
-        discover_pairs(tmp_path)
+        open_set(generic.family(), tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no image/depth pairs"):
-        discover_pairs(tmp_path / "empty")
+        open_set(generic.family(), tmp_path / "empty")
     with pytest.raises(UsageError, match="not a folder"):
-        discover_pairs(tmp_path / "missing")
+        open_set(generic.family(), tmp_path / "missing")
 
 
-def test_list_files_of_pairs_parse_and_name_a_bad_line(dataset: list[Pair], tmp_path: Path) -> None:
-    root = dataset[0].image.parent.parent
+def test_list_files_of_pairs_parse_and_name_a_bad_line(dataset: SampleSet, tmp_path: Path) -> None:
+    root = dataset.reader.files.root
     listing = root / "list.txt"
     listing.write_text(
         "# image,depth[,mask]\n\nimage/frame00.png, depth/frame00.png\nimage/frame01.png depth/frame01.png\tdepth/frame01.png\n"
     )
-    assert read_list(listing).pairs == [
-        Pair(root / "image/frame00.png", root / "depth/frame00.png"),
-        Pair(root / "image/frame01.png", root / "depth/frame01.png", root / "depth/frame01.png"),
+    listed = read_list(listing, generic.family())
+    assert listed.base == root and listed.samples == [
+        Sample("image/frame00.png", "depth/frame00.png"),
+        Sample("image/frame01.png", "depth/frame01.png", "depth/frame01.png"),
     ]
     bad_lines = {
         "image/frame00.png\n": 1,
@@ -229,17 +230,19 @@ def test_list_files_of_pairs_parse_and_name_a_bad_line(dataset: list[Pair], tmp_
     for text, line in bad_lines.items():
         listing.write_text(text)
         with pytest.raises(UsageError, match=rf"list\.txt:{line}:"):
-            read_list(listing)
+            read_list(listing, generic.family())
     listing.write_text("# nothing\n")
     with pytest.raises(UsageError, match="names no samples"):
-        read_list(listing)
+        read_list(listing, generic.family())
 
 
-def test_a_listed_pair_whose_files_are_missing_is_named_not_fatal(dataset: list[Pair], tmp_path: Path) -> None:
-    root = dataset[0].image.parent.parent
+def test_a_listed_pair_whose_files_are_missing_is_named_not_fatal(dataset: SampleSet, tmp_path: Path) -> None:
+    root = dataset.reader.files.root
     listing = root / "list.txt"
     listing.write_text("image/frame00.png,depth/frame00.png\nimage/frame01.png,depth/missing.png\n")
-    result = run_eval(read_list(listing).pairs, {"oracle": OraclePredictor(dataset[:1], seed=0)}, DEFAULT)
+    listed = read_list(listing, generic.family())
+    result = run_eval(SampleSet(dataset.reader, listed.samples), {"oracle": OraclePredictor(
+        SampleSet(dataset.reader, dataset.samples[:1]), seed=0)}, DEFAULT)
     assert [Path(str(row["image"])).name for row in result.rows] == ["frame00.png"]
     [(image, reason)] = result.failures
     assert image.endswith("frame01.png") and "missing.png" in reason

@@ -23,7 +23,9 @@ import torch
 import anydepth_cli
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
-from anydepth_cli.datasets.generic import Pair
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.archive import FolderFiles, Sample
+from anydepth_cli.datasets.family import Reader, SampleSet
 from anydepth_cli.inference.preprocess import RESIZINGS, prepare_batch, resize_map, resizing_of
 from anydepth_cli.inference.tiling import default_tile_config
 from anydepth_cli.models.config import RESIZES, NetworkConfig
@@ -204,7 +206,8 @@ def test_eval_brings_maps_straight_to_the_ground_truths_size(family, sample_phot
         return predict(images, sizes)
 
     monkeypatch.setattr(family.model.predictor, "predict_batch", recording)
-    run_eval([Pair(tmp_path / "photo.png", tmp_path / "photo_depth.npy")], {"m": family.model.predictor},
+    run_eval(SampleSet(Reader(generic.family(), FolderFiles(tmp_path)), [Sample("photo.png", "photo_depth.npy")]),
+             {"m": family.model.predictor},
              get_preset("default"))
     assert asked == [[(450, 167)]]
     (values,) = predict([image], [(450, 167)])

@@ -20,8 +20,8 @@ import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
-from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import discover_pairs
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.family import open_set
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.inference.precision import select_dtype
@@ -207,10 +207,10 @@ def test_global_batchnorm_is_batchnorm_in_one_process(tmp_path):
 def held_out(network: DepthNetwork, val: Path, precision: str = "fp32") -> tuple[float, list[float], float]:
     """Held-out mean AbsRel and per-image scales as `anydepth eval` computes them at 56 px, and the output's
     spread (2nd to 98th percentile) over its mean, averaged over the images."""
-    pairs = discover_pairs(val)
+    pairs = open_set(generic.family(), val)
     predictor = DepthPredictor(network, 56, torch.device("cpu"), select_dtype(precision, torch.device("cpu")), 4)
     result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=4)
-    maps = predictor.predict_batch([read_rgb(pair.image) for pair in pairs])
+    maps = predictor.predict_batch([pairs.reader.rgb(sample) for sample in pairs.samples])
     spread = float(np.mean([np.ptp(np.percentile(m, [2, 98])) / m.mean() for m in maps]))
     return result.aggregates["model"]["abs_rel"], [float(row["scale"]) for row in result.rows], spread
 

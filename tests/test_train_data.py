@@ -7,19 +7,22 @@ import io
 import math
 import re
 import sys
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from anydepth_cli.datasets import blendedmvs, hypersim, irs, tartanair, vkitti
-from anydepth_cli.datasets.generic import Pair
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.archive import FolderFiles, Sample
+from anydepth_cli.datasets.family import Reader, SampleSet
 from anydepth_cli.datasets.lists import read_list
-from anydepth_cli.datasets.sources import GroundTruth, parse_source
+from anydepth_cli.datasets.registry import parse_source
 from anydepth_cli.errors import UsageError
 from anydepth_cli.training.data import Mix, epoch_batches
 from anydepth_cli.training.distributed import World
-from anydepth_cli.datasets.files import read_rgb
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.training.sources import open_sources, scan, validation_sources, weigh, write_data_lists
@@ -100,16 +103,16 @@ def test_vkitti_depth_is_centimetres_with_the_sky_invalid_and_capped_at_80_m():
     assert valid.tolist() == [[False, True, True, True], [True, True, True, False]]
     np.testing.assert_allclose(depth[valid], raw[valid] / 100, rtol=1e-6)
     assert depth.dtype == np.float32 and not depth[~valid].any()
-    assert vkitti.MAX_DEPTH == 80.0
+    assert vkitti.FAMILY.max_depth == 80.0
 
 
 def test_the_cap_and_the_mask_apply_on_top_of_the_decoder(tmp_path):
     (tmp_path / "depth_00000.png").write_bytes(png16(np.array([[150, 8000, 8001, 65535]])))
     Image.fromarray(np.array([[0, 255, 255, 255]], np.uint8)).save(tmp_path / "mask.png")
-    pair = Pair(tmp_path / "rgb.jpg", tmp_path / "depth_00000.png", tmp_path / "mask.png")
-    depth, valid = GroundTruth("vkitti", max_depth=80.0).read(pair)
+    sample = Sample("rgb.jpg", "depth_00000.png", "mask.png")
+    depth, valid = Reader(vkitti.FAMILY, FolderFiles(tmp_path), cap=80.0).truth(sample, (1, 4))
     assert valid.tolist() == [[False, True, False, False]] and depth[0, 1] == pytest.approx(80.0)
-    assert GroundTruth("vkitti").read(pair)[1].tolist() == [[False, True, True, False]]
+    assert Reader(vkitti.FAMILY, FolderFiles(tmp_path)).truth(sample, (1, 4))[1].tolist() == [[False, True, True, False]]
 
 
 def test_tartanair_depth_is_metres_with_the_sky_invalid():
@@ -213,6 +216,12 @@ def make_tartanair(root, count: int) -> list:
     return sorted(trajectory.rglob("*_left.png"))
 
 
+def depth_of(module, root: Path, image: Path) -> Path:
+    """The depth file the family pairs with `image` under `root`."""
+    [depth] = [root / s.depth for s in module.FAMILY.find(FolderFiles(root)) if root / s.rgb == image]
+    return depth
+
+
 MAKERS = {"vkitti": (make_vkitti, vkitti), "hypersim": (make_hypersim, hypersim), "irs": (make_irs, irs),
           "blendedmvs": (make_blendedmvs, blendedmvs), "tartanair": (make_tartanair, tartanair)}
 
@@ -221,13 +230,32 @@ MAKERS = {"vkitti": (make_vkitti, vkitti), "hypersim": (make_hypersim, hypersim)
 def test_each_set_is_found_in_its_own_layout_and_reads_as_the_scene(name, tmp_path):
     make, module = MAKERS[name]
     images = make(tmp_path, 3)
-    pairs = module.find(tmp_path)
-    assert [pair.image for pair in pairs] == images
-    depth, valid = GroundTruth(name).read(pairs[1])
+    files = FolderFiles(tmp_path)
+    samples = module.FAMILY.find(files)
+    assert [files.root / sample.rgb for sample in samples] == images
+    depth, valid = Reader(module.FAMILY, files).truth(samples[1], (H, W))
     seed = {"vkitti": 1, "hypersim": 11, "irs": 21, "blendedmvs": 31, "tartanair": 51}[name]
     expected = scene_depth(seed) * (40 if name == "blendedmvs" else 1)
     assert depth.shape == (H, W) and 0.75 * H * W < valid.sum() < H * W  # the sky or the holes are out
     np.testing.assert_allclose(depth[valid], expected[valid], rtol=2e-3, atol=0.005)  # cm (vkitti), float16 (hypersim)
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_training_set_reads_the_same_from_its_tar(name, tmp_path):
+    make, module = MAKERS[name]
+    make(tmp_path / "set", 3)
+    with tarfile.open(tmp_path / "set.tar", "w") as archive:
+        archive.add(tmp_path / "set", arcname=".")
+    [folder] = scan(open_sources([f"{name}:{tmp_path / 'set'}"], print))
+    [packed] = scan(open_sources([f"{name}:{tmp_path / 'set.tar'}"], print))
+    assert packed.samples == folder.samples and len(packed.samples) == 3 and not packed.unreadable
+    assert packed.reader.where(packed.samples[0].rgb).startswith(f"{tmp_path / 'set.tar'}:")
+    for sample in packed.samples:
+        rgb = packed.reader.rgb(sample)
+        assert np.array_equal(rgb, folder.reader.rgb(sample))
+        for a, b in zip(packed.reader.truth(sample, rgb.shape[:2]), folder.reader.truth(sample, rgb.shape[:2])):
+            assert np.array_equal(a, b)
+        assert packed.reader.truth(sample)[1].any(), "a sample with ground truth"
 
 
 # ------------------------------------------------------------------------------- list files, re-rooted
@@ -244,27 +272,30 @@ def test_published_lists_are_re_rooted_whatever_folder_the_root_names(tmp_path):
     rows = [(f"{FOREIGN}/{r}", f"{FOREIGN}/{str(r).replace('rgb', 'depth').replace('.jpg', '.png')}") for r in relative]
     write_list(tmp_path / "train.txt", rows)
     for root in (data, data / "vkitti2"):  # the folder holding the authors' dataset folders, or the dataset's own
-        listed = read_list(tmp_path / "train.txt", root)
-        assert [pair.image for pair in listed.pairs] == images and all(pair.depth.is_file() for pair in listed.pairs)
+        listed = read_list(tmp_path / "train.txt", vkitti.FAMILY, root)
+        files = FolderFiles(listed.base)
+        assert [Path(files.where(s.rgb)) for s in listed.samples] == images and all(files.has(s.depth) for s in listed.samples)
         replaced = FOREIGN if root == data else f"{FOREIGN}/vkitti2"
         assert listed.note == f"{tmp_path / 'train.txt'}: replaced the prefix {replaced} of its paths with {root}"
-    unrooted = read_list(tmp_path / "train.txt")
-    assert "--data-root" in unrooted.note and str(unrooted.pairs[0].image).startswith(FOREIGN)
+    unrooted = read_list(tmp_path / "train.txt", vkitti.FAMILY)
+    assert "--data-root" in unrooted.note and unrooted.samples[0].rgb.startswith(FOREIGN)
 
 
 def test_relative_lists_resolve_against_the_root_else_their_folder_comma_or_whitespace(tmp_path):
     write_list(tmp_path / "a.txt", [("x/1.png", "y/1.npy", "z/1.png"), ("x/2.png", "y/2.npy")], separator=",")
     write_list(tmp_path / "b.txt", [("x/1.png", "y/1.npy")], separator="\t ")
-    assert read_list(tmp_path / "a.txt").pairs[0].mask == tmp_path / "z" / "1.png"
-    assert read_list(tmp_path / "b.txt", tmp_path / "root").pairs[0].depth == tmp_path / "root" / "y" / "1.npy"
+    a = read_list(tmp_path / "a.txt", generic.family())
+    assert FolderFiles(a.base).where(a.samples[0].mask) == str(tmp_path / "z" / "1.png")
+    b = read_list(tmp_path / "b.txt", generic.family(), tmp_path / "root")
+    assert FolderFiles(b.base).where(b.samples[0].depth) == str(tmp_path / "root" / "y" / "1.npy")
     (tmp_path / "bad.txt").write_text("only_one_field.png\n")
     with pytest.raises(UsageError, match="bad.txt:1: expected 'RGB DEPTH"):
-        read_list(tmp_path / "bad.txt")
+        read_list(tmp_path / "bad.txt", generic.family())
 
 
 def test_missing_files_of_a_list_are_counted_and_named_not_fatal(tmp_path):
     images = make_tartanair(tmp_path / "tartanair", 3)
-    rows = [(str(image), str(tartanair._depth_of(image))) for image in images]
+    rows = [(str(image), str(depth_of(tartanair, tmp_path / "tartanair", image))) for image in images]
     rows.append((str(images[0]).replace("000000", "000099"), "nowhere_depth.npy"))
     write_list(tmp_path / "train.txt", rows)
     [source] = scan(open_sources([f"tartanair:{tmp_path / 'train.txt'}"], print))
@@ -328,8 +359,11 @@ class Oracle:
 
     output_kind = "depth"
 
-    def __init__(self, pairs: list[Pair], truth: GroundTruth) -> None:
-        self.maps = {read_rgb(pair.image).tobytes(): truth.read(pair)[0] for pair in pairs}
+    def __init__(self, data: SampleSet) -> None:
+        self.maps = {}
+        for sample in data.samples:
+            rgb = data.reader.rgb(sample)
+            self.maps[rgb.tobytes()] = data.reader.truth(sample, rgb.shape[:2])[0]
 
     def predict_batch(self, images, sizes) -> list[np.ndarray]:
         return [self.maps[image.tobytes()] for image in images]
@@ -338,20 +372,21 @@ class Oracle:
 def test_validation_reads_named_sources_as_training_does_and_skips_what_it_cannot_read(tmp_path):
     data = tmp_path / "data"
     images = make_vkitti(data, 3)
-    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{vkitti._depth_of(image).relative_to(data)}")
+    rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data)}", f"{FOREIGN}/vkitti2/{depth_of(vkitti, data, image).relative_to(data)}")
             for image in images]
     write_list(tmp_path / "val.txt", rows + [(f"{FOREIGN}/vkitti2/gone.jpg", f"{FOREIGN}/vkitti2/gone.png")])
     notes: list[str] = []
     [source] = validation_sources([f"vkitti:{tmp_path / 'val.txt'}"], notes.append, roots=[data])
     assert notes == [f"{tmp_path / 'val.txt'}: replaced the prefix {FOREIGN}/vkitti2 of its paths with {data}"]
-    readable = source.samples[:3]
-    oracle = Oracle(readable, source.truth)
-    named = run_eval(source.samples, {"m": oracle}, get_preset("default"), truths=[source.truth] * 4)
+    readable = SampleSet(source.reader, source.samples[:3])
+    oracle = Oracle(readable)
+    named = run_eval(source.data, {"m": oracle}, get_preset("default"))
     assert named.aggregates["m"]["n_images"] == 3 and named.aggregates["m"]["abs_rel"] < 1e-5
     [(image, reason)] = named.failures
     assert image.endswith("gone.jpg") and "gone" in reason
-    generic = run_eval(readable, {"m": oracle}, get_preset("default"))  # PNG / 1000 with the sky's 65535 as depth
-    assert generic.aggregates["m"]["abs_rel"] > 0.1
+    as_generic = SampleSet(Reader(generic.family(), source.reader.files), readable.samples)
+    plain = run_eval(as_generic, {"m": oracle}, get_preset("default"))  # PNG / 1000 with the sky's 65535 as depth
+    assert plain.aggregates["m"]["abs_rel"] > 0.1
 
 
 # ------------------------------------------------------------------------------ all five, end to end
@@ -367,7 +402,7 @@ def test_a_run_over_all_five_sets_trains_without_an_unreadable_sample(tmp_path):
         args.append(f"{name}:{data / name}")
     vkitti_images = sorted((data / "vkitti").rglob("rgb_*.jpg"))
     rows = [(f"{FOREIGN}/vkitti2/{image.relative_to(data / 'vkitti')}",
-             f"{FOREIGN}/vkitti2/{vkitti._depth_of(image).relative_to(data / 'vkitti')}") for image in vkitti_images]
+             f"{FOREIGN}/vkitti2/{depth_of(vkitti, data / 'vkitti', image).relative_to(data / 'vkitti')}") for image in vkitti_images]
     write_list(tmp_path / "vkitti_train.txt", rows)
     args[0] = f"vkitti:{tmp_path / 'vkitti_train.txt'}"  # the published list, re-rooted
     done = run_train(*args, "--data-root", f"vkitti={data / 'vkitti'}", "--mix",

@@ -16,7 +16,8 @@ from anydepth_cli.errors import UsageError
 from anydepth_cli.evaluation.presets import get_preset
 from anydepth_cli.evaluation.folder_run import run_eval
 from anydepth_cli.evaluation.unaligned import unaligned_label
-from anydepth_cli.datasets.generic import discover_pairs
+from anydepth_cli.datasets import generic
+from anydepth_cli.datasets.family import open_set
 from anydepth_cli.inference.predictor import DepthPredictor
 from anydepth_cli.models.config import NetworkConfig
 from anydepth_cli.training.loop import train
@@ -73,7 +74,7 @@ def toy(tmp_path_factory):
 
 def unaligned_abs_rel(network, val: Path) -> float:
     predictor = DepthPredictor(network, 56, torch.device("cpu"), torch.float32, 4)
-    result = run_eval(discover_pairs(val), {"m": predictor}, get_preset("default"), batch_size=4, unaligned=True)
+    result = run_eval(open_set(generic.family(), val), {"m": predictor}, get_preset("default"), batch_size=4, unaligned=True)
     return result.aggregates[unaligned_label("m")]["abs_rel"]
 
 

@@ -44,7 +44,7 @@ class EvalProgress:
         err.print(f"[dim]{samples} sample(s), preset {preset}[/]")
 
     def set_started(self, planned: PlannedSet) -> None:
-        err.print(f"[dim]{planned.benchmark.TITLE}: {len(planned.samples)} sample(s) in "
+        err.print(f"[dim]{planned.benchmark.title}: {len(planned.samples)} sample(s) in "
                   f"{escape(str(planned.files.root))}[/]", highlight=False)
 
     @contextmanager
@@ -123,11 +123,11 @@ def benchmark_table(results: list[SetResult], models: list[str]) -> None:
         table.add_column(f"{escape(model)}\nδ1 ↑", justify="right")
     for index, result in enumerate(results):
         cells = [row[1 + 2 * index + k] for row in rows for k in (0, 1)]
-        standard = result.benchmark.STANDARD_COUNT
+        standard = result.benchmark.standard_count
         images = str(result.scored) if result.scored == standard else f"[yellow]{result.scored} of {standard}[/]"
         images += f" ({result.tiled} tiled)" if result.tiled else ""
         speed = (result.scored + len(result.failures)) / result.seconds if result.seconds > 0 else 0.0
-        table.add_row(result.benchmark.TITLE, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
+        table.add_row(result.benchmark.title, images, f"{result.seconds:.1f} s, {speed:.1f}/s",
                       *(cell.replace("**", "[bold]", 1).replace("**", "[/]", 1) for cell in cells))
     out.print(table)
 

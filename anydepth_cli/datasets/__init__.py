@@ -1,17 +1,17 @@
-"""Dataset readers shared by `training/` and `evaluation/`: one small module per dataset family.
+"""Dataset readers shared by `training/` and `evaluation/`: every dataset is one `Family`, found, listed and
+decoded the same way.
 
-- `files`: the file decoders every family uses (images, 8/16-bit PNG, `.npy`, `.pfm`, `.exr`), from bytes, so
-  that a file on disk and a member of a tar archive are read the same way.
-- `generic`: the user's own data: image/depth folders, PNG depth divided by one `depth_scale`.
-- `hypersim`, `vkitti`, `irs`, `blendedmvs`, `tartanair`: the paper's training sets. Each has a `NAME`, a
-  `decode(bytes, name)` to depth and validity, a `find(folder)` of its own layout and a default `MAX_DEPTH`.
-- `lists` (published split files, re-rooted), `layout` (finding pairs by rule), `sources` (`DATASET:PATH`
-  arguments and the ground-truth reader of each).
-- `nyu`, `kitti`, `eth3d`, `scannet`, `diode`: the five zero-shot benchmarks as the standard evaluation tars
-  hold them. Each has a `NAME`, its place under the data root (`LOCATION`), its `STANDARD_COUNT`, a `NAMING`
-  rule, a `ground_truth(...)` decoder to depth and validity and `sample_from_line` for its filename list.
-- `archive` (a set read from a folder or in place from its tar), `benchmarks` (the sets by name).
+- `archive`: a set's files (a folder, or a plain tar read in place), the `Sample` type (its photo, depth and
+  mask names) and `NamingRule`, the one rule that finds samples among a set's file names.
+- `family`: `Family` (naming rules, depth decoder to metres with a validity mask, default cap, list columns,
+  benchmark place and count) and `Reader` (one set's photos and ground truth, mask and cap applied).
+- `lists`: the one list reader, for training splits and benchmark filename lists alike (re-rooting foreign paths).
+- `files`: the file decoders every family uses (images, 8/16-bit PNG, `.npy`, `.pfm`, `.exr`), from bytes.
+- `registry`: every family by name, `DATASET:PATH` arguments, the benchmarks chosen by `--benchmark`.
+- One module per family, declaring its `FAMILY` and its decoder: `generic` (the user's own data), the paper's
+  training sets `hypersim`, `vkitti`, `irs`, `blendedmvs`, `tartanair`, and the five zero-shot benchmarks `nyu`,
+  `kitti`, `eth3d`, `scannet`, `diode`.
 
-A dataset family's module names the format it follows (the publisher's documentation or tool) in its
-docstring and turns that dataset's ground truth into depth in metres with a validity mask.
+A family's module names the format it follows (the publisher's documentation or tool) in its docstring and turns
+that dataset's ground truth into depth in metres with a validity mask.
 """

@@ -1,11 +1,9 @@
-"""A dataset as distributed: its files in a folder or in a plain tar read in place, and its filename lists.
+"""A dataset's files, in a folder or in a plain tar read in place, and the one rule that finds its samples there.
 
 A tar is indexed once (one header per member) and each member is read by seeking to its bytes, so nothing
 is extracted to disk and several threads can read members at once. Names are POSIX paths relative to the
-set's root, without a leading `./` (the standard evaluation tars store `./test/...`).
-
-Filename lists (the standard splits): one sample per line, space-separated paths relative to the set's
-root, `RGB DEPTH [THIRD]`; what the third column holds is each set's business.
+set's root, without a leading `./` (the standard evaluation tars store `./test/...`); a folder also reads
+absolute paths (those of a list file).
 """
 
 from __future__ import annotations
@@ -51,6 +49,14 @@ class NamingRule:
         return found
 
 
+class Naming(Protocol):
+    """How a set names its samples."""
+
+    def samples(self, names: list[str]) -> list[Sample]:
+        """The samples among a set's file names."""
+        ...
+
+
 class SetFiles(Protocol):
     """The files of one set, wherever they are stored."""
 
@@ -64,6 +70,10 @@ class SetFiles(Protocol):
 
     def read(self, name: str) -> bytes:
         """The bytes of one file; InputError when it is not in the set or cannot be read."""
+        ...
+
+    def where(self, name: str) -> str:
+        """A file as the user finds it: its path, or the tar and the member."""
         ...
 
 
@@ -88,14 +98,17 @@ class FolderFiles:
         return sorted(found)
 
     def has(self, name: str) -> bool:
-        return (self.root / _normal(name)).is_file()
+        return (self.root / name).is_file()
 
     def read(self, name: str) -> bytes:
-        path = self.root / _normal(name)
+        path = self.root / name
         try:
             return path.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def where(self, name: str) -> str:
+        return str(self.root / name)
 
 
 class TarFiles:
@@ -131,6 +144,18 @@ class TarFiles:
             raise InputError(f"{self.root} is truncated: {name} has {len(data)} of its {size} bytes")
         return data
 
+    def where(self, name: str) -> str:
+        return f"{self.root}:{_normal(name)}"
+
+
+def open_files(path: Path) -> SetFiles:
+    """The files of a set extracted into the folder `path`, or in the tar `path`; UsageError for anything else."""
+    if path.is_dir():
+        return FolderFiles(path)
+    if path.is_file() and path.suffix.lower() == ".tar":
+        return TarFiles(path)
+    raise UsageError(f"{path} is not a folder or a .tar")
+
 
 def locate(data_root: Path, location: str) -> SetFiles:
     """A set under `data_root` at its standard `location` (`FOLDER/NAME.tar`): that tar, or its contents
@@ -144,23 +169,3 @@ def locate(data_root: Path, location: str) -> SetFiles:
             return FolderFiles(folder)
     raise UsageError(f"{data_root} has no {location} (nor its contents extracted into "
                      f"{archive.with_suffix('').relative_to(data_root)}/ or {archive.parent.relative_to(data_root)}/)")
-
-
-def read_filename_list(path: Path) -> list[tuple[int, list[str]]]:
-    """The lines of a filename list as `(line number, fields)`, blank lines and `#` comments left out;
-    UsageError when it cannot be read or a line has fewer than two fields."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read filename list {path}: {exc}") from None
-    lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) < 2:
-            raise UsageError(f"{path}:{number}: expected 'RGB DEPTH [THIRD]', got {line.strip()!r}")
-        lines.append((number, fields))
-    if not lines:
-        raise UsageError(f"filename list {path} lists no samples")
-    return lines

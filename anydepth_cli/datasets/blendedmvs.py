@@ -9,30 +9,24 @@ loss does not need. No cap.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_pfm
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.layout import find_pairs
-
-NAME = "blendedmvs"
-MAX_DEPTH: float | None = None
 
 
-def decode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth (scene units) and validity of a BlendedMVS rendered depth map (0 and non-finite invalid)."""
     depth = decode_pfm(data, name)
     valid = np.isfinite(depth) & (depth > 0)
     return np.where(valid, depth, np.float32(0.0)), valid
 
 
-def _depth_of(image: Path) -> Path:
-    return image.parent.parent / "rendered_depth_maps" / f"{image.stem}.pfm"
-
-
-def find(folder: str | Path) -> list[Pair]:
-    """The samples under `folder` (the dataset's root or one scene), without the `_masked` photos."""
-    return find_pairs(folder, [("blended_images/[0-9]*[0-9].jpg", _depth_of)],
-                      "PID/blended_images/NNNNNNNN.jpg beside PID/rendered_depth_maps/NNNNNNNN.pfm")
+FAMILY = Family(
+    "blendedmvs", "BlendedMVS",
+    naming=(NamingRule(r"(.*/)?blended_images/([0-9][^/]*[0-9])\.jpg", rgb=r"\g<0>",
+                       depth=r"\1rendered_depth_maps/\2.pfm"),),
+    decode=decode,
+    layout="PID/blended_images/NNNNNNNN.jpg beside PID/rendered_depth_maps/NNNNNNNN.pfm",
+)

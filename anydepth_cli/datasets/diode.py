@@ -13,25 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_npy
 from anydepth_cli.errors import InputError
 
-NAME = "diode"
-TITLE = "DIODE"
-LOCATION = "diode/diode_val.tar"
-STANDARD_COUNT = 771
-NAMING = NamingRule(r"(.+)\.png", rgb=r"\g<0>", depth=r"\1_depth.npy", mask=r"\1_depth_mask.npy")
 
-
-def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Depth in metres (float32) and the published validity mask, which alone says which pixels count."""
-    if mask is None:
-        raise InputError(f"{name} has no depth mask (DIODE's *_depth_mask.npy)")
-    metres = decode_npy(depth, name).astype(np.float32)
-    valid = decode_npy(mask, f"the mask of {name}") != 0
-    if valid.shape != metres.shape:
-        raise InputError(f"{name}: the mask is {valid.shape[1]}x{valid.shape[0]}, the depth {metres.shape[1]}x{metres.shape[0]}")
-    return metres, valid
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Depth in metres (float32), every pixel valid: the sample's published mask alone says which pixels count."""
+    metres = decode_npy(data, name).astype(np.float32)
+    return metres, np.ones(metres.shape, dtype=bool)
 
 
 def sample_from_line(fields: list[str]) -> Sample | None:
@@ -39,3 +29,15 @@ def sample_from_line(fields: list[str]) -> Sample | None:
     if len(fields) < 3:
         raise InputError(f"a DIODE line needs RGB DEPTH MASK, got {' '.join(fields)!r}")
     return Sample(fields[0], fields[1], fields[2])
+
+
+FAMILY = Family(
+    "diode", "DIODE",
+    naming=(NamingRule(r"(.+)\.png", rgb=r"\g<0>", depth=r"\1_depth.npy", mask=r"\1_depth_mask.npy"),),
+    decode=decode,
+    layout="diode/diode_val.tar or its extracted contents",
+    columns="RGB DEPTH MASK",
+    from_line=sample_from_line,
+    location="diode/diode_val.tar",
+    standard_count=771,
+)

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family, rgb_depth
 from anydepth_cli.errors import InputError
 
-NAME = "eth3d"
-TITLE = "ETH3D"
-LOCATION = "eth3d/eth3d.tar"
-STANDARD_COUNT = 454
-NAMING = NamingRule(r"depth/[^/]+/([^/]+)/ground_truth_depth/dslr_images/([^/]+)",
-                    rgb=r"rgb/\1/images/dslr_images/\2", depth=r"\g<0>")
 
-
-def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode(depth: bytes, name: str, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32) at the photo's `image_size` (rows, columns) and where it is finite and positive."""
+    if image_size is None:
+        raise InputError(f"{name} has no size of its own: it is read with its photo")
     height, width = image_size
     if len(depth) != 4 * height * width:
         raise InputError(f"{name} holds {len(depth)} bytes, not the {height}x{width} float32 depth of its photo")
@@ -33,6 +29,14 @@ def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: byt
     return metres, np.isfinite(metres) & (metres > 0)
 
 
-def sample_from_line(fields: list[str]) -> Sample | None:
-    """`RGB DEPTH`."""
-    return Sample(fields[0], fields[1])
+FAMILY = Family(
+    "eth3d", "ETH3D",
+    naming=(NamingRule(r"depth/[^/]+/([^/]+)/ground_truth_depth/dslr_images/([^/]+)",
+                       rgb=r"rgb/\1/images/dslr_images/\2", depth=r"\g<0>"),),
+    decode=decode,
+    layout="eth3d/eth3d.tar or its extracted contents",
+    columns="RGB DEPTH",
+    from_line=rgb_depth,
+    location="eth3d/eth3d.tar",
+    standard_count=454,
+)

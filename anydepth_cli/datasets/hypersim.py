@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
-
 import numpy as np
 
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_png_depth
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.layout import find_pairs
 from anydepth_cli.errors import InputError, MissingExtraError
 
-NAME = "hypersim"
-MAX_DEPTH: float | None = None
 FIELD_OF_VIEW = math.radians(60.0)
 MILLIMETRES = 1000.0
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -60,7 +56,7 @@ def planar_depth(distance: np.ndarray) -> np.ndarray:
     return (distance * focal / np.sqrt(x**2 + y**2 + focal**2)).astype(np.float32)
 
 
-def decode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Planar depth in metres and validity of a Hypersim depth file: `.hdf5` distances or a millimetre PNG."""
     if name.lower().endswith(HDF5_SUFFIXES):
         depth = planar_depth(read_distance(data, name))
@@ -70,18 +66,12 @@ def decode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, depth, np.float32(0.0)), valid
 
 
-def _raw_depth_of(image: Path) -> Path:
-    folder = image.parent.name.replace("_final_preview", "_geometry_hdf5")
-    return image.parent.parent / folder / image.name.replace(".tonemap.jpg", ".depth_meters.hdf5")
-
-
-def _png_depth_of(image: Path) -> Path:
-    return image.with_name(image.name.replace("rgb_", "depth_plane_", 1))
-
-
-def find(folder: str | Path) -> list[Pair]:
-    """The samples under `folder`, as released (tonemapped previews) or preprocessed to PNG."""
-    rules = [("scene_cam_*_final_preview/frame.*.tonemap.jpg", _raw_depth_of), ("rgb_cam_*_fr*.png", _png_depth_of)]
-    return find_pairs(folder, rules, "scene_cam_KK_final_preview/frame.NNNN.tonemap.jpg beside "
-                      "scene_cam_KK_geometry_hdf5/frame.NNNN.depth_meters.hdf5, or rgb_cam_KK_frNNNN.png beside "
-                      "depth_plane_cam_KK_frNNNN.png")
+FAMILY = Family(
+    "hypersim", "Hypersim",
+    naming=(NamingRule(r"(.*/)?scene_cam_([^/]*)_final_preview/frame\.([^/]*)\.tonemap\.jpg",
+                       rgb=r"\g<0>", depth=r"\1scene_cam_\2_geometry_hdf5/frame.\3.depth_meters.hdf5"),
+            NamingRule(r"(.*/)?rgb_(cam_[^/]*_fr[^/]*\.png)", rgb=r"\g<0>", depth=r"\1depth_plane_\2")),
+    decode=decode,
+    layout="scene_cam_KK_final_preview/frame.NNNN.tonemap.jpg beside scene_cam_KK_geometry_hdf5/frame.NNNN.depth_meters.hdf5, "
+           "or rgb_cam_KK_frNNNN.png beside depth_plane_cam_KK_frNNNN.png",
+)

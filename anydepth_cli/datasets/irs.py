@@ -9,21 +9,17 @@ has no depth. No cap.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_exr
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.layout import find_pairs
 
-NAME = "irs"
-MAX_DEPTH: float | None = None
 FOCAL = 480.0
 BASELINE = 0.1
 
 
-def decode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres and validity of an IRS disparity EXR (disparity ≤ 0 or non-finite invalid)."""
     disparity = decode_exr(data, name)
     valid = np.isfinite(disparity) & (disparity > 0)
@@ -31,10 +27,9 @@ def decode(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, depth, 0.0).astype(np.float32), valid
 
 
-def _depth_of(image: Path) -> Path:
-    return image.with_name("d_" + image.stem.removeprefix("l_") + ".exr")
-
-
-def find(folder: str | Path) -> list[Pair]:
-    """The left photos under `folder` (the dataset's root or any folder in it)."""
-    return find_pairs(folder, [("l_*.png", _depth_of)], "SCENE/l_N.png beside SCENE/d_N.exr")
+FAMILY = Family(
+    "irs", "IRS",
+    naming=(NamingRule(r"(.*/)?l_([^/]*)\.png", rgb=r"\g<0>", depth=r"\1d_\2.exr"),),
+    decode=decode,
+    layout="SCENE/l_N.png beside SCENE/d_N.exr",
+)

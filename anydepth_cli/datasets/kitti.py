@@ -14,21 +14,28 @@ from __future__ import annotations
 import numpy as np
 
 from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.family import Family
 from anydepth_cli.datasets.files import decode_png_metres
 
-NAME = "kitti"
-TITLE = "KITTI"
-LOCATION = "kitti/kitti_eigen_split_test.tar"
-STANDARD_COUNT = 652
-NAMING = NamingRule(r"((\d{4}_\d\d_\d\d)_drive_\d+_sync)/proj_depth/groundtruth/(image_0[23])/(\d+\.png)",
-                    rgb=r"\2/\1/\3/data/\4", depth=r"\g<0>")
 
-
-def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32) and where the projected LiDAR measured it."""
-    return decode_png_metres(depth, name, 256.0)
+    return decode_png_metres(data, name, 256.0)
 
 
 def sample_from_line(fields: list[str]) -> Sample | None:
     """`RGB DEPTH FOCAL`; None (no ground truth) when DEPTH is `None`."""
     return None if fields[1] == "None" else Sample(fields[0], fields[1])
+
+
+FAMILY = Family(
+    "kitti", "KITTI",
+    naming=(NamingRule(r"((\d{4}_\d\d_\d\d)_drive_\d+_sync)/proj_depth/groundtruth/(image_0[23])/(\d+\.png)",
+                       rgb=r"\2/\1/\3/data/\4", depth=r"\g<0>"),),
+    decode=decode,
+    layout="kitti/kitti_eigen_split_test.tar or its extracted contents",
+    columns="RGB DEPTH FOCAL",
+    from_line=sample_from_line,
+    location="kitti/kitti_eigen_split_test.tar",
+    standard_count=652,
+)

@@ -1,10 +1,13 @@
-"""List files of samples, as the papers publish their splits: one `RGB DEPTH [MASK]` per line.
+"""List files of samples, as the papers publish their splits and the benchmarks their filename lists: one
+`RGB DEPTH [THIRD]` per line, the third column each family's business (`Family.from_line`: a mask, NYU's filled
+depth, KITTI's focal length).
 
 Fields are separated by commas when the line has one (our manifests), else by whitespace (the published
 splits, e.g. AnyDepth's `datasets/<name>/train.txt`: two absolute paths from the authors' machine). Blank lines
 and lines starting with `#` are ignored.
 
-Relative paths resolve against the data root when one is given, else against the list's folder. Absolute
+Relative paths stay relative: to the data root when one is given, else to the list's folder (`SampleList.base`),
+or to the benchmark set the list belongs to. Absolute
 paths that are not on this machine are re-rooted: their shared leading folder is replaced by the data root.
 Which leading part is replaced is found by trying the longest first on the first samples, so a root that holds
 the dataset itself (`/data/vkitti2` for `/root/autodl-tmp/datasets/vkitti2/Scene01/...`) and one that holds
@@ -18,8 +21,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.errors import UsageError
+from anydepth_cli.datasets.archive import Sample
+from anydepth_cli.datasets.family import Family
+from anydepth_cli.errors import InputError, UsageError
 
 PROBES = 3
 """Samples whose files decide which part of a foreign prefix the data root replaces."""
@@ -29,7 +33,9 @@ PROBES = 3
 class SampleList:
     """The samples of a list file and what was done to their paths."""
 
-    pairs: list[Pair]
+    samples: list[Sample]
+    base: Path
+    """What relative names are relative to."""
     note: str | None = None
     """The prefix that was replaced, or the foreign prefix left as it is for want of a data root."""
 
@@ -38,8 +44,9 @@ def _fields(line: str) -> list[str]:
     return [field.strip() for field in line.split(",")] if "," in line else line.split()
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    """The `RGB DEPTH [MASK]` fields of each sample line; UsageError naming the line for a malformed one."""
+def read_rows(path: Path, columns: str = "RGB DEPTH [MASK]") -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each sample line; UsageError naming the line for a malformed one (`columns`
+    says what a line holds)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -51,8 +58,8 @@ def read_rows(path: Path) -> list[list[str]]:
             continue
         fields = _fields(line)
         if len(fields) not in (2, 3) or not all(fields):
-            raise UsageError(f"{path}:{number}: expected 'RGB DEPTH [MASK]' (whitespace- or comma-separated), got {line!r}")
-        rows.append(fields)
+            raise UsageError(f"{path}:{number}: expected '{columns}' (whitespace- or comma-separated), got {line!r}")
+        rows.append((number, fields))
     if not rows:
         raise UsageError(f"list {path} names no samples")
     return rows
@@ -82,11 +89,12 @@ def replaced_part(rows: list[list[str]], prefix: PurePath, root: Path) -> PurePa
     return prefix
 
 
-def read_list(path: str | Path, root: Path | None = None) -> SampleList:
-    """The samples of a list file, relative paths resolved and foreign absolute ones re-rooted (see the module)."""
+def read_list(path: str | Path, family: Family, root: Path | None = None) -> SampleList:
+    """The samples of a list file of `family`, foreign absolute paths re-rooted (see the module); UsageError
+    naming the line the family cannot read, or when no line has ground truth."""
     path = Path(path)
-    rows = read_rows(path)
-    base = root if root is not None else path.parent
+    numbered = read_rows(path, family.columns)
+    rows = [fields for _, fields in numbered]
     prefix = foreign_prefix(rows)
     old, note = None, None
     if prefix is not None and root is not None:
@@ -95,12 +103,19 @@ def read_list(path: str | Path, root: Path | None = None) -> SampleList:
     elif prefix is not None:
         note = f"{path}: its paths are under {prefix}, which is not on this machine: pass --data-root DIR to re-root them"
 
-    def resolve(field: str) -> Path:
-        if not os.path.isabs(field):
-            return base / field
-        if old is not None and PurePath(field).is_relative_to(old):
-            return _rerooted(field, old, root)
-        return Path(field)
+    def rerooted(field: str) -> str:
+        if old is not None and os.path.isabs(field) and PurePath(field).is_relative_to(old):
+            return str(_rerooted(field, old, root))
+        return field
 
-    pairs = [Pair(*(resolve(field) for field in row)) for row in rows]
-    return SampleList(pairs, note)
+    samples = []
+    for number, fields in numbered:
+        try:
+            sample = family.from_line([rerooted(field) for field in fields])
+        except InputError as exc:
+            raise UsageError(f"{path}:{number}: {exc}") from None
+        if sample is not None:
+            samples.append(sample)
+    if not samples:
+        raise UsageError(f"list {path} names no sample with ground truth")
+    return SampleList(samples, root if root is not None else path.parent, note)

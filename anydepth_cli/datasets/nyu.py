@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family, rgb_depth
 from anydepth_cli.datasets.files import decode_png_metres
 
-NAME = "nyu"
-TITLE = "NYUv2"
-LOCATION = "nyuv2/nyu_labeled_extracted.tar"
-STANDARD_COUNT = 654
-NAMING = NamingRule(r"(test/[^/]+)/rgb_(\d+)\.png", rgb=r"\g<0>", depth=r"\1/depth_\2.png")
 
-
-def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The raw depth in metres (float32) and where it was measured."""
-    return decode_png_metres(depth, name, 1000.0)
+    return decode_png_metres(data, name, 1000.0)
 
 
-def sample_from_line(fields: list[str]) -> Sample | None:
-    """`RGB DEPTH [FILLED]`: the filled depth is not scored."""
-    return Sample(fields[0], fields[1])
+FAMILY = Family(
+    "nyu", "NYUv2",
+    naming=(NamingRule(r"(test/[^/]+)/rgb_(\d+)\.png", rgb=r"\g<0>", depth=r"\1/depth_\2.png"),),
+    decode=decode,
+    layout="nyuv2/nyu_labeled_extracted.tar or its extracted contents",
+    columns="RGB DEPTH FILLED",
+    from_line=rgb_depth,
+    location="nyuv2/nyu_labeled_extracted.tar",
+    standard_count=654,
+)

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from anydepth_cli.datasets.archive import NamingRule, Sample
+from anydepth_cli.datasets.archive import NamingRule
+from anydepth_cli.datasets.family import Family, rgb_depth
 from anydepth_cli.datasets.files import decode_png_metres
 
-NAME = "scannet"
-TITLE = "ScanNet"
-LOCATION = "scannet/scannet_val_sampled_800_1.tar"
-STANDARD_COUNT = 800
-NAMING = NamingRule(r"(.*)color/([^/]+)\.jpg", rgb=r"\g<0>", depth=r"\1depth/\2.png")
 
-
-def ground_truth(depth: bytes, name: str, image_size: tuple[int, int], mask: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode(data: bytes, name: str, image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Depth in metres (float32) and where it was measured."""
-    return decode_png_metres(depth, name, 1000.0)
+    return decode_png_metres(data, name, 1000.0)
 
 
-def sample_from_line(fields: list[str]) -> Sample | None:
-    """`RGB DEPTH`."""
-    return Sample(fields[0], fields[1])
+FAMILY = Family(
+    "scannet", "ScanNet",
+    naming=(NamingRule(r"(.*)color/([^/]+)\.jpg", rgb=r"\g<0>", depth=r"\1depth/\2.png"),),
+    decode=decode,
+    layout="scannet/scannet_val_sampled_800_1.tar or its extracted contents",
+    columns="RGB DEPTH",
+    from_line=rgb_depth,
+    location="scannet/scannet_val_sampled_800_1.tar",
+    standard_count=800,
+)

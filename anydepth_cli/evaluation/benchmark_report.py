@@ -27,7 +27,7 @@ def percentages(result: SetResult, model: str) -> tuple[float, float]:
 
 def count_note(result: SetResult) -> str:
     """`654 images`, or `3 images (the standard set has 654)` when the count differs from the standard one."""
-    standard = result.benchmark.STANDARD_COUNT
+    standard = result.benchmark.standard_count
     text = f"{result.scored} image{'s' if result.scored != 1 else ''}"
     return text if result.scored == standard else f"{text} (the standard set has {standard})"
 
@@ -35,7 +35,7 @@ def count_note(result: SetResult) -> str:
 def table_cells(results: Sequence[SetResult], models: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """The paper's table as text: a header (model, then each set's AbsRel ↓ and δ1 ↑) and one row per model,
     one decimal, the best of each column in bold (`**…**`) when several models are compared."""
-    header = ["Model"] + [f"{r.benchmark.TITLE} {metric}" for r in results for metric in ("AbsRel ↓", "δ1 ↑")]
+    header = ["Model"] + [f"{r.benchmark.title} {metric}" for r in results for metric in ("AbsRel ↓", "δ1 ↑")]
     values = [[value for r in results for value in percentages(r, model)] for model in models]
     best = []
     for column in range(len(header) - 1):
@@ -64,16 +64,16 @@ def _markdown(results: Sequence[SetResult], models: Sequence[str], kinds: dict[s
     ]
     for r in results:
         speed = f"{r.seconds:.1f} s ({(r.scored + len(r.failures)) / r.seconds:.2f} img/s)" if r.seconds > 0 else "–"
-        lines.append(f"| {r.benchmark.TITLE} | {count_note(r)} | {len(r.failures)} | {r.tiled} | {speed} |")
+        lines.append(f"| {r.benchmark.title} | {count_note(r)} | {len(r.failures)} | {r.tiled} | {speed} |")
     lines += ["", "Aligned as: " + ", ".join(f"{model} → {kinds[model]}" for model in models) + "."]
-    lines += skipped_section([f"{r.benchmark.NAME} `{failure.input}`: {failure.reason}"
+    lines += skipped_section([f"{r.benchmark.name} `{failure.input}`: {failure.reason}"
                               for r in results for failure in r.failures])
     return "\n".join(lines) + "\n"
 
 
 def _write_table_csv(results: Sequence[SetResult], models: Sequence[str], temp: Path) -> None:
     """One row per model: each set's AbsRel % and δ1 % (full precision) and its image count."""
-    columns = ["model"] + [f"{r.benchmark.NAME}_{c}" for r in results for c in ("abs_rel_pct", "delta1_pct", "images")]
+    columns = ["model"] + [f"{r.benchmark.name}_{c}" for r in results for c in ("abs_rel_pct", "delta1_pct", "images")]
     with open(temp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)

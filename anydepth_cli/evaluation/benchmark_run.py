@@ -14,14 +14,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from anydepth_cli.datasets.archive import Sample, SetFiles
-from anydepth_cli.datasets.files import decode_rgb
+from anydepth_cli.datasets.family import Family, Reader
 from anydepth_cli.evaluation.failures import Failure
 from anydepth_cli.evaluation.protocols import PROTOCOLS, Protocol
 from anydepth_cli.evaluation.scoring import score_models
@@ -68,7 +67,7 @@ class SetResult:
     """One set's per-image rows (every model), the samples that could not be scored, the predictions made by
     tiling and the time it took."""
 
-    benchmark: ModuleType
+    benchmark: Family
     rows: list[dict[str, object]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     tiled: int = 0
@@ -80,12 +79,12 @@ class SetResult:
         return len({row["image"] for row in self.rows})
 
 
-def load_sample(benchmark: ModuleType, files: SetFiles, sample: Sample) -> Loaded:
-    """Read and prepare one sample; InputError when a file is missing or unreadable or nothing is valid."""
-    rgb = decode_rgb(files.read(sample.rgb), sample.rgb)
-    mask = files.read(sample.mask) if sample.mask else None
-    depth, measured = benchmark.ground_truth(files.read(sample.depth), sample.depth, rgb.shape[:2], mask)
-    return Loaded(sample, *PROTOCOLS[benchmark.NAME].prepare(rgb, depth, measured))
+def load_sample(reader: Reader, sample: Sample) -> Loaded:
+    """Read and prepare one sample of a benchmark; InputError when a file is missing or unreadable or nothing is
+    valid."""
+    rgb = reader.rgb(sample)
+    depth, measured = reader.truth(sample, rgb.shape[:2])
+    return Loaded(sample, *PROTOCOLS[reader.family.name].prepare(rgb, depth, measured))
 
 
 def prediction_path(save_dir: Path, benchmark: str, rgb: str, model: str | None = None) -> Path:
@@ -98,11 +97,11 @@ def prediction_path(save_dir: Path, benchmark: str, rgb: str, model: str | None 
 class SetRun:
     """Every model on every sample of one set (see the module docstring)."""
 
-    def __init__(self, benchmark: ModuleType, predictors: Mapping[str, MapPredictor], options: RunOptions,
+    def __init__(self, benchmark: Family, predictors: Mapping[str, MapPredictor], options: RunOptions,
                  progress: Callable[[], None] | None = None,
                  tiles_progress: Callable[[str, int, int], None] | None = None) -> None:
         self.benchmark = benchmark
-        self.protocol: Protocol = PROTOCOLS[benchmark.NAME]
+        self.protocol: Protocol = PROTOCOLS[benchmark.name]
         self.predictors = predictors
         self.options = options
         self.progress = progress
@@ -114,7 +113,8 @@ class SetRun:
         """Score every sample; unreadable ones, and ones a model fails on, are recorded in `failures` and skipped
         for every model."""
         start = time.perf_counter()
-        scores = score_models(samples, self.predictors, self._engine, lambda s: self._load(files, s), self._score,
+        reader = Reader(self.benchmark, files)
+        scores = score_models(samples, self.predictors, self._engine, lambda s: self._load(reader, s), self._score,
                               lambda sample: sample.rgb, self.progress)
         self.result.failures = scores.failures
         self.result.rows = [row for _, by_model in scores.scored for row in by_model.values()]
@@ -136,8 +136,8 @@ class SetRun:
                       batch_pixels=BATCH_PIXELS,
                       tile_progress=None if report is None else lambda _, done, total: report(name, done, total))
 
-    def _load(self, files: SetFiles, sample: Sample) -> EngineInput:
-        loaded = load_sample(self.benchmark, files, sample)
+    def _load(self, reader: Reader, sample: Sample) -> EngineInput:
+        loaded = load_sample(reader, sample)
         return EngineInput(loaded.rgb, loaded.depth.shape, loaded)
 
     def _score(self, name: str, sample: Sample, read: EngineInput, prediction: Prediction) -> dict[str, object]:
@@ -152,9 +152,9 @@ class SetRun:
             values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
         if self.options.save_dir is not None:
             model = name if len(self.predictors) > 1 else None
-            write_npy(prediction_path(self.options.save_dir, self.benchmark.NAME, sample.rgb, model), values)
+            write_npy(prediction_path(self.options.save_dir, self.benchmark.name, sample.rgb, model), values)
         kind = self.options.kinds[name]
-        row: dict[str, object] = {"benchmark": self.benchmark.NAME, "image": sample.rgb, "depth": sample.depth,
+        row: dict[str, object] = {"benchmark": self.benchmark.name, "image": sample.rgb, "depth": sample.depth,
                                   "model": name}
         row.update(self.protocol.score(values, item.depth, item.valid, kind))
         row.update(aligned_as=kind)

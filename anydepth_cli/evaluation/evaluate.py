@@ -81,7 +81,8 @@ def evaluate_folder(options: EvalOptions, models: Models, reporter: EvalReporter
     from anydepth_cli.evaluation.report import write_eval_report
 
     chosen = get_preset(options.preset or "default")
-    pairs, truths = folder_samples(options.data, options.data_root, options.depth_scale, reporter.source_read)
+    data = folder_samples(options.data, options.data_root, options.depth_scale or chosen.depth_scale,
+                          options.depth_scale is not None, reporter.source_read)
     # torch comes in only here, so mistakes in the options and the data are reported at once
     from anydepth_cli.io.writers import prepare_output_dir
 
@@ -91,11 +92,10 @@ def evaluate_folder(options: EvalOptions, models: Models, reporter: EvalReporter
         from anydepth_cli.evaluation.unaligned import check_some_metric
 
         check_some_metric(predictors)
-    reporter.folder_started(len(pairs), chosen.name)
-    with reporter.counting("images", len(pairs)) as counter:
-        result = run_eval(pairs, predictors, chosen, counter.advance, depth_scale=options.depth_scale,
-                          batch_size=options.batch_size, output_kind=options.output_kind, truths=truths,
-                          unaligned=options.unaligned)
+    reporter.folder_started(len(data), chosen.name)
+    with reporter.counting("images", len(data)) as counter:
+        result = run_eval(data, predictors, chosen, counter.advance, batch_size=options.batch_size,
+                          output_kind=options.output_kind, unaligned=options.unaligned)
     return FolderEvaluation(result, write_eval_report(result, options.output))
 
 
@@ -122,7 +122,7 @@ def evaluate_benchmarks(options: EvalOptions, plan: list[PlannedSet], models: Mo
     results = []
     for planned in plan:
         reporter.set_started(planned)
-        with reporter.counting(planned.benchmark.TITLE, len(planned.samples), tiles=True) as counter:
+        with reporter.counting(planned.benchmark.title, len(planned.samples), tiles=True) as counter:
             run = SetRun(planned.benchmark, predictors, run_options, counter.advance, counter.tiles)
             results.append(run.run(planned.files, planned.samples))
     written = write_benchmark_report(results, list(predictors), kinds, options.output)

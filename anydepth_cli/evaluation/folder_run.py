@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from anydepth_cli.datasets.files import read_mask, read_rgb
-from anydepth_cli.datasets.generic import Pair, read_depth
-from anydepth_cli.datasets.sources import GroundTruth
+from anydepth_cli.datasets.archive import Sample
+from anydepth_cli.datasets.family import Reader, SampleSet
 from anydepth_cli.errors import InputError, UsageError
 from anydepth_cli.evaluation.failures import Failure
 from anydepth_cli.evaluation.metrics import KINDS, UNALIGNED, KindCheck, aggregate, evaluate_sample
@@ -76,19 +75,13 @@ class EvalResult:
     failures: list[Failure] = field(default_factory=list)
 
 
-def _load(pair: Pair, preset: Preset, depth_scale: float,
-          truth: GroundTruth | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """RGB, GT depth and mask of a sample (read by `truth` when given); InputError if unreadable or it has fewer
-    than two valid pixels."""
-    rgb = read_rgb(pair.image)
-    if truth is not None:
-        gt, mask = truth.read(pair)
-    else:
-        gt = read_depth(pair.depth, depth_scale)
-        mask = read_mask(pair.mask) if pair.mask is not None else None
-    if int(preset.valid_mask(gt, mask).sum()) < 2:
-        raise InputError(f"{pair.depth}: fewer than two valid ground-truth pixels under preset {preset.name!r}")
-    return rgb, gt, mask
+def _load(reader: Reader, sample: Sample, preset: Preset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB, GT depth and validity of a sample; InputError if unreadable or it has fewer than two valid pixels."""
+    rgb = reader.rgb(sample)
+    gt, valid = reader.truth(sample, rgb.shape[:2])
+    if int(preset.valid_mask(gt, valid).sum()) < 2:
+        raise InputError(f"{reader.where(sample.depth)}: fewer than two valid ground-truth pixels under preset {preset.name!r}")
+    return rgb, gt, valid
 
 
 def _choose(declared: str, mode: str, rows: Mapping[str, list[dict[str, object]]]) -> Alignment:
@@ -104,28 +97,25 @@ def _choose(declared: str, mode: str, rows: Mapping[str, list[dict[str, object]]
 
 
 def run_eval(
-    pairs: Sequence[Pair],
+    data: SampleSet | Sequence[SampleSet],
     predictors: Mapping[str, MapPredictor],
     preset: Preset,
     progress: Callable[[], None] | None = None,
     *,
-    depth_scale: float | None = None,
     batch_size: int = 1,
     output_kind: str = "model",
-    truths: Sequence[GroundTruth] | None = None,
     unaligned: bool = False,
 ) -> EvalResult:
-    """Evaluate every predictor on every pair under `preset`.
+    """Evaluate every predictor on every sample of `data` (one set or several) under `preset`.
 
     Each model streams the pairs through its engine (`evaluation.scoring`): read ahead, predicted
     `batch_size` at a time, each map brought to its ground truth's size by the model's own rule (as
     it is to the image's), scored behind.
     `output_kind` (one of ALIGNMENT_MODES) picks the space each model is aligned in: `model`,
     the predictor's `output_kind`; `depth` or `disparity`, that for all; `auto`, both are tried
-    and the one with the lower mean AbsRel is reported. `depth_scale` overrides the preset's PNG
-    divisor; `truths`, one per pair, read each ground truth the way its dataset defines instead (a
-    named training source's decoder, mask and depth cap). A sample that cannot be read or has no
-    valid pixels is recorded in `failures` and skipped. `progress` is called once per pair. With `unaligned`,
+    and the one with the lower mean AbsRel is reported. Each set's reader reads its ground truth the way its
+    dataset defines (decoder, mask, depth cap). A sample that cannot be read or has no
+    valid pixels is recorded in `failures` and skipped. `progress` is called once per sample. With `unaligned`,
     each metric model is also scored as it is, in metres (`unaligned_label`), beside its aligned scores.
     """
     if not predictors:
@@ -137,21 +127,20 @@ def run_eval(
     spaces = {name: KINDS if mode == "auto" else (kind if mode == "model" else mode,) for name, kind in declared.items()}
     for name in metric_models(predictors) if unaligned else ():
         spaces[name] = (*spaces[name], UNALIGNED)
-    scale = preset.depth_scale if depth_scale is None else depth_scale
-    readers = list(truths) if truths is not None else [None] * len(pairs)
+    items = [(one.reader, sample) for one in ([data] if isinstance(data, SampleSet) else data) for sample in one.samples]
 
     def load(index: int) -> Loaded:
-        rgb, gt, mask = _load(pairs[index], preset, scale, readers[index])
-        return Loaded(rgb, gt.shape, (gt, mask))
+        rgb, gt, valid = _load(*items[index], preset)
+        return Loaded(rgb, gt.shape, (gt, valid))
 
     def score(name: str, index: int, loaded: Loaded, prediction: Prediction) -> dict[str, dict[str, object]]:
-        gt, mask = loaded.data
-        pair = pairs[index]
-        return {kind: {"image": str(pair.image), "depth": str(pair.depth), "model": name,
-                       **evaluate_sample(prediction.values, gt, mask, preset, kind)} for kind in spaces[name]}
+        gt, valid = loaded.data
+        reader, sample = items[index]
+        return {kind: {"image": reader.where(sample.rgb), "depth": reader.where(sample.depth), "model": name,
+                       **evaluate_sample(prediction.values, gt, valid, preset, kind)} for kind in spaces[name]}
 
-    scores = score_models(range(len(pairs)), predictors, lambda _, predictor: Engine(predictor, batch_size), load,
-                          score, lambda index: str(pairs[index].image), progress)
+    scores = score_models(range(len(items)), predictors, lambda _, predictor: Engine(predictor, batch_size), load,
+                          score, lambda index: items[index][0].where(items[index][1].rgb), progress)
     result = EvalResult(preset=preset.name, models=list(predictors))
     result.failures = scores.failures
     for name in predictors:

@@ -12,11 +12,8 @@ from anydepth_cli.evaluation.folder_run import check_alignment_mode
 from anydepth_cli.evaluation.presets import check_depth_scale, get_preset
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from anydepth_cli.datasets.archive import Sample, SetFiles
-    from anydepth_cli.datasets.generic import Pair
-    from anydepth_cli.datasets.sources import GroundTruth
+    from anydepth_cli.datasets.family import Family, SampleSet
 
 ALIGN_MODES = ("scale-shift", "none")
 
@@ -63,7 +60,7 @@ class EvalOptions:
             self._check_folder()
 
     def _check_benchmarks(self, names: str) -> None:
-        from anydepth_cli.datasets.benchmarks import choose_benchmarks
+        from anydepth_cli.datasets.registry import choose_benchmarks
         from anydepth_cli.evaluation.benchmark_run import TILE_MODES
 
         given = [name for name, value in (("DATA", self.data), ("--preset", self.preset),
@@ -99,9 +96,9 @@ class EvalOptions:
 
 @dataclass(frozen=True)
 class PlannedSet:
-    """A standard set to score: its module (name, protocol, layout), its files and the samples to score."""
+    """A standard set to score: its family (name, protocol, layout), its files and the samples to score."""
 
-    benchmark: ModuleType
+    benchmark: Family
     files: SetFiles
     samples: list[Sample]
 
@@ -110,29 +107,30 @@ def benchmark_plan(options: EvalOptions) -> list[PlannedSet]:
     """Each set --benchmark names, its files under --data-root and the samples to score (those --list names, or
     every one with ground truth); a mistake in the data root is reported here, before any network is loaded."""
     from anydepth_cli.datasets.archive import locate
-    from anydepth_cli.datasets.benchmarks import choose_benchmarks, find_samples, listed_samples
+    from anydepth_cli.datasets.lists import read_list
+    from anydepth_cli.datasets.registry import choose_benchmarks
 
     plan = []
-    for module in choose_benchmarks(options.benchmark):
-        files = locate(options.data_root, module.LOCATION)
-        samples = (listed_samples(module, options.list_file) if options.list_file is not None
-                   else find_samples(module, files))
-        plan.append(PlannedSet(module, files, samples))
+    for family in choose_benchmarks(options.benchmark):
+        files = locate(options.data_root, family.location)
+        samples = (read_list(options.list_file, family).samples if options.list_file is not None
+                   else family.find(files))
+        plan.append(PlannedSet(family, files, samples))
     return plan
 
 
-def folder_samples(data: Path, root: Path | None, depth_scale: float | None,
-                   note: Callable[[str], None]) -> tuple[list[Pair], list[GroundTruth] | None]:
-    """The pairs DATA names and, for a named dataset, how each one's ground truth reads; `note` gets what the source
-    says about how it was read."""
-    from anydepth_cli.datasets.sources import GENERIC, default_max_depth, open_source, parse_source
+def folder_samples(data: Path, root: Path | None, depth_scale: float, scale_given: bool,
+                   note: Callable[[str], None]) -> SampleSet:
+    """The samples DATA names and their reader (the user's PNG depth divided by `depth_scale`); `note` gets what
+    the source says about how it was read."""
+    from anydepth_cli.datasets.registry import GENERIC, default_max_depth, open_source, parse_source
 
     spec = parse_source(str(data))
     if root is not None and not spec.path.is_file():
         raise UsageError("--data-root: only with --benchmark or a list file as DATA")
-    if spec.dataset != GENERIC and depth_scale is not None:
+    if spec.dataset != GENERIC and scale_given:
         raise UsageError(f"{spec.dataset} ground truth has its own units: drop --depth-scale")
-    listed, truth = open_source(spec, root, cap=default_max_depth(spec.dataset))
-    if listed.note:
-        note(listed.note)
-    return listed.pairs, None if spec.dataset == GENERIC else [truth] * len(listed.pairs)
+    opened = open_source(spec, root, depth_scale, cap=default_max_depth(spec.dataset))
+    if opened.note:
+        note(opened.note)
+    return opened.data

@@ -141,4 +141,4 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("scannet", 1e-3, 10.0),
     Protocol("diode", 0.6, 350.0, mask_only=True),
 )}
-"""The protocol of each benchmark, by its name in `datasets.benchmarks.BENCHMARKS`."""
+"""The protocol of each benchmark, by its name in `datasets.registry.BENCHMARKS`."""

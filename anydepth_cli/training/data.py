@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from anydepth_cli.datasets.files import read_rgb
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.sources import GroundTruth
+from anydepth_cli.datasets.archive import Sample
+from anydepth_cli.datasets.family import Reader
 from anydepth_cli.errors import InputError
 from anydepth_cli.inference.preprocess import MEAN, STD, to_float_rgb
 from anydepth_cli.training.distributed import World
@@ -70,9 +69,9 @@ class TrainSet(Dataset):
     case it is all invalid and adds nothing to the loss).
     """
 
-    def __init__(self, samples: Sequence[Pair], truths: Sequence[GroundTruth], crop: int, target: str, seed: int) -> None:
+    def __init__(self, samples: Sequence[Sample], readers: Sequence[Reader], crop: int, target: str, seed: int) -> None:
         self.samples = list(samples)
-        self.truths = list(truths)
+        self.readers = list(readers)
         self.crop = crop
         self.target = target
         self.seed = seed
@@ -82,13 +81,13 @@ class TrainSet(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor | str]:
         epoch, position, index = key
-        pair = self.samples[index]
+        sample, reader = self.samples[index], self.readers[index]
         rng = np.random.default_rng([self.seed, epoch, position])
         try:
-            rgb = read_rgb(pair.image)
-            depth, valid = self.truths[index].read(pair)
+            rgb = reader.rgb(sample)
+            depth, valid = reader.truth(sample, rgb.shape[:2])
             if rgb.shape[:2] != depth.shape:
-                raise InputError(f"{pair.image}: image and depth sizes differ")
+                raise InputError(f"{reader.where(sample.rgb)}: image and depth sizes differ")
         except InputError as exc:
             size = (self.crop, self.crop)
             return {"image": torch.zeros(3, *size), "target": torch.zeros(size), "valid": torch.zeros(size, dtype=torch.bool),
@@ -172,6 +171,6 @@ def batch_keys(mix: Mix, batch_size: int, world: World, seed: int, start: int = 
 def make_loader(report: DataReport, crop: int, target: str, seed: int, batch_size: int, world: World, start: int,
                 workers: int, pin_memory: bool) -> DataLoader:
     """The batches of this process from its `start`-th on, read by `workers` processes."""
-    dataset = TrainSet(report.samples, report.truths, crop, target, seed)
+    dataset = TrainSet(report.samples, report.readers, crop, target, seed)
     return DataLoader(dataset, batch_sampler=batch_keys(Mix.of(report), batch_size, world, seed, start),
                       num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)

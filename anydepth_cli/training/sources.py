@@ -10,15 +10,14 @@ from __future__ import annotations
 import math
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
-from PIL import Image
 
-from anydepth_cli.datasets.generic import Pair
-from anydepth_cli.datasets.sources import (DATASETS, GroundTruth, SourceSpec, default_max_depth, open_source,
-                                          parse_source)
+from anydepth_cli.datasets.archive import Sample
+from anydepth_cli.datasets.family import Reader, SampleSet
+from anydepth_cli.datasets.registry import DATASETS, SourceSpec, default_max_depth, open_source, parse_source
 from anydepth_cli.errors import AnyDepthError, InputError, UsageError
 from anydepth_cli.evaluation.quality import ScoreRow, score_array, select_keep
 from anydepth_cli.io.writers import write_lines
@@ -45,8 +44,8 @@ class Source:
     """The argument as given."""
     name: str
     """Its dataset: the key of --mix and --max-depth."""
-    truth: GroundTruth
-    samples: list[Pair]
+    reader: Reader
+    samples: list[Sample]
     found: int = 0
     no_valid: list[str] = field(default_factory=list)
     """Depth files without a valid pixel."""
@@ -54,6 +53,10 @@ class Source:
     """(file, reason) of samples that could not be read or whose sizes disagree."""
     dropped: list[str] = field(default_factory=list)
     """Images left out by the quality filter (--keep)."""
+
+    @property
+    def data(self) -> SampleSet:
+        return SampleSet(self.reader, self.samples)
 
 
 @dataclass
@@ -65,13 +68,13 @@ class DataReport:
     """Probability of each dataset per draw; None: in proportion to their sizes (each sample once an epoch)."""
 
     @property
-    def samples(self) -> list[Pair]:
-        return [pair for source in self.sources for pair in source.samples]
+    def samples(self) -> list[Sample]:
+        return [sample for source in self.sources for sample in source.samples]
 
     @property
-    def truths(self) -> list[GroundTruth]:
-        """The ground-truth reader of each sample."""
-        return [source.truth for source in self.sources for _ in source.samples]
+    def readers(self) -> list[Reader]:
+        """The reader of each sample."""
+        return [source.reader for source in self.sources for _ in source.samples]
 
     @property
     def found(self) -> int:
@@ -164,10 +167,10 @@ def _check_names(names: set[str], given: dict[str, float], option: str, every: b
 def _open(spec: SourceSpec, root: Path | None, cap: float | None, depth_scale: float,
           note: Callable[[str], None]) -> Source:
     """The source of one data argument, its depth capped at `cap` metres (None or inf: no cap)."""
-    listed, truth = open_source(spec, root, depth_scale, cap)
-    if listed.note:
-        note(listed.note)
-    return Source(spec.text, spec.dataset, truth, listed.pairs)
+    opened = open_source(spec, root, depth_scale, cap)
+    if opened.note:
+        note(opened.note)
+    return Source(spec.text, spec.dataset, opened.data.reader, list(opened.data.samples))
 
 
 def _grouped(sources: list[Source]) -> list[Source]:
@@ -205,25 +208,16 @@ def validation_sources(val: Sequence[Path | str], note: Callable[[str], None], r
     return _open_all([parse_source(str(item)) for item in val], roots, caps, depth_scale, note)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image from its header; InputError if it cannot be opened."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-
-
-def _check(pair: Pair, truth: GroundTruth, score: bool) -> tuple[str, str | ScoreRow | None]:
+def _check(sample: Sample, reader: Reader, score: bool) -> tuple[str, str | ScoreRow | None]:
     """('ok', score row or None), ('empty', None) or ('unreadable', reason) for one sample."""
     try:
-        depth, valid = truth.read(pair)
-        size = _image_size(pair.image)
+        depth, valid = reader.truth(sample)
+        size = reader.image_size(sample)
     except InputError as exc:
         return "unreadable", str(exc)
     if size != depth.shape:
-        return "unreadable", (f"{pair.image}: image is {size[1]}×{size[0]}, depth {pair.depth.name} is "
-                              f"{depth.shape[1]}×{depth.shape[0]}")
+        return "unreadable", (f"{reader.where(sample.rgb)}: image is {size[1]}×{size[0]}, depth "
+                              f"{PurePosixPath(sample.depth).name} is {depth.shape[1]}×{depth.shape[0]}")
     if not valid.any():
         return "empty", None
     return "ok", (score_array(np.where(valid, depth, 0.0)) if score else None)
@@ -236,24 +230,25 @@ def scan_source(source: Source, keep: float | None, pool: Executor,
     checked = replace(source, samples=[], found=len(source.samples), no_valid=[], unreadable=[], dropped=[])
     rows: list[ScoreRow] = []
 
-    def check(pair: Pair) -> tuple[str, str | ScoreRow | None]:
-        return _check(pair, source.truth, keep is not None)
+    def check(sample: Sample) -> tuple[str, str | ScoreRow | None]:
+        return _check(sample, source.reader, keep is not None)
 
-    for pair, (status, detail) in zip(source.samples, pool.map(check, source.samples)):
+    where = source.reader.where
+    for sample, (status, detail) in zip(source.samples, pool.map(check, source.samples)):
         if progress is not None:
             progress()
         if status == "unreadable":
-            checked.unreadable.append((str(pair.image), str(detail)))
+            checked.unreadable.append((where(sample.rgb), str(detail)))
         elif status == "empty":
-            checked.no_valid.append(str(pair.depth))
+            checked.no_valid.append(where(sample.depth))
         else:
             if isinstance(detail, ScoreRow):
                 rows.append(replace(detail, path=str(len(checked.samples))))
-            checked.samples.append(pair)
+            checked.samples.append(sample)
     if keep is not None:
         kept = {int(index) for index in select_keep(rows, keep)}
-        checked.dropped = [str(pair.image) for i, pair in enumerate(checked.samples) if i not in kept]
-        checked.samples = [pair for i, pair in enumerate(checked.samples) if i in kept]
+        checked.dropped = [where(sample.rgb) for i, sample in enumerate(checked.samples) if i not in kept]
+        checked.samples = [sample for i, sample in enumerate(checked.samples) if i in kept]
     return checked
 
 

@@ -24,7 +24,6 @@ def validate(network: DepthNetwork, sources: list[Source], size: int, device: to
     if dtype == torch.float64:
         network, dtype = copy.deepcopy(network).float(), torch.float32
     predictor = DepthPredictor(network, size, device, dtype, options.batch_size)
-    pairs = [pair for source in sources for pair in source.samples]
-    truths = [source.truth for source in sources for _ in source.samples]
-    result = run_eval(pairs, {"model": predictor}, get_preset("default"), batch_size=options.batch_size, truths=truths)
+    result = run_eval([source.data for source in sources], {"model": predictor}, get_preset("default"),
+                      batch_size=options.batch_size)
     return result.aggregates["model"]["abs_rel"], result.aggregates["model"]["delta1"], result.failures
